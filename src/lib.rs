@@ -1,0 +1,7 @@
+//! setowire-node: a relay and seed node for the Setowire peer-to-peer protocol.
+//!
+//! The protocol itself lives in [`proto`] (wire frames and cryptography) and [`swarm`]
+//! (the peer engine). Both are sans-IO: they own no socket, clock or thread, and are driven
+//! by the caller with datagrams, timestamps and commands.
+
+pub mod proto;

@@ -1,0 +1,1 @@
+//! The Setowire wire protocol: frame codec, identities, sessions and their helpers.
