@@ -4,4 +4,7 @@
 //! (the peer engine). Both are sans-IO: they own no socket, clock or thread, and are driven
 //! by the caller with datagrams, timestamps and commands.
 
+pub mod control;
 pub mod proto;
+pub mod standalone;
+pub mod swarm;

@@ -1,0 +1,131 @@
+//! The line-oriented control interface (`--control stdio`): one JSON command per input line,
+//! one JSON event per output line. Scripts, tests and operators drive a node with it the
+//! same way they drive other Setowire peers.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::proto::identity::{decode_hex, encode_hex, Id8};
+use crate::swarm::engine::Engine;
+use crate::swarm::event::Event;
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case")]
+pub enum Command {
+    Dial { addr: SocketAddr },
+    Broadcast { hex: String },
+    Send { peer: String, hex: String },
+    Store { key: String, hex: String },
+    Fetch { key: String },
+    Peers,
+    Disconnect { peer: String },
+    Quit,
+}
+
+/// Parses one input line; the error is a message for an `error` event.
+pub fn parse_command(line: &str) -> Result<Command, String> {
+    serde_json::from_str(line).map_err(|e| format!("bad command: {e}"))
+}
+
+/// What the caller must do after a command.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Continue,
+    Quit,
+}
+
+/// Applies a command to the engine; replies (if any) are written through `emit`.
+pub fn apply(
+    engine: &mut Engine,
+    now: Instant,
+    cmd: Command,
+    emit: &mut impl FnMut(Value),
+) -> Outcome {
+    let result = match cmd {
+        Command::Dial { addr } => {
+            engine.dial(now, addr);
+            Ok(())
+        }
+        Command::Broadcast { hex } => bytes(&hex).map(|payload| {
+            engine.broadcast(&payload);
+        }),
+        Command::Send { peer, hex } => peer_id(&peer).and_then(|id| {
+            let payload = bytes(&hex)?;
+            engine.send(&id, &payload).map_err(|e| e.to_string())
+        }),
+        Command::Store { key, hex } => bytes(&hex).and_then(|value| {
+            engine
+                .store(&key, value)
+                .then_some(())
+                .ok_or_else(|| "value refused by the store".to_owned())
+        }),
+        Command::Fetch { key } => {
+            engine.fetch(now, &key);
+            Ok(())
+        }
+        Command::Peers => {
+            let peers: Vec<Value> = engine
+                .peers()
+                .map(|p| {
+                    json!({
+                        "id": encode_hex(&p.id[..8]),
+                        "addr": p.addr.to_string(),
+                        "in_mesh": p.in_mesh,
+                        "rtt_ms": p.rtt_ms,
+                    })
+                })
+                .collect();
+            emit(json!({"event": "peers", "peers": peers}));
+            Ok(())
+        }
+        Command::Disconnect { peer } => peer_id(&peer).and_then(|id| {
+            engine
+                .disconnect(&id)
+                .then_some(())
+                .ok_or_else(|| "no such peer".to_owned())
+        }),
+        Command::Quit => return Outcome::Quit,
+    };
+    if let Err(message) = result {
+        emit(json!({"event": "error", "message": message}));
+    }
+    Outcome::Continue
+}
+
+/// Renders an engine event as a control-interface event.
+pub fn render_event(event: &Event) -> Value {
+    match event {
+        Event::Connected { peer, addr } => {
+            json!({"event": "connection", "peer": encode_hex(peer), "addr": addr.to_string()})
+        }
+        Event::Disconnected { peer, reason } => {
+            json!({"event": "disconnect", "peer": encode_hex(peer), "reason": reason.name()})
+        }
+        Event::Data { peer, payload } => {
+            json!({"event": "data", "peer": encode_hex(peer), "hex": encode_hex(payload)})
+        }
+        Event::Synced { key, value } => {
+            json!({"event": "sync", "key": key, "hex": encode_hex(value)})
+        }
+        Event::Fetched { key, value } => {
+            json!({"event": "fetched", "key": key, "hex": encode_hex(value)})
+        }
+        Event::FetchFailed { key } => {
+            json!({"event": "fetch_failed", "key": key, "error": "timeout"})
+        }
+    }
+}
+
+fn bytes(hex: &str) -> Result<Vec<u8>, String> {
+    decode_hex(hex).ok_or_else(|| "hex field is not valid hex".to_owned())
+}
+
+fn peer_id(hex: &str) -> Result<Id8, String> {
+    hex.get(..16)
+        .and_then(decode_hex)
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| "peer must be at least 16 hex characters".to_owned())
+}

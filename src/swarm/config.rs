@@ -1,0 +1,83 @@
+//! Tunables of the peer engine. Defaults follow py-setowire where its behaviour is part of
+//! the protocol (timeouts, intervals, mesh degree) and are larger where a node serves far more
+//! peers than an application does (table and store sizes).
+
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Peers with a session; new handshakes beyond this are refused and counted.
+    pub max_peers: usize,
+    /// Target number of mesh peers that application data is flooded to.
+    pub mesh_degree: usize,
+    /// The mesh is topped up below this many members...
+    pub mesh_low: usize,
+    /// ...and pruned above this many.
+    pub mesh_high: usize,
+    /// Re-flood received application data to the mesh. Off for a seed-only node.
+    pub flood: bool,
+    /// How often each peer is sent a PING (py-setowire: 1 s).
+    pub ping_interval: Duration,
+    /// A peer silent for this long is dropped (py-setowire: 60 s).
+    pub peer_timeout: Duration,
+    /// How often each peer is sent a PEX list (py-setowire: 60 s).
+    pub pex_interval: Duration,
+    /// How many recently connected peers a newcomer is introduced to, and they to it.
+    pub gossip_fanout: usize,
+    /// Dial the peers that gossip, PEX and RELAY_FWD introduce.
+    pub follow_introductions: bool,
+    /// Answer RELAY_REQ with RELAY_FWD to both sides.
+    pub relay: bool,
+    /// Fetch and keep every value a peer announces with HAVE (store-and-forward).
+    pub store_forward: bool,
+    pub store_max_entries: usize,
+    pub store_max_bytes: usize,
+    pub store_max_value: usize,
+    /// A fetch that got no CHUNK within this time fails (py-setowire: 30 s).
+    pub fetch_timeout: Duration,
+    /// Keys being fetched at once.
+    pub max_wanted: usize,
+    /// Addresses being dialled at once.
+    pub max_dials: usize,
+    /// Largest application payload sent or reassembled.
+    pub max_message: usize,
+    /// Bits in each of the two Bloom generations that de-duplicate flooded data.
+    pub seen_filter_bits: usize,
+    /// Bytes of outgoing datagrams held between two drains.
+    pub out_queue_bytes: usize,
+    /// Events held until the application polls them.
+    pub max_events: usize,
+    /// First DATA counter of every session; a node restarting with a persisted identity
+    /// sets it above every counter it used before so no (key, nonce) pair repeats.
+    pub first_send_counter: u64,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            max_peers: 100_000,
+            mesh_degree: 6,
+            mesh_low: 4,
+            mesh_high: 16,
+            flood: true,
+            ping_interval: Duration::from_secs(1),
+            peer_timeout: Duration::from_secs(60),
+            pex_interval: Duration::from_secs(60),
+            gossip_fanout: 16,
+            follow_introductions: true,
+            relay: true,
+            store_forward: false,
+            store_max_entries: 10_000,
+            store_max_bytes: 64 << 20,
+            store_max_value: 1 << 20,
+            fetch_timeout: Duration::from_secs(30),
+            max_wanted: 1024,
+            max_dials: 1024,
+            max_message: 256 << 10,
+            seen_filter_bits: 1 << 23,
+            out_queue_bytes: 8 << 20,
+            max_events: 65_536,
+            first_send_counter: 0,
+        }
+    }
+}

@@ -1,0 +1,219 @@
+//! How peers learn of each other through this engine: gossip introductions when a peer
+//! connects, periodic PEX lists, and relay introductions (RELAY_REQ → RELAY_FWD).
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use serde::Deserialize;
+
+use crate::proto::frame::{encode_pex, Endpoint, Frame, PexEntries, PexEntry};
+use crate::proto::identity::{decode_hex, encode_hex, Id8};
+use crate::swarm::engine::Engine;
+use crate::swarm::stats::DropReason;
+
+/// py-setowire lists at most this many peers in one PEX frame.
+pub const PEX_MAX: usize = 20;
+/// Peers sent a PEX list in one round; a larger table gets a random sample each round.
+const PEX_RECIPIENTS_PER_ROUND: usize = 1024;
+
+/// The JSON py-setowire sends as DATA to introduce a newly connected peer.
+#[derive(Deserialize)]
+struct Introduction {
+    #[serde(rename = "_gossip")]
+    gossip: bool,
+    id: String,
+    ip: String,
+    port: u16,
+}
+
+impl Engine {
+    /// Tells a newcomer about the peers that connected most recently and them about it, so
+    /// that peers which only know this node dial each other directly.
+    pub(crate) fn introduce(&mut self, newcomer: &Id8) {
+        let Some(new_addr) = self.peers.get(newcomer).map(|p| p.addr) else {
+            return;
+        };
+        let others: Vec<(Id8, SocketAddr)> = self
+            .recent
+            .iter()
+            .filter(|id| *id != newcomer)
+            .filter_map(|id| self.peers.get(id).map(|p| (*id, p.addr)))
+            .take(self.config.gossip_fanout)
+            .collect();
+        let about_newcomer = introduction_json(newcomer, new_addr);
+        for (other, other_addr) in others {
+            self.send_unsequenced(&other, about_newcomer.as_bytes());
+            self.send_unsequenced(newcomer, introduction_json(&other, other_addr).as_bytes());
+        }
+        self.recent.push_front(*newcomer);
+        self.recent.truncate(self.config.gossip_fanout.max(1));
+    }
+
+    /// Acts on an introduction if `json` is one; returns false for ordinary data, which the
+    /// caller then delivers.
+    pub(crate) fn on_gossip(&mut self, now: Instant, json: &[u8]) -> bool {
+        const MARK: &[u8] = b"\"_gossip\"";
+        if !json.windows(MARK.len()).any(|w| w == MARK) {
+            return false;
+        }
+        let Ok(intro) = serde_json::from_slice::<Introduction>(json) else {
+            return false;
+        };
+        if !intro.gossip {
+            return false;
+        }
+        if self.config.follow_introductions {
+            let id8 = intro.id.get(..16).and_then(decode_hex);
+            let addr = intro
+                .ip
+                .parse()
+                .ok()
+                .map(|ip| SocketAddr::new(ip, intro.port));
+            if let (Some(id8), Some(addr)) = (id8, addr) {
+                let id8: Id8 = id8.try_into().expect("16 hex chars are 8 bytes");
+                self.follow_introduction(now, &id8, addr);
+            }
+        }
+        true
+    }
+
+    /// Dials a peer someone introduced, unless it is us, known, or not dialable.
+    fn follow_introduction(&mut self, now: Instant, id8: &Id8, addr: SocketAddr) {
+        if *id8 == self.id8 || self.peers.contains_key(id8) || addr.port() == 0 {
+            return;
+        }
+        self.dial(now, addr);
+    }
+
+    pub(crate) fn send_pex_round(&mut self) {
+        if self.peers.len() < 2 {
+            return;
+        }
+        let known: Vec<(Id8, String, u16)> = self
+            .recent
+            .iter()
+            .filter_map(|id| self.peers.get(id).map(|p| (*id, p.addr)))
+            .chain(self.peers.iter().map(|(id, p)| (*id, p.addr)))
+            .scan(Vec::<Id8>::new(), |listed, (id, addr)| {
+                if listed.contains(&id) {
+                    Some(None)
+                } else {
+                    listed.push(id);
+                    Some(Some((id, addr.ip().to_string(), addr.port())))
+                }
+            })
+            .flatten()
+            .take(PEX_MAX + 1)
+            .collect();
+        let mut recipients: Vec<(Id8, SocketAddr)> =
+            self.peers.iter().map(|(id, p)| (*id, p.addr)).collect();
+        if recipients.len() > PEX_RECIPIENTS_PER_ROUND {
+            let (sample, _) = rand::seq::SliceRandom::partial_shuffle(
+                &mut recipients[..],
+                &mut self.rng,
+                PEX_RECIPIENTS_PER_ROUND,
+            );
+            recipients = sample.to_vec();
+        }
+        for (recipient, addr) in recipients {
+            // Never list a peer to itself: py-setowire would dial itself.
+            let entries = known
+                .iter()
+                .filter(|(id, _, _)| *id != recipient)
+                .take(PEX_MAX)
+                .map(|(id, ip, port)| PexEntry {
+                    id: &id[..],
+                    endpoint: Endpoint { ip, port: *port },
+                });
+            match self
+                .out
+                .push_with(addr, 2 + PEX_MAX * 60, |buf| encode_pex(entries, buf))
+            {
+                Ok(true) => {}
+                _ => self.drop(DropReason::OutQueueFull),
+            }
+        }
+    }
+
+    pub(crate) fn on_pex(&mut self, now: Instant, src: SocketAddr, entries: PexEntries<'_>) {
+        if !self.by_addr.contains_key(&src) {
+            return self.drop(DropReason::UnknownPeer);
+        }
+        if !self.config.follow_introductions {
+            return;
+        }
+        for entry in entries.entries().take(PEX_MAX) {
+            let id8: Id8 = entry.id[..8]
+                .try_into()
+                .expect("PEX ids are at least 8 bytes");
+            if let Some(addr) = entry.endpoint.socket_addr() {
+                self.follow_introduction(now, &id8, addr);
+            }
+        }
+    }
+
+    /// A peer asks to be introduced to `to`: tell `to` to dial the requester at the address
+    /// its request came from, and the requester where `to` is, so both punch at once.
+    /// The observed source address is used rather than the one claimed in the request, so a
+    /// request cannot aim a peer's HELLOs at a third party.
+    pub(crate) fn on_relay_req(&mut self, src: SocketAddr, from: &Id8, to: &Id8) {
+        if !self.config.relay {
+            return self.drop(DropReason::RelayDisabled);
+        }
+        let Some(target_addr) = self.peers.get(to).map(|p| p.addr) else {
+            return self.drop(DropReason::RelayUnknownTarget);
+        };
+        let src_ip = src.ip().to_string();
+        self.send_frame(
+            target_addr,
+            &Frame::RelayFwd {
+                from: *from,
+                endpoint: Endpoint {
+                    ip: &src_ip,
+                    port: src.port(),
+                },
+            },
+        );
+        let target_ip = target_addr.ip().to_string();
+        self.send_frame(
+            src,
+            &Frame::RelayFwd {
+                from: *to,
+                endpoint: Endpoint {
+                    ip: &target_ip,
+                    port: target_addr.port(),
+                },
+            },
+        );
+        self.stats.relay_forwards += 1;
+    }
+
+    pub(crate) fn on_relay_fwd(
+        &mut self,
+        now: Instant,
+        src: SocketAddr,
+        from: &Id8,
+        endpoint: Endpoint<'_>,
+    ) {
+        if !self.by_addr.contains_key(&src) {
+            return self.drop(DropReason::UnknownPeer);
+        }
+        if !self.config.follow_introductions {
+            return;
+        }
+        if let Some(addr) = endpoint.socket_addr() {
+            self.follow_introduction(now, from, addr);
+        }
+    }
+}
+
+/// The introduction py-setowire understands: sent as the whole plaintext, without a seq,
+/// because py-setowire looks for `{` before it strips one.
+fn introduction_json(id8: &Id8, addr: SocketAddr) -> String {
+    format!(
+        "{{\"_gossip\":true,\"id\":\"{}\",\"ip\":\"{}\",\"port\":{}}}",
+        encode_hex(id8),
+        addr.ip(),
+        addr.port()
+    )
+}

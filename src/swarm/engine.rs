@@ -1,0 +1,769 @@
+//! The sans-IO Setowire peer engine.
+//!
+//! It owns no socket, clock or thread. The caller feeds it datagrams with
+//! [`Engine::handle_datagram`] and the passage of time with [`Engine::handle_timeout`]
+//! (when [`Engine::poll_timeout`] says), sends what [`Engine::drain_transmits`] hands out and
+//! reads [`Engine::poll_event`]. Every table and queue inside is bounded.
+//!
+//! Control frames (everything but DATA and the handshake) are attributed to a peer by source
+//! address and are unauthenticated: they are hints that may only affect the peer at that
+//! address.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::{RngCore, SeedableRng};
+
+use crate::proto::frame::{Frame, FrameError, Handshake, PONG_LEN};
+use crate::proto::identity::{peer_id_of, Id8, Identity};
+use crate::proto::session::{CryptoError, DATA_HEADER_LEN, DATA_OVERHEAD, TAG_LEN};
+use crate::swarm::config::EngineConfig;
+use crate::swarm::dedupe::{content_hash, SeenFilter};
+use crate::swarm::event::{DisconnectReason, Event};
+use crate::swarm::outqueue::OutQueue;
+use crate::swarm::peer::{Peer, PeerInfo};
+use crate::swarm::pieces::{pieces, FRAG_PIECE_LEN, FRAG_THRESHOLD};
+use crate::swarm::stats::{DropReason, Stats};
+use crate::swarm::sync::SyncState;
+
+/// BATCH inside BATCH is legal but no dialect nests deeper than this.
+const MAX_BATCH_DEPTH: usize = 2;
+/// How often out-of-order DATA and dials are looked at when they are pending.
+const FINE_TICK: Duration = Duration::from_millis(10);
+/// Mesh degree adapts to the average RTT at most this often.
+const MESH_ADAPT_EVERY: Duration = Duration::from_secs(5);
+/// Length of the `seq` that prefixes ordinary DATA plaintext.
+const SEQ_LEN: usize = 4;
+
+/// Errors the application can get back from the engine's commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    #[error("no such peer")]
+    UnknownPeer,
+    #[error("payload larger than the configured maximum")]
+    TooLarge,
+    #[error("outgoing queue full")]
+    QueueFull,
+    #[error("session cannot send: {0}")]
+    Crypto(CryptoError),
+}
+
+pub struct Engine {
+    pub(crate) identity: Identity,
+    pub(crate) id8: Id8,
+    pub(crate) config: EngineConfig,
+    pub(crate) peers: HashMap<Id8, Peer>,
+    /// Source address (primary or alias) → peer.
+    pub(crate) by_addr: HashMap<SocketAddr, Id8>,
+    /// Number of peers with `in_mesh` set.
+    pub(crate) mesh_size: usize,
+    pub(crate) mesh_degree: usize,
+    /// Most recently connected peers first; who a newcomer is introduced to.
+    pub(crate) recent: VecDeque<Id8>,
+    pub(crate) dials: HashMap<SocketAddr, Dial>,
+    /// Peers holding out-of-order DATA, looked at on the fine tick.
+    gapped: HashSet<Id8>,
+    pub(crate) out: OutQueue,
+    events: VecDeque<Event>,
+    seen: SeenFilter,
+    pub(crate) sync: SyncState,
+    pub(crate) stats: Stats,
+    pub(crate) rng: StdRng,
+    next_ping: Instant,
+    pub(crate) next_pex: Instant,
+    next_mesh_adapt: Instant,
+    /// When the engine was created: PING timestamps count milliseconds from here.
+    started: Instant,
+    /// The latest time the engine was driven with.
+    last_now: Instant,
+    /// Decryption output, reused for every DATA.
+    open_buf: Vec<u8>,
+    /// Payloads the jitter buffer released, reused.
+    released: Vec<Vec<u8>>,
+}
+
+/// A HELLO being repeated to open a path through NATs (py-setowire: 8 × 300 ms).
+pub(crate) struct Dial {
+    pub hellos_left: u8,
+    pub next_at: Instant,
+}
+
+pub(crate) const DIAL_HELLOS: u8 = 8;
+pub(crate) const DIAL_INTERVAL: Duration = Duration::from_millis(300);
+/// A dial is forgotten this long after its last HELLO went unanswered.
+const DIAL_LINGER: Duration = Duration::from_secs(3);
+
+impl Engine {
+    pub fn new(identity: Identity, config: EngineConfig, now: Instant) -> Self {
+        Self::with_rng(identity, config, now, StdRng::from_entropy())
+    }
+
+    /// Like [`Engine::new`] with a seeded random source, for reproducible tests.
+    pub fn with_rng(identity: Identity, config: EngineConfig, now: Instant, rng: StdRng) -> Self {
+        Self {
+            id8: identity.id8(),
+            identity,
+            peers: HashMap::new(),
+            by_addr: HashMap::new(),
+            mesh_size: 0,
+            mesh_degree: config.mesh_degree,
+            recent: VecDeque::new(),
+            dials: HashMap::new(),
+            gapped: HashSet::new(),
+            out: OutQueue::new(config.out_queue_bytes),
+            events: VecDeque::new(),
+            seen: SeenFilter::new(config.seen_filter_bits, SEEN_ROTATE, now),
+            sync: SyncState::new(&config),
+            stats: Stats::default(),
+            rng,
+            next_ping: now + config.ping_interval,
+            next_pex: now + config.pex_interval,
+            next_mesh_adapt: now + MESH_ADAPT_EVERY,
+            started: now,
+            last_now: now,
+            open_buf: Vec::new(),
+            released: Vec::new(),
+            config,
+        }
+    }
+
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    pub fn peer_count(&self) -> usize {
+        self.peers.len()
+    }
+
+    pub fn peers(&self) -> impl Iterator<Item = PeerInfo> + '_ {
+        self.peers.values().map(PeerInfo::from)
+    }
+
+    pub fn peer(&self, id8: &Id8) -> Option<PeerInfo> {
+        self.peers.get(id8).map(PeerInfo::from)
+    }
+
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    pub fn has_transmits(&self) -> bool {
+        !self.out.is_empty()
+    }
+
+    /// Hands every queued datagram to `sink`, in order.
+    pub fn drain_transmits(&mut self, mut sink: impl FnMut(SocketAddr, &[u8])) {
+        let stats = &mut self.stats;
+        self.out.drain(|dst, bytes| {
+            stats.datagrams_sent += 1;
+            stats.bytes_sent += bytes.len() as u64;
+            sink(dst, bytes);
+        });
+    }
+
+    /// When [`Engine::handle_timeout`] wants to run next.
+    pub fn poll_timeout(&self) -> Instant {
+        let mut at = self.next_ping.min(self.next_pex);
+        if !self.gapped.is_empty() || !self.dials.is_empty() {
+            // Both are rare and short-lived; a fine tick is cheaper than tracking deadlines.
+            at = at.min(self.last_now + FINE_TICK);
+        }
+        at
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.last_now = now;
+        self.expire_gaps(now);
+        self.run_dials(now);
+        if now >= self.next_ping {
+            self.next_ping = now + self.config.ping_interval;
+            self.heartbeat(now);
+        }
+        if now >= self.next_pex {
+            self.next_pex = now + self.config.pex_interval;
+            self.send_pex_round();
+        }
+    }
+
+    /// Handles one received datagram. `src` should be canonical (IPv4-mapped IPv6 addresses
+    /// turned back into IPv4) so a peer has one address however the socket reports it.
+    pub fn handle_datagram(&mut self, now: Instant, src: SocketAddr, datagram: &[u8]) {
+        self.last_now = now;
+        self.stats.datagrams_received += 1;
+        self.stats.bytes_received += datagram.len() as u64;
+        self.dispatch(now, src, datagram, 0);
+    }
+
+    fn dispatch(&mut self, now: Instant, src: SocketAddr, datagram: &[u8], depth: usize) {
+        let frame = match Frame::parse(datagram) {
+            Ok(frame) => frame,
+            Err(FrameError::UnknownType(_)) => return self.drop(DropReason::UnknownType),
+            Err(_) => return self.drop(DropReason::Malformed),
+        };
+        self.stats.count_frame(frame.kind());
+        match frame {
+            Frame::Hello(h) => self.on_handshake(now, src, &h, true),
+            Frame::HelloAck(h) => self.on_handshake(now, src, &h, false),
+            Frame::Data(sealed) => self.on_data(now, src, sealed),
+            Frame::Ping { .. } => self.on_ping(now, src),
+            Frame::Pong { .. } => self.on_pong(now, src),
+            // Nobody acts on IHAVE; LAN announcements arrive on the multicast socket, which
+            // the node handles itself.
+            Frame::Ihave(_) | Frame::Lan(_) => {}
+            Frame::Goaway => {
+                if let Some(id8) = self.by_addr.get(&src).copied() {
+                    self.remove_peer(&id8, DisconnectReason::Goaway);
+                }
+            }
+            Frame::Frag(f) => self.on_fragment(now, src, f),
+            Frame::Have(keys) => self.on_have(now, src, keys),
+            Frame::Want { key } => self.on_want(src, key),
+            Frame::Chunk(chunk) => self.on_chunk(now, src, chunk),
+            // Our CHUNK pieces are sent at once, so acknowledgements need no action.
+            Frame::ChunkAck { .. } => {}
+            Frame::Batch(entries) => {
+                if depth >= MAX_BATCH_DEPTH {
+                    return self.drop(DropReason::BatchTooDeep);
+                }
+                for inner in entries.datagrams() {
+                    self.dispatch(now, src, inner, depth + 1);
+                }
+            }
+            // The node is itself a relay; other relays' announcements are not used yet.
+            Frame::RelayAnn { .. } => {}
+            Frame::RelayReq { from, to, .. } => self.on_relay_req(src, &from, &to),
+            Frame::RelayFwd { from, endpoint } => self.on_relay_fwd(now, src, &from, endpoint),
+            Frame::Pex(entries) => self.on_pex(now, src, entries),
+        }
+    }
+
+    pub(crate) fn drop(&mut self, reason: DropReason) {
+        self.stats.count_drop(reason);
+    }
+
+    pub(crate) fn emit(&mut self, event: Event) {
+        if self.events.len() >= self.config.max_events {
+            return self.drop(DropReason::EventQueueFull);
+        }
+        self.events.push_back(event);
+    }
+
+    /// Queues a frame for `dst`, counting a drop when the queue is full.
+    pub(crate) fn send_frame(&mut self, dst: SocketAddr, frame: &Frame<'_>) {
+        match self
+            .out
+            .push_with(dst, frame.encoded_len(), |buf| frame.encode(buf))
+        {
+            Ok(true) => {}
+            Ok(false) => self.drop(DropReason::OutQueueFull),
+            // Frames built by the engine are always encodable.
+            Err(_) => self.drop(DropReason::Malformed),
+        }
+    }
+
+    // ---- handshake -------------------------------------------------------------------
+
+    fn on_handshake(&mut self, now: Instant, src: SocketAddr, h: &Handshake, is_hello: bool) {
+        if h.id8 == self.id8 {
+            return self.drop(DropReason::SelfConnection);
+        }
+        let id = peer_id_of(&h.public_key);
+        if id[..8] != h.id8 {
+            return self.drop(DropReason::BadHandshakeId);
+        }
+        if let Some(peer) = self.peers.get_mut(&h.id8) {
+            // A dialer repeats HELLO to punch through NATs: answer each, connect once.
+            peer.last_seen = now;
+            if src != peer.addr && peer.alias != Some(src) {
+                if let Some(old) = peer.alias.replace(src) {
+                    self.by_addr.remove(&old);
+                }
+                self.by_addr.insert(src, h.id8);
+            }
+            if is_hello {
+                self.send_handshake(src, true);
+            }
+            return;
+        }
+        if !is_hello && !self.dials.contains_key(&src) {
+            return self.drop(DropReason::UnsolicitedAck);
+        }
+        if self.peers.len() >= self.config.max_peers {
+            return self.drop(DropReason::PeerTableFull);
+        }
+        let session = match self.identity.derive_session(
+            &h.public_key,
+            &h.id8,
+            self.config.first_send_counter,
+        ) {
+            Ok(session) => session,
+            Err(CryptoError::SelfConnection) => return self.drop(DropReason::SelfConnection),
+            Err(_) => return self.drop(DropReason::WeakKey),
+        };
+        if is_hello {
+            self.send_handshake(src, true);
+        }
+        if let Some(previous) = self.by_addr.get(&src).copied() {
+            self.remove_peer(&previous, DisconnectReason::Replaced);
+        }
+        self.dials.remove(&src);
+        self.peers.insert(h.id8, Peer::new(id, src, session, now));
+        self.by_addr.insert(src, h.id8);
+        self.stats.handshakes += 1;
+        if self.mesh_size < self.mesh_degree {
+            self.set_mesh(&h.id8, true);
+        }
+        self.emit(Event::Connected {
+            peer: h.id8,
+            addr: src,
+        });
+        self.introduce(&h.id8);
+        self.send_have_summary(&h.id8);
+    }
+
+    pub(crate) fn send_handshake(&mut self, dst: SocketAddr, is_hello: bool) {
+        let h = Handshake {
+            id8: self.id8,
+            public_key: *self.identity.public_key(),
+        };
+        let frame = if is_hello {
+            Frame::Hello(h)
+        } else {
+            Frame::HelloAck(h)
+        };
+        self.send_frame(dst, &frame);
+    }
+
+    /// Starts dialling `addr`: HELLO now and up to seven more times until answered.
+    /// Returns false when already connected there or the dial table is full.
+    pub fn dial(&mut self, now: Instant, addr: SocketAddr) -> bool {
+        if self.by_addr.contains_key(&addr) || self.dials.contains_key(&addr) {
+            return false;
+        }
+        if self.dials.len() >= self.config.max_dials {
+            self.drop(DropReason::DialTableFull);
+            return false;
+        }
+        self.dials.insert(
+            addr,
+            Dial {
+                hellos_left: DIAL_HELLOS - 1,
+                next_at: now + DIAL_INTERVAL,
+            },
+        );
+        self.send_handshake(addr, true);
+        true
+    }
+
+    fn run_dials(&mut self, now: Instant) {
+        if self.dials.is_empty() {
+            return;
+        }
+        let mut due = Vec::new();
+        self.dials.retain(|addr, dial| {
+            if dial.next_at > now {
+                return true;
+            }
+            if dial.hellos_left == 0 {
+                return false;
+            }
+            dial.hellos_left -= 1;
+            dial.next_at = now
+                + if dial.hellos_left == 0 {
+                    DIAL_LINGER
+                } else {
+                    DIAL_INTERVAL
+                };
+            due.push(*addr);
+            true
+        });
+        for addr in due {
+            self.send_handshake(addr, true);
+        }
+    }
+
+    // ---- DATA ------------------------------------------------------------------------
+
+    fn on_data(&mut self, now: Instant, src: SocketAddr, sealed: &[u8]) {
+        let Some(id8) = self.by_addr.get(&src).copied() else {
+            return self.drop(DropReason::UnknownPeer);
+        };
+        let Some(peer) = self.peers.get_mut(&id8) else {
+            return self.drop(DropReason::UnknownPeer);
+        };
+        let mut plain = std::mem::take(&mut self.open_buf);
+        plain.resize(sealed.len(), 0);
+        let opened = peer.session.open_data(sealed, &mut plain);
+        let len = match opened {
+            Ok(len) => len,
+            Err(e) => {
+                self.open_buf = plain;
+                return self.drop(match e {
+                    CryptoError::Replay => DropReason::Replay,
+                    _ => DropReason::AuthFailed,
+                });
+            }
+        };
+        peer.last_seen = now;
+        peer.score = peer.score.saturating_add(1).min(1000);
+        peer.bytes_in += sealed.len() as u64 + 1;
+        if src != peer.addr {
+            // Authenticated traffic from the alias: the peer moved there.
+            peer.alias = Some(peer.addr);
+            peer.addr = src;
+        }
+        let plain_bytes = &plain[..len];
+        if plain_bytes.first() == Some(&b'{') && self.on_gossip(now, plain_bytes) {
+            // A whole-plaintext introduction (no seq), as this engine sends them.
+        } else if len < SEQ_LEN {
+            // py-setowire delivers plaintext too short for a seq as it is.
+            self.deliver(now, &id8, plain_bytes);
+        } else {
+            let seq = u32::from_be_bytes(plain_bytes[..SEQ_LEN].try_into().expect("4 bytes"));
+            let mut released = std::mem::take(&mut self.released);
+            if let Some(peer) = self.peers.get_mut(&id8) {
+                peer.jitter
+                    .push(now, seq, &plain_bytes[SEQ_LEN..], &mut released);
+                if peer.jitter.is_idle() {
+                    self.gapped.remove(&id8);
+                } else {
+                    self.gapped.insert(id8);
+                }
+            }
+            for payload in released.drain(..) {
+                self.deliver(now, &id8, &payload);
+            }
+            self.released = released;
+        }
+        self.open_buf = plain;
+    }
+
+    fn expire_gaps(&mut self, now: Instant) {
+        if self.gapped.is_empty() {
+            return;
+        }
+        let mut released = std::mem::take(&mut self.released);
+        let gapped: Vec<Id8> = self.gapped.iter().copied().collect();
+        for id8 in gapped {
+            let Some(peer) = self.peers.get_mut(&id8) else {
+                self.gapped.remove(&id8);
+                continue;
+            };
+            peer.jitter.expire(now, &mut released);
+            if peer.jitter.is_idle() {
+                self.gapped.remove(&id8);
+            }
+            for payload in released.drain(..) {
+                self.deliver(now, &id8, &payload);
+            }
+        }
+        self.released = released;
+    }
+
+    fn on_fragment(&mut self, now: Instant, src: SocketAddr, f: crate::proto::frame::Fragment<'_>) {
+        let Some(id8) = self.by_addr.get(&src).copied() else {
+            return self.drop(DropReason::UnknownPeer);
+        };
+        let Some(peer) = self.peers.get_mut(&id8) else {
+            return self.drop(DropReason::UnknownPeer);
+        };
+        peer.last_seen = now;
+        match peer
+            .fragments
+            .add(now, f.frag_id, f.index, f.total, f.piece)
+        {
+            Ok(Some(payload)) => self.deliver(now, &id8, &payload),
+            Ok(None) => {}
+            Err(_) => self.drop(DropReason::Fragment),
+        }
+    }
+
+    /// Hands an in-order payload to the application (once per content) and floods it on.
+    fn deliver(&mut self, now: Instant, from: &Id8, payload: &[u8]) {
+        // py-setowire prefixes its introductions with a seq like any DATA.
+        if payload.first() == Some(&b'{') && self.on_gossip(now, payload) {
+            return;
+        }
+        if self.seen.check_and_insert(now, content_hash(payload)) {
+            return self.drop(DropReason::Duplicate);
+        }
+        self.stats.data_delivered += 1;
+        if self.config.flood {
+            let mesh: Vec<Id8> = self
+                .peers
+                .iter()
+                .filter(|(id, p)| p.in_mesh && *id != from)
+                .map(|(id, _)| *id)
+                .collect();
+            for id in mesh {
+                // A full queue is counted inside; flooding goes on to the others.
+                let _ = self.send(&id, payload);
+            }
+        }
+        self.emit(Event::Data {
+            peer: *from,
+            payload: payload.to_vec(),
+        });
+    }
+
+    /// Sends application data to one peer: sealed with a seq, or as cleartext FRAG pieces
+    /// when longer than one datagram allows (py-setowire sends fragments unencrypted).
+    pub fn send(&mut self, peer: &Id8, payload: &[u8]) -> Result<(), SendError> {
+        if payload.len() > self.config.max_message {
+            self.drop(DropReason::TooLarge);
+            return Err(SendError::TooLarge);
+        }
+        let Some(p) = self.peers.get_mut(peer) else {
+            return Err(SendError::UnknownPeer);
+        };
+        let dst = p.addr;
+        if payload.len() > FRAG_THRESHOLD {
+            let mut frag_id = [0u8; 8];
+            self.rng.fill_bytes(&mut frag_id);
+            for (index, total, piece) in pieces(payload, FRAG_PIECE_LEN) {
+                let frame = Frame::Frag(crate::proto::frame::Fragment {
+                    frag_id,
+                    index,
+                    total,
+                    piece,
+                });
+                p.bytes_out += frame.encoded_len() as u64;
+                match self
+                    .out
+                    .push_with(dst, frame.encoded_len(), |buf| frame.encode(buf))
+                {
+                    Ok(true) => {}
+                    _ => {
+                        self.stats.count_drop(DropReason::OutQueueFull);
+                        return Err(SendError::QueueFull);
+                    }
+                }
+            }
+            return Ok(());
+        }
+        let seq = p.send_seq;
+        let result = seal_into(&mut self.out, dst, p, Some(seq), payload);
+        if result.is_ok() {
+            p.send_seq = seq.wrapping_add(1);
+        } else if result == Err(SendError::QueueFull) {
+            self.stats.count_drop(DropReason::OutQueueFull);
+        }
+        result
+    }
+
+    /// Sends to every peer with a session; returns how many it was queued for.
+    pub fn broadcast(&mut self, payload: &[u8]) -> usize {
+        let ids: Vec<Id8> = self.peers.keys().copied().collect();
+        ids.iter()
+            .filter(|id| self.send(id, payload).is_ok())
+            .count()
+    }
+
+    /// Seals `plaintext` as-is, without a seq (how introductions are sent).
+    pub(crate) fn send_unsequenced(&mut self, peer: &Id8, plaintext: &[u8]) {
+        let Some(p) = self.peers.get_mut(peer) else {
+            return;
+        };
+        let dst = p.addr;
+        if seal_into(&mut self.out, dst, p, None, plaintext) == Err(SendError::QueueFull) {
+            self.stats.count_drop(DropReason::OutQueueFull);
+        }
+    }
+
+    // ---- liveness --------------------------------------------------------------------
+
+    fn on_ping(&mut self, now: Instant, src: SocketAddr) {
+        // Every PING is answered, as py-setowire does; a PONG is smaller than a PING.
+        if let Some(peer) = self.by_addr.get(&src).and_then(|id| self.peers.get_mut(id)) {
+            peer.last_seen = now;
+        }
+        let pong = Frame::Pong {
+            id: *self.identity.id(),
+        };
+        debug_assert_eq!(pong.encoded_len(), PONG_LEN);
+        self.send_frame(src, &pong);
+    }
+
+    fn on_pong(&mut self, now: Instant, src: SocketAddr) {
+        let Some(peer) = self.by_addr.get(&src).and_then(|id| self.peers.get_mut(id)) else {
+            return self.drop(DropReason::UnknownPeer);
+        };
+        peer.last_seen = now;
+        peer.record_rtt(now);
+    }
+
+    fn heartbeat(&mut self, now: Instant) {
+        let timeout = self.config.peer_timeout;
+        let dead: Vec<Id8> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| now.saturating_duration_since(p.last_seen) > timeout)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in dead {
+            self.remove_peer(&id, DisconnectReason::Timeout);
+        }
+        let ping = Frame::Ping {
+            // Monotonic milliseconds, like py-setowire's: only the sender reads them.
+            timestamp_ms: now.saturating_duration_since(self.started).as_millis() as u64,
+            id: *self.identity.id(),
+        };
+        let mut buf = [0u8; crate::proto::frame::PING_LEN];
+        let len = ping.encode(&mut buf).expect("PING fits its buffer");
+        let mut full = false;
+        for peer in self.peers.values_mut() {
+            peer.fragments.expire(now);
+            peer.last_ping_sent = Some(now);
+            full |= !self.out.push(peer.addr, &buf[..len]);
+        }
+        if full {
+            self.drop(DropReason::OutQueueFull);
+        }
+        self.maintain_mesh(now);
+        self.expire_sync(now);
+    }
+
+    /// Sends GOAWAY to `peer` and forgets it.
+    pub fn disconnect(&mut self, peer: &Id8) -> bool {
+        let Some(addr) = self.peers.get(peer).map(|p| p.addr) else {
+            return false;
+        };
+        self.send_frame(addr, &Frame::Goaway);
+        self.remove_peer(peer, DisconnectReason::Local);
+        true
+    }
+
+    /// Says GOAWAY to every peer and forgets them all (shutdown).
+    pub fn disconnect_all(&mut self) {
+        let ids: Vec<Id8> = self.peers.keys().copied().collect();
+        for id in ids {
+            self.disconnect(&id);
+        }
+    }
+
+    pub(crate) fn remove_peer(&mut self, id8: &Id8, reason: DisconnectReason) {
+        let Some(peer) = self.peers.remove(id8) else {
+            return;
+        };
+        for addr in std::iter::once(peer.addr).chain(peer.alias) {
+            if self.by_addr.get(&addr) == Some(id8) {
+                self.by_addr.remove(&addr);
+            }
+        }
+        if peer.in_mesh {
+            self.mesh_size -= 1;
+        }
+        self.gapped.remove(id8);
+        self.recent.retain(|id| id != id8);
+        self.emit(Event::Disconnected { peer: *id8, reason });
+    }
+
+    // ---- mesh ------------------------------------------------------------------------
+
+    fn set_mesh(&mut self, id8: &Id8, in_mesh: bool) {
+        if let Some(peer) = self.peers.get_mut(id8) {
+            if peer.in_mesh != in_mesh {
+                peer.in_mesh = in_mesh;
+                if in_mesh {
+                    self.mesh_size += 1;
+                } else {
+                    self.mesh_size -= 1;
+                }
+            }
+        }
+    }
+
+    pub(crate) fn mesh_peers(&self) -> Vec<Id8> {
+        self.peers
+            .iter()
+            .filter(|(_, p)| p.in_mesh)
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// Keeps the mesh between its low and high marks, preferring peers that send data, and
+    /// adapts its target degree to the average RTT as py-setowire does.
+    fn maintain_mesh(&mut self, now: Instant) {
+        if now >= self.next_mesh_adapt && !self.peers.is_empty() {
+            self.next_mesh_adapt = now + MESH_ADAPT_EVERY;
+            let avg_rtt =
+                self.peers.values().map(|p| p.rtt_ms).sum::<f32>() / self.peers.len() as f32;
+            if avg_rtt > 200.0 && self.mesh_degree > self.config.mesh_low {
+                self.mesh_degree -= 1;
+            } else if avg_rtt < 50.0
+                && self.mesh_degree < self.config.mesh_high
+                && self.peers.len() > self.mesh_degree + 2
+            {
+                self.mesh_degree += 1;
+            }
+        }
+        if self.mesh_size < self.config.mesh_low && self.mesh_size < self.peers.len() {
+            let mut candidates: Vec<(i32, Id8)> = self
+                .peers
+                .iter()
+                .filter(|(_, p)| !p.in_mesh)
+                .map(|(id, p)| (p.score, *id))
+                .collect();
+            candidates.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+            let want = self.mesh_degree.saturating_sub(self.mesh_size);
+            for (_, id) in candidates.into_iter().take(want) {
+                self.set_mesh(&id, true);
+            }
+        } else if self.mesh_size > self.config.mesh_high {
+            let mut members: Vec<(i32, Id8)> = self
+                .peers
+                .iter()
+                .filter(|(_, p)| p.in_mesh)
+                .map(|(id, p)| (p.score, *id))
+                .collect();
+            members.sort_unstable_by_key(|m| m.0);
+            let excess = self.mesh_size - self.mesh_degree;
+            for (_, id) in members.into_iter().take(excess) {
+                self.set_mesh(&id, false);
+            }
+        }
+    }
+}
+
+/// Two Bloom generations of five minutes each, as py-setowire rotates its filter.
+const SEEN_ROTATE: Duration = Duration::from_secs(300);
+
+/// Seals `plaintext` (behind `seq` when given) for `peer` straight into the out queue.
+fn seal_into(
+    out: &mut OutQueue,
+    dst: SocketAddr,
+    peer: &mut Peer,
+    seq: Option<u32>,
+    plaintext: &[u8],
+) -> Result<(), SendError> {
+    let prefix = if seq.is_some() { SEQ_LEN } else { 0 };
+    let len = DATA_OVERHEAD + prefix + plaintext.len();
+    let session = &mut peer.session;
+    let queued = out.push_with(dst, len, |buf| {
+        let frame = &mut buf[..len];
+        let body = &mut frame[DATA_HEADER_LEN..len - TAG_LEN];
+        if let Some(seq) = seq {
+            body[..SEQ_LEN].copy_from_slice(&seq.to_be_bytes());
+        }
+        body[prefix..].copy_from_slice(plaintext);
+        session.seal_data(frame).map(|()| len)
+    });
+    match queued {
+        Ok(true) => {
+            peer.bytes_out += len as u64;
+            Ok(())
+        }
+        Ok(false) => Err(SendError::QueueFull),
+        Err(e) => Err(SendError::Crypto(e)),
+    }
+}

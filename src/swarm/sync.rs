@@ -1,0 +1,224 @@
+//! Store and fetch: HAVE announces keys, WANT asks for one, CHUNK carries the value (in
+//! 900-byte pieces when larger), CHUNK_ACK acknowledges a piece for dialects that wait on it.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use crate::proto::frame::{encode_have, Chunk, Frame, KeyList};
+use crate::proto::identity::Id8;
+use crate::swarm::config::EngineConfig;
+use crate::swarm::engine::Engine;
+use crate::swarm::event::Event;
+use crate::swarm::pieces::{pieces, PieceAssembler, PieceLimits, CHUNK_PIECE_LEN};
+use crate::swarm::stats::DropReason;
+use crate::swarm::store::ValueStore;
+
+/// py-setowire announces at most this many stored keys to a new peer.
+const HAVE_SUMMARY_MAX: usize = 64;
+
+pub(crate) struct SyncState {
+    pub store: ValueStore,
+    /// Keys asked for with WANT and not answered yet.
+    wanted: HashMap<String, Wanted>,
+    chunks: PieceAssembler<String>,
+}
+
+struct Wanted {
+    deadline: Instant,
+    /// The application asked (it gets Fetched/FetchFailed); otherwise store-and-forward.
+    requested: bool,
+}
+
+impl SyncState {
+    pub fn new(config: &EngineConfig) -> Self {
+        Self {
+            store: ValueStore::new(
+                config.store_max_entries,
+                config.store_max_bytes,
+                config.store_max_value,
+            ),
+            wanted: HashMap::new(),
+            chunks: PieceAssembler::new(PieceLimits::CHUNK),
+        }
+    }
+}
+
+impl Engine {
+    /// Stores a value locally and announces it to the mesh. False when the store refuses it
+    /// (empty, key over 255 bytes, value over the configured maximum).
+    pub fn store(&mut self, key: &str, value: Vec<u8>) -> bool {
+        if !self.sync.store.insert(key, value) {
+            return false;
+        }
+        for peer in self.mesh_peers() {
+            self.send_have(&peer, std::iter::once(key));
+        }
+        true
+    }
+
+    /// A stored value, if this node holds it.
+    pub fn stored(&mut self, key: &str) -> Option<Vec<u8>> {
+        self.sync.store.get(key).map(<[u8]>::to_vec)
+    }
+
+    /// Fetches a value: at once from the local store, else by WANT to the mesh. The answer
+    /// comes as [`Event::Fetched`] or [`Event::FetchFailed`].
+    pub fn fetch(&mut self, now: Instant, key: &str) {
+        if let Some(value) = self.stored(key) {
+            return self.emit(Event::Fetched {
+                key: key.to_owned(),
+                value,
+            });
+        }
+        if key.is_empty() || key.len() > 255 || self.sync.wanted.len() >= self.config.max_wanted {
+            return self.emit(Event::FetchFailed {
+                key: key.to_owned(),
+            });
+        }
+        self.want(now, key, true);
+        let want = Frame::Want { key };
+        for peer in self.mesh_peers() {
+            if let Some(addr) = self.peers.get(&peer).map(|p| p.addr) {
+                self.send_frame(addr, &want);
+            }
+        }
+    }
+
+    fn want(&mut self, now: Instant, key: &str, requested: bool) {
+        let deadline = now + self.config.fetch_timeout;
+        let entry = self.sync.wanted.entry(key.to_owned()).or_insert(Wanted {
+            deadline,
+            requested,
+        });
+        entry.requested |= requested;
+    }
+
+    pub(crate) fn send_have_summary(&mut self, peer: &Id8) {
+        let keys: Vec<String> = self
+            .sync
+            .store
+            .recent_keys(HAVE_SUMMARY_MAX)
+            .map(str::to_owned)
+            .collect();
+        if !keys.is_empty() {
+            self.send_have(peer, keys.iter().map(String::as_str));
+        }
+    }
+
+    fn send_have<'k>(&mut self, peer: &Id8, keys: impl Iterator<Item = &'k str> + Clone) {
+        let Some(addr) = self.peers.get(peer).map(|p| p.addr) else {
+            return;
+        };
+        let len = 2 + keys.clone().map(|k| 1 + k.len()).sum::<usize>();
+        match self.out.push_with(addr, len, |buf| encode_have(keys, buf)) {
+            Ok(true) => {}
+            _ => self.drop(DropReason::OutQueueFull),
+        }
+    }
+
+    pub(crate) fn on_have(&mut self, now: Instant, src: SocketAddr, keys: KeyList<'_>) {
+        if !self.by_addr.contains_key(&src) {
+            return self.drop(DropReason::UnknownPeer);
+        }
+        for key in keys.keys() {
+            let wanted = self.sync.wanted.contains_key(key);
+            let forward = self.config.store_forward
+                && !wanted
+                && !self.sync.store.contains(key)
+                && self.sync.wanted.len() < self.config.max_wanted;
+            if forward {
+                self.want(now, key, false);
+            }
+            if wanted || forward {
+                self.send_frame(src, &Frame::Want { key });
+            }
+        }
+    }
+
+    pub(crate) fn on_want(&mut self, src: SocketAddr, key: &str) {
+        if !self.by_addr.contains_key(&src) {
+            return self.drop(DropReason::UnknownPeer);
+        }
+        let Some(value) = self.stored(key) else {
+            return;
+        };
+        if value.len() <= CHUNK_PIECE_LEN {
+            return self.send_frame(src, &Frame::Chunk(Chunk::Whole { key, value: &value }));
+        }
+        for (index, total, piece) in pieces(&value, CHUNK_PIECE_LEN) {
+            let chunk = Chunk::Piece {
+                key,
+                index,
+                total,
+                piece,
+            };
+            self.send_frame(src, &Frame::Chunk(chunk));
+        }
+    }
+
+    pub(crate) fn on_chunk(&mut self, now: Instant, src: SocketAddr, chunk: Chunk<'_>) {
+        if !self.by_addr.contains_key(&src) {
+            return self.drop(DropReason::UnknownPeer);
+        }
+        let key = chunk.key();
+        if !self.sync.wanted.contains_key(key) {
+            // Unlike py-setowire, values nobody asked for are not stored.
+            return self.drop(DropReason::Unwanted);
+        }
+        match chunk {
+            Chunk::Whole { value, .. } => self.complete_fetch(key, value.to_vec()),
+            Chunk::Piece {
+                index,
+                total,
+                piece,
+                ..
+            } => {
+                self.send_frame(src, &Frame::ChunkAck { key, index });
+                match self
+                    .sync
+                    .chunks
+                    .add(now, key.to_owned(), index, total, piece)
+                {
+                    Ok(Some(value)) => self.complete_fetch(key, value),
+                    Ok(None) => {}
+                    Err(_) => {
+                        self.sync.chunks.remove(&key.to_owned());
+                        self.drop(DropReason::Chunk);
+                    }
+                }
+            }
+        }
+    }
+
+    fn complete_fetch(&mut self, key: &str, value: Vec<u8>) {
+        let Some(wanted) = self.sync.wanted.remove(key) else {
+            return;
+        };
+        self.sync.store.insert(key, value.clone());
+        let key = key.to_owned();
+        self.emit(if wanted.requested {
+            Event::Fetched { key, value }
+        } else {
+            Event::Synced { key, value }
+        });
+    }
+
+    pub(crate) fn expire_sync(&mut self, now: Instant) {
+        self.sync.chunks.expire(now);
+        let expired: Vec<(String, bool)> = self
+            .sync
+            .wanted
+            .iter()
+            .filter(|(_, w)| w.deadline <= now)
+            .map(|(k, w)| (k.clone(), w.requested))
+            .collect();
+        for (key, requested) in expired {
+            self.sync.wanted.remove(&key);
+            self.sync.chunks.remove(&key);
+            if requested {
+                self.emit(Event::FetchFailed { key });
+            }
+        }
+    }
+}
