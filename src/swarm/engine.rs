@@ -291,7 +291,7 @@ impl Engine {
                 self.by_addr.insert(src, h.id8);
             }
             if is_hello {
-                self.send_handshake(src, true);
+                self.send_handshake(src, false);
             }
             return;
         }
@@ -311,7 +311,7 @@ impl Engine {
             Err(_) => return self.drop(DropReason::WeakKey),
         };
         if is_hello {
-            self.send_handshake(src, true);
+            self.send_handshake(src, false);
         }
         if let Some(previous) = self.by_addr.get(&src).copied() {
             self.remove_peer(&previous, DisconnectReason::Replaced);
@@ -331,6 +331,7 @@ impl Engine {
         self.send_have_summary(&h.id8);
     }
 
+    /// Sends our HELLO (when dialling) or HELLO_ACK (when answering a HELLO).
     pub(crate) fn send_handshake(&mut self, dst: SocketAddr, is_hello: bool) {
         let h = Handshake {
             id8: self.id8,

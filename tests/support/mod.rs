@@ -19,10 +19,6 @@ pub mod venv;
 
 use std::time::Duration;
 
-pub use net::TestNet;
-pub use peer::{connect, ControlPeer, PeerInfo, PyPeer};
-pub use process::LineProcess;
-
 /// Default bound for waiting on a single event.
 pub const TIMEOUT: Duration = Duration::from_secs(20);
 

@@ -220,7 +220,10 @@ impl PyPeer {
         // -I: ignore PYTHON* variables and user site-packages, and keep the
         // script's directory off sys.path; -u: unbuffered stdio.
         let mut cmd = net.command(venv::python());
-        cmd.arg("-I").arg("-u").arg(venv::driver_script()).args(args);
+        cmd.arg("-I")
+            .arg("-u")
+            .arg(venv::driver_script())
+            .args(args);
         cmd
     }
 

@@ -245,7 +245,9 @@ impl LineProcess {
                 return status;
             }
             if Instant::now() >= deadline {
-                self.fail(&format!("still running {timeout:?} after being asked to exit"));
+                self.fail(&format!(
+                    "still running {timeout:?} after being asked to exit"
+                ));
             }
             thread::sleep(Duration::from_millis(20));
         }
@@ -306,7 +308,11 @@ impl Drop for LineProcess {
         if thread::panicking() && !self.reported {
             // Let the stderr reader catch up with what the process wrote last.
             thread::sleep(Duration::from_millis(50));
-            eprintln!("---- {} (dropped during a failing test) ----\n{}", self.label, self.report());
+            let report = self.report();
+            eprintln!(
+                "---- {} (dropped during a failing test) ----\n{report}",
+                self.label
+            );
         }
     }
 }

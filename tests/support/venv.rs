@@ -79,8 +79,9 @@ fn provision() -> Result<PathBuf, String> {
     install
         .args(["-m", "pip", "install", "--no-input"])
         .arg(format!("{PACKAGE}=={VERSION}"));
-    run_logged(install, &log_path, INSTALL_TIMEOUT)
-        .map_err(|e| format!("`pip install {PACKAGE}=={VERSION}` failed: {e}\n(is PyPI reachable?)"))?;
+    run_logged(install, &log_path, INSTALL_TIMEOUT).map_err(|e| {
+        format!("`pip install {PACKAGE}=={VERSION}` failed: {e}\n(is PyPI reachable?)")
+    })?;
 
     check(&python).map_err(|e| format!("the fresh venv does not work: {e}"))?;
     Ok(python)
@@ -122,7 +123,10 @@ fn run_logged(mut cmd: Command, log: &Path, timeout: Duration) -> Result<(), Str
             Ok(None) => {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(format!("timed out after {timeout:?}{}", log_tail(log, start_len)));
+                return Err(format!(
+                    "timed out after {timeout:?}{}",
+                    log_tail(log, start_len)
+                ));
             }
             Err(e) => return Err(format!("wait: {e}")),
         }
@@ -158,11 +162,15 @@ fn lock_exclusive(path: &Path) -> Result<File, String> {
             return Ok(file);
         }
         let err = std::io::Error::last_os_error();
-        if err.raw_os_error() != Some(libc::EWOULDBLOCK) && err.raw_os_error() != Some(libc::EINTR) {
+        if err.raw_os_error() != Some(libc::EWOULDBLOCK) && err.raw_os_error() != Some(libc::EINTR)
+        {
             return Err(format!("flock {}: {err}", path.display()));
         }
         if Instant::now() >= deadline {
-            return Err(format!("gave up waiting {LOCK_WAIT:?} for {}", path.display()));
+            return Err(format!(
+                "gave up waiting {LOCK_WAIT:?} for {}",
+                path.display()
+            ));
         }
         thread::sleep(Duration::from_millis(100));
     }

@@ -1,0 +1,494 @@
+//! Engines talking to each other in one process over a simulated network with a virtual
+//! clock: deterministic tests of the sans-IO engine's behaviour.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use setowire_node::proto::frame::{Frame, FrameKind, Handshake};
+use setowire_node::proto::identity::{Id8, Identity};
+use setowire_node::swarm::config::EngineConfig;
+use setowire_node::swarm::engine::Engine;
+use setowire_node::swarm::event::{DisconnectReason, Event};
+use setowire_node::swarm::stats::DropReason;
+
+struct Net {
+    now: Instant,
+    nodes: Vec<(SocketAddr, Engine)>,
+    in_flight: VecDeque<(SocketAddr, SocketAddr, Vec<u8>)>,
+    /// Datagrams whose destination no engine listens on.
+    lost: usize,
+    events: Vec<Vec<Event>>,
+}
+
+impl Net {
+    fn new(count: usize, config: EngineConfig) -> Net {
+        let now = Instant::now();
+        let nodes = (0..count)
+            .map(|i| {
+                let addr: SocketAddr = format!("127.0.0.{}:4000", i + 1).parse().unwrap();
+                let identity = Identity::from_seed(&[i as u8 + 1; 4]);
+                let rng = StdRng::seed_from_u64(i as u64);
+                (addr, Engine::with_rng(identity, config.clone(), now, rng))
+            })
+            .collect();
+        Net {
+            now,
+            nodes,
+            in_flight: VecDeque::new(),
+            lost: 0,
+            events: vec![Vec::new(); count],
+        }
+    }
+
+    fn addr(&self, i: usize) -> SocketAddr {
+        self.nodes[i].0
+    }
+
+    fn id8(&self, i: usize) -> Id8 {
+        self.nodes[i].1.identity().id8()
+    }
+
+    fn engine(&mut self, i: usize) -> &mut Engine {
+        &mut self.nodes[i].1
+    }
+
+    /// Delivers every datagram and collects events until the network is quiet.
+    fn settle(&mut self) {
+        for _ in 0..10_000 {
+            for (src, engine) in &mut self.nodes {
+                let src = *src;
+                engine.drain_transmits(|dst, bytes| {
+                    self.in_flight.push_back((src, dst, bytes.to_vec()));
+                });
+            }
+            let Some((src, dst, bytes)) = self.in_flight.pop_front() else {
+                break;
+            };
+            match self.nodes.iter_mut().find(|(addr, _)| *addr == dst) {
+                Some((_, engine)) => engine.handle_datagram(self.now, src, &bytes),
+                None => self.lost += 1,
+            }
+        }
+        for (i, (_, engine)) in self.nodes.iter_mut().enumerate() {
+            while let Some(event) = engine.poll_event() {
+                self.events[i].push(event);
+            }
+        }
+    }
+
+    /// Advances the virtual clock in small steps, running timers and the network.
+    fn advance(&mut self, by: Duration) {
+        let end = self.now + by;
+        while self.now < end {
+            self.now += Duration::from_millis(10);
+            for (_, engine) in &mut self.nodes {
+                if self.now >= engine.poll_timeout() {
+                    engine.handle_timeout(self.now);
+                }
+            }
+            self.settle();
+        }
+    }
+
+    fn connect(&mut self, a: usize, b: usize) {
+        let (now, addr) = (self.now, self.addr(b));
+        self.engine(a).dial(now, addr);
+        self.settle();
+    }
+
+    fn take_events(&mut self, i: usize) -> Vec<Event> {
+        std::mem::take(&mut self.events[i])
+    }
+}
+
+fn connected_to(events: &[Event]) -> Vec<Id8> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Connected { peer, .. } => Some(*peer),
+            _ => None,
+        })
+        .collect()
+}
+
+fn data_from(events: &[Event]) -> Vec<(Id8, Vec<u8>)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Data { peer, payload } => Some((*peer, payload.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn handshake_connects_both_sides_once_despite_repeated_hellos() {
+    let mut net = Net::new(2, EngineConfig::default());
+    net.connect(0, 1);
+    // The dialer keeps repeating HELLO for a while; nothing more may happen.
+    net.advance(Duration::from_secs(3));
+    assert_eq!(connected_to(&net.take_events(0)), vec![net.id8(1)]);
+    assert_eq!(connected_to(&net.take_events(1)), vec![net.id8(0)]);
+    assert_eq!(net.engine(0).stats().handshakes, 1);
+    assert_eq!(net.engine(1).stats().handshakes, 1);
+    // HELLO is answered with HELLO_ACK, never with another HELLO.
+    assert!(net.engine(1).stats().frames(FrameKind::Hello) <= 8);
+    assert_eq!(net.engine(0).stats().frames(FrameKind::Hello), 0);
+}
+
+#[test]
+fn data_small_and_fragmented_arrives_in_order() {
+    let mut net = Net::new(2, EngineConfig::default());
+    net.connect(0, 1);
+    let peer = net.id8(1);
+    let small: Vec<Vec<u8>> = (0..20u8).map(|i| vec![i; 10 + i as usize]).collect();
+    for payload in &small {
+        net.engine(0).send(&peer, payload).unwrap();
+    }
+    let big: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
+    net.engine(0).send(&peer, &big).unwrap();
+    net.settle();
+    let received = data_from(&net.take_events(1));
+    let mut expected: Vec<(Id8, Vec<u8>)> = small.into_iter().map(|p| (net.id8(0), p)).collect();
+    expected.push((net.id8(0), big));
+    assert_eq!(received, expected);
+}
+
+#[test]
+fn duplicate_content_is_delivered_once() {
+    let mut net = Net::new(2, EngineConfig::default());
+    net.connect(0, 1);
+    let peer = net.id8(1);
+    net.engine(0).send(&peer, b"same").unwrap();
+    net.engine(0).send(&peer, b"same").unwrap();
+    net.settle();
+    assert_eq!(data_from(&net.take_events(1)).len(), 1);
+    assert_eq!(net.engine(1).stats().drops(DropReason::Duplicate), 1);
+}
+
+#[test]
+fn replayed_data_is_dropped() {
+    let mut net = Net::new(2, EngineConfig::default());
+    net.connect(0, 1);
+    net.take_events(1);
+    let peer = net.id8(1);
+    net.engine(0).send(&peer, b"once").unwrap();
+    let mut captured = Vec::new();
+    net.engine(0)
+        .drain_transmits(|_, bytes| captured.push(bytes.to_vec()));
+    let (now, src) = (net.now, net.addr(0));
+    net.engine(1).handle_datagram(now, src, &captured[0]);
+    net.engine(1).handle_datagram(now, src, &captured[0]);
+    net.settle();
+    assert_eq!(data_from(&net.take_events(1)).len(), 1);
+    assert_eq!(net.engine(1).stats().drops(DropReason::Replay), 1);
+}
+
+#[test]
+fn introductions_connect_two_peers_that_only_know_the_hub() {
+    let mut net = Net::new(3, EngineConfig::default());
+    net.connect(1, 0);
+    net.connect(2, 0);
+    net.advance(Duration::from_millis(500));
+    let peers_of_1: Vec<Id8> = net
+        .engine(1)
+        .peers()
+        .map(|p| p.id[..8].try_into().unwrap())
+        .collect();
+    assert!(
+        peers_of_1.contains(&net.id8(2)),
+        "peer 1 knows {peers_of_1:?}"
+    );
+    assert_eq!(net.engine(2).peer_count(), 2);
+}
+
+#[test]
+fn hub_floods_data_to_its_mesh_except_the_sender() {
+    let mut net = Net::new(
+        3,
+        EngineConfig {
+            // Keep the spokes from meeting each other so that data can only come via the hub.
+            follow_introductions: false,
+            ..EngineConfig::default()
+        },
+    );
+    net.connect(1, 0);
+    net.connect(2, 0);
+    let hub = net.id8(0);
+    net.engine(1).send(&hub, b"via the hub").unwrap();
+    net.settle();
+    assert_eq!(
+        data_from(&net.take_events(2)),
+        vec![(hub, b"via the hub".to_vec())]
+    );
+    assert!(
+        data_from(&net.take_events(1)).is_empty(),
+        "the sender must not get its own data back"
+    );
+}
+
+#[test]
+fn seed_only_hub_does_not_flood() {
+    let mut net = Net::new(
+        3,
+        EngineConfig {
+            follow_introductions: false,
+            flood: false,
+            ..EngineConfig::default()
+        },
+    );
+    net.connect(1, 0);
+    net.connect(2, 0);
+    let hub = net.id8(0);
+    net.engine(1).send(&hub, b"stays here").unwrap();
+    net.settle();
+    assert_eq!(data_from(&net.take_events(0)).len(), 1);
+    assert!(data_from(&net.take_events(2)).is_empty());
+}
+
+#[test]
+fn store_and_fetch_small_and_multi_piece_values() {
+    let mut net = Net::new(2, EngineConfig::default());
+    net.connect(0, 1);
+    let big: Vec<u8> = (0..9000u32).map(|i| (i * 7 % 256) as u8).collect();
+    assert!(net.engine(0).store("small", b"tiny value".to_vec()));
+    assert!(net.engine(0).store("big", big.clone()));
+    let now = net.now;
+    net.engine(1).fetch(now, "small");
+    net.engine(1).fetch(now, "big");
+    net.settle();
+    let fetched: Vec<(String, Vec<u8>)> = net
+        .take_events(1)
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Fetched { key, value } => Some((key, value)),
+            _ => None,
+        })
+        .collect();
+    assert!(fetched.contains(&("small".to_owned(), b"tiny value".to_vec())));
+    assert!(fetched.contains(&("big".to_owned(), big)));
+}
+
+#[test]
+fn fetch_of_a_missing_key_fails_after_the_timeout() {
+    let mut net = Net::new(
+        2,
+        EngineConfig {
+            fetch_timeout: Duration::from_secs(2),
+            ..EngineConfig::default()
+        },
+    );
+    net.connect(0, 1);
+    let now = net.now;
+    net.engine(1).fetch(now, "nobody-has-it");
+    net.advance(Duration::from_secs(3));
+    assert!(net.take_events(1).contains(&Event::FetchFailed {
+        key: "nobody-has-it".to_owned()
+    }));
+}
+
+#[test]
+fn store_forward_keeps_a_value_after_its_owner_left() {
+    let mut net = Net::new(
+        3,
+        EngineConfig {
+            store_forward: true,
+            follow_introductions: false,
+            ..EngineConfig::default()
+        },
+    );
+    net.connect(1, 0);
+    net.engine(1).store("kept", b"still here".to_vec());
+    net.settle();
+    let hub = net.id8(0);
+    net.engine(1).disconnect(&hub);
+    net.settle();
+    assert_eq!(net.engine(0).peer_count(), 0);
+    net.connect(2, 0);
+    let now = net.now;
+    net.engine(2).fetch(now, "kept");
+    net.settle();
+    assert!(net.take_events(2).contains(&Event::Fetched {
+        key: "kept".to_owned(),
+        value: b"still here".to_vec()
+    }));
+}
+
+#[test]
+fn goaway_disconnects_and_silence_times_out() {
+    let mut net = Net::new(
+        3,
+        EngineConfig {
+            peer_timeout: Duration::from_secs(5),
+            follow_introductions: false,
+            ..EngineConfig::default()
+        },
+    );
+    net.connect(0, 1);
+    net.connect(0, 2);
+    let (id0, id1) = (net.id8(0), net.id8(1));
+    net.engine(1).disconnect(&id0);
+    net.settle();
+    assert!(net.take_events(0).contains(&Event::Disconnected {
+        peer: id1,
+        reason: DisconnectReason::Goaway
+    }));
+    // Node 2 goes silent: remove it from the network, node 0 must time it out.
+    let gone = net.nodes.remove(2);
+    net.advance(Duration::from_secs(7));
+    assert!(net.take_events(0).contains(&Event::Disconnected {
+        peer: gone.1.identity().id8(),
+        reason: DisconnectReason::Timeout
+    }));
+    assert_eq!(net.engine(0).peer_count(), 0);
+}
+
+#[test]
+fn hello_with_an_id_that_is_not_its_key_hash_is_dropped() {
+    let mut net = Net::new(1, EngineConfig::default());
+    let stranger = Identity::from_seed(b"stranger");
+    let mut forged = Handshake {
+        id8: stranger.id8(),
+        public_key: *stranger.public_key(),
+    };
+    forged.id8[0] ^= 1;
+    let hello = Frame::Hello(forged).to_vec().unwrap();
+    let now = net.now;
+    net.engine(0)
+        .handle_datagram(now, "127.9.9.9:1".parse().unwrap(), &hello);
+    assert_eq!(net.engine(0).peer_count(), 0);
+    assert_eq!(net.engine(0).stats().drops(DropReason::BadHandshakeId), 1);
+    assert!(
+        !net.engine(0).has_transmits(),
+        "a forged HELLO gets no answer"
+    );
+}
+
+#[test]
+fn own_hello_is_refused() {
+    let mut net = Net::new(1, EngineConfig::default());
+    let me = net.engine(0).identity().clone();
+    let hello = Frame::Hello(Handshake {
+        id8: me.id8(),
+        public_key: *me.public_key(),
+    })
+    .to_vec()
+    .unwrap();
+    let (now, addr) = (net.now, net.addr(0));
+    net.engine(0).handle_datagram(now, addr, &hello);
+    assert_eq!(net.engine(0).peer_count(), 0);
+    assert_eq!(net.engine(0).stats().drops(DropReason::SelfConnection), 1);
+}
+
+#[test]
+fn full_peer_table_refuses_new_handshakes() {
+    let mut net = Net::new(
+        3,
+        EngineConfig {
+            max_peers: 1,
+            follow_introductions: false,
+            ..EngineConfig::default()
+        },
+    );
+    net.connect(1, 0);
+    net.connect(2, 0);
+    assert_eq!(net.engine(0).peer_count(), 1);
+    assert!(net.engine(0).stats().drops(DropReason::PeerTableFull) >= 1);
+}
+
+#[test]
+fn ping_from_anyone_gets_a_smaller_pong() {
+    let mut net = Net::new(1, EngineConfig::default());
+    let ping = Frame::Ping {
+        timestamp_ms: 1,
+        id: [7; 20],
+    }
+    .to_vec()
+    .unwrap();
+    let now = net.now;
+    net.engine(0)
+        .handle_datagram(now, "127.9.9.9:1".parse().unwrap(), &ping);
+    let mut replies = Vec::new();
+    net.engine(0)
+        .drain_transmits(|dst, bytes| replies.push((dst, bytes.to_vec())));
+    assert_eq!(replies.len(), 1);
+    assert!(replies[0].1.len() < ping.len());
+    assert_eq!(
+        Frame::parse(&replies[0].1).unwrap(),
+        Frame::Pong {
+            id: *net.engine(0).identity().id()
+        }
+    );
+}
+
+#[test]
+fn relay_request_introduces_both_sides() {
+    let mut net = Net::new(
+        3,
+        EngineConfig {
+            follow_introductions: false,
+            ..EngineConfig::default()
+        },
+    );
+    net.connect(1, 0);
+    let (requester, target) = (net.id8(2), net.id8(1));
+    let request = Frame::RelayReq {
+        from: requester,
+        to: target,
+        endpoint: setowire_node::proto::frame::Endpoint {
+            ip: "203.0.113.9",
+            port: 9,
+        },
+    }
+    .to_vec()
+    .unwrap();
+    let (now, src) = (net.now, net.addr(2));
+    net.engine(0).handle_datagram(now, src, &request);
+    let mut sent = Vec::new();
+    net.engine(0)
+        .drain_transmits(|dst, bytes| sent.push((dst, bytes.to_vec())));
+    let to_target = sent
+        .iter()
+        .find(|(dst, _)| *dst == net.addr(1))
+        .expect("FWD to target");
+    let src_ip = src.ip().to_string();
+    assert_eq!(
+        Frame::parse(&to_target.1).unwrap(),
+        Frame::RelayFwd {
+            from: requester,
+            // The observed address, not the one claimed in the request.
+            endpoint: setowire_node::proto::frame::Endpoint {
+                ip: &src_ip,
+                port: src.port()
+            },
+        }
+    );
+    assert!(
+        sent.iter().any(|(dst, _)| *dst == src),
+        "FWD back to the requester"
+    );
+    assert_eq!(net.engine(0).stats().relay_forwards, 1);
+}
+
+#[test]
+fn malformed_input_is_counted_never_fatal() {
+    let mut net = Net::new(1, EngineConfig::default());
+    let now = net.now;
+    let src: SocketAddr = "127.9.9.9:1".parse().unwrap();
+    for datagram in [
+        &[][..],
+        &[0xFF, 1, 2],
+        &[0x13, 3, 0, 9],
+        &[0xA1, 1, 2, 3],
+        &[0x13, 1, 0, 3, 0x13, 1, 0],
+    ] {
+        net.engine(0).handle_datagram(now, src, datagram);
+    }
+    let stats = net.engine(0).stats();
+    assert_eq!(stats.datagrams_received, 5);
+    assert!(stats.drops(DropReason::Malformed) >= 3);
+    assert_eq!(stats.drops(DropReason::UnknownType), 1);
+}
