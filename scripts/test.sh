@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh clone: formatting, lints, unit/property/integration tests,
+# the interop tests against py-setowire 0.1.0 (the tests create their own Python venv from
+# PyPI under target/), and one quick pass over every benchmark.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
+cargo test --workspace --all-targets
