@@ -41,6 +41,8 @@ pub struct EngineConfig {
     pub max_dials: usize,
     /// Largest application payload sent or reassembled.
     pub max_message: usize,
+    /// Bytes all peers' fragment reassembly may hold together.
+    pub max_fragment_bytes: usize,
     /// Bits in each of the two Bloom generations that de-duplicate flooded data.
     pub seen_filter_bits: usize,
     /// Bytes of outgoing datagrams held between two drains.
@@ -74,6 +76,7 @@ impl Default for EngineConfig {
             max_wanted: 1024,
             max_dials: 1024,
             max_message: 256 << 10,
+            max_fragment_bytes: 64 << 20,
             seen_filter_bits: 1 << 23,
             out_queue_bytes: 8 << 20,
             max_events: 65_536,

@@ -63,6 +63,8 @@ pub struct Engine {
     /// Most recently connected peers first; who a newcomer is introduced to.
     pub(crate) recent: VecDeque<Id8>,
     pub(crate) dials: HashMap<SocketAddr, Dial>,
+    /// Bytes held by all peers' fragment reassembly, capped by the config.
+    fragment_bytes: usize,
     /// Peers holding out-of-order DATA, looked at on the fine tick.
     gapped: HashSet<Id8>,
     pub(crate) out: OutQueue,
@@ -112,6 +114,7 @@ impl Engine {
             recent: VecDeque::new(),
             dials: HashMap::new(),
             gapped: HashSet::new(),
+            fragment_bytes: 0,
             out: OutQueue::new(config.out_queue_bytes),
             events: VecDeque::new(),
             seen: SeenFilter::new(config.seen_filter_bits, SEEN_ROTATE, now),
@@ -479,10 +482,17 @@ impl Engine {
             return self.drop(DropReason::UnknownPeer);
         };
         peer.last_seen = now;
-        match peer
+        // Fragments are cleartext and unauthenticated: besides the per-peer limits, all
+        // peers together may hold only a bounded number of bytes.
+        if self.fragment_bytes + f.piece.len() > self.config.max_fragment_bytes {
+            return self.drop(DropReason::Fragment);
+        }
+        let before = peer.fragments.bytes();
+        let added = peer
             .fragments
-            .add(now, f.frag_id, f.index, f.total, f.piece)
-        {
+            .add(now, f.frag_id, f.index, f.total, f.piece);
+        self.fragment_bytes = self.fragment_bytes + peer.fragments.bytes() - before;
+        match added {
             Ok(Some(payload)) => self.deliver(now, &id8, &payload),
             Ok(None) => {}
             Err(_) => self.drop(DropReason::Fragment),
@@ -623,7 +633,9 @@ impl Engine {
         let len = ping.encode(&mut buf).expect("PING fits its buffer");
         let mut full = false;
         for peer in self.peers.values_mut() {
+            let before = peer.fragments.bytes();
             peer.fragments.expire(now);
+            self.fragment_bytes -= before - peer.fragments.bytes();
             peer.last_ping_sent = Some(now);
             full |= !self.out.push(peer.addr, &buf[..len]);
         }
@@ -664,6 +676,7 @@ impl Engine {
         if peer.in_mesh {
             self.mesh_size -= 1;
         }
+        self.fragment_bytes -= peer.fragments.bytes();
         self.gapped.remove(id8);
         self.recent.retain(|id| id != id8);
         self.emit(Event::Disconnected { peer: *id8, reason });
@@ -715,7 +728,7 @@ impl Engine {
                 .filter(|(_, p)| !p.in_mesh)
                 .map(|(id, p)| (p.score, *id))
                 .collect();
-            candidates.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+            candidates.sort_unstable_by_key(|c| std::cmp::Reverse(c.0));
             let want = self.mesh_degree.saturating_sub(self.mesh_size);
             for (_, id) in candidates.into_iter().take(want) {
                 self.set_mesh(&id, true);
