@@ -629,7 +629,7 @@ proptest! {
 // ---------------------------------------------------------------------------------------------
 // Edge cases.
 
-fn hex(s: &str) -> Vec<u8> {
+fn unhex(s: &str) -> Vec<u8> {
     hex::decode(s.replace(' ', "")).expect("valid hex")
 }
 
@@ -705,7 +705,7 @@ fn fixed_frames_shorter_than_their_layout_are_truncated() {
 fn frag_index_at_or_past_total_is_invalid() {
     // frag_id ‖ idx ‖ total ‖ piece
     for (index, total) in [(2u16, 2u16), (0, 0), (u16::MAX, u16::MAX), (7, 3)] {
-        let mut datagram = hex("0b f0f1f2f3f4f5f6f7");
+        let mut datagram = unhex("0b f0f1f2f3f4f5f6f7");
         datagram.extend_from_slice(&index.to_be_bytes());
         datagram.extend_from_slice(&total.to_be_bytes());
         datagram.extend_from_slice(b"piece");
@@ -728,10 +728,10 @@ fn frag_index_at_or_past_total_is_invalid() {
         );
     }
     // The last valid index.
-    assert!(Frame::parse(&hex("0b f0f1f2f3f4f5f6f7 0001 0002")).is_ok());
+    assert!(Frame::parse(&unhex("0b f0f1f2f3f4f5f6f7 0001 0002")).is_ok());
     // Header cut short.
     assert_eq!(
-        Frame::parse(&hex("0b f0f1f2f3f4f5f6f7 0001 00")),
+        Frame::parse(&unhex("0b f0f1f2f3f4f5f6f7 0001 00")),
         Err(FrameError::Truncated(FrameKind::Frag))
     );
 }
@@ -740,7 +740,7 @@ fn frag_index_at_or_past_total_is_invalid() {
 fn chunk_piece_index_at_or_past_total_is_invalid() {
     for (index, total) in [(2u16, 2u16), (0, 0), (u16::MAX, u16::MAX), (9, 1)] {
         // klen ‖ "k" ‖ FFFF ‖ idx ‖ total ‖ piece
-        let mut datagram = hex("12 01 6b ffff");
+        let mut datagram = unhex("12 01 6b ffff");
         datagram.extend_from_slice(&index.to_be_bytes());
         datagram.extend_from_slice(&total.to_be_bytes());
         datagram.extend_from_slice(b"piece");
@@ -763,7 +763,7 @@ fn chunk_piece_index_at_or_past_total_is_invalid() {
         );
     }
     assert_eq!(
-        Frame::parse(&hex("12 01 6b ffff 0008 0009 aa")),
+        Frame::parse(&unhex("12 01 6b ffff 0008 0009 aa")),
         Ok(Frame::Chunk(Chunk::Piece {
             key: "k",
             index: 8,
@@ -776,7 +776,7 @@ fn chunk_piece_index_at_or_past_total_is_invalid() {
 #[test]
 fn chunk_value_longer_than_the_datagram_is_truncated() {
     assert_eq!(
-        Frame::parse(&hex("12 01 6b 0005 61626364")),
+        Frame::parse(&unhex("12 01 6b 0005 61626364")),
         Err(FrameError::Truncated(FrameKind::Chunk))
     );
 }
@@ -784,11 +784,11 @@ fn chunk_value_longer_than_the_datagram_is_truncated() {
 #[test]
 fn non_utf8_keys_are_invalid() {
     for (datagram, kind) in [
-        (hex("11 02 fffe"), FrameKind::Want),
-        (hex("10 01 02 c328"), FrameKind::Have),
-        (hex("10 02 01 61 01 80"), FrameKind::Have),
-        (hex("12 01 ff 0000"), FrameKind::Chunk),
-        (hex("14 03 e282 28 0000"), FrameKind::ChunkAck),
+        (unhex("11 02 fffe"), FrameKind::Want),
+        (unhex("10 01 02 c328"), FrameKind::Have),
+        (unhex("10 02 01 61 01 80"), FrameKind::Have),
+        (unhex("12 01 ff 0000"), FrameKind::Chunk),
+        (unhex("14 03 e282 28 0000"), FrameKind::ChunkAck),
     ] {
         assert!(
             matches!(Frame::parse(&datagram), Err(FrameError::Invalid(k, _)) if k == kind),
@@ -798,7 +798,7 @@ fn non_utf8_keys_are_invalid() {
     }
     // Multi-byte UTF-8 is fine.
     assert_eq!(
-        Frame::parse(&hex("11 04 f09f9880")),
+        Frame::parse(&unhex("11 04 f09f9880")),
         Ok(Frame::Want { key: "😀" })
     );
 }
@@ -806,11 +806,11 @@ fn non_utf8_keys_are_invalid() {
 #[test]
 fn empty_keys_are_invalid() {
     assert!(matches!(
-        Frame::parse(&hex("11 00")),
+        Frame::parse(&unhex("11 00")),
         Err(FrameError::Invalid(FrameKind::Want, _))
     ));
     assert!(matches!(
-        Frame::parse(&hex("10 01 00")),
+        Frame::parse(&unhex("10 01 00")),
         Err(FrameError::Invalid(FrameKind::Have, _))
     ));
 }
@@ -819,11 +819,11 @@ fn empty_keys_are_invalid() {
 fn non_ascii_ips_are_invalid() {
     // RELAY_FWD: from ‖ iplen ‖ ip ‖ port
     assert!(matches!(
-        Frame::parse(&hex("22 0001020304050607 02 c3a9 1f90")),
+        Frame::parse(&unhex("22 0001020304050607 02 c3a9 1f90")),
         Err(FrameError::Invalid(FrameKind::RelayFwd, _))
     ));
     assert!(matches!(
-        Frame::parse(&hex("22 0001020304050607 01 ff 1f90")),
+        Frame::parse(&unhex("22 0001020304050607 01 ff 1f90")),
         Err(FrameError::Invalid(FrameKind::RelayFwd, _))
     ));
 }
@@ -833,7 +833,7 @@ fn pex_ids_outside_the_allowed_lengths_are_invalid() {
     for id_len in [0usize, PEX_ID_MIN - 1, PEX_ID_MAX + 1, 255] {
         let mut datagram = vec![kind::PEX, 1, id_len as u8];
         datagram.resize(datagram.len() + id_len, 0x11);
-        datagram.extend_from_slice(&hex("01 31 0001"));
+        datagram.extend_from_slice(&unhex("01 31 0001"));
         assert!(
             matches!(
                 Frame::parse(&datagram),
@@ -857,10 +857,11 @@ fn pex_ids_outside_the_allowed_lengths_are_invalid() {
 fn ihave_must_be_whole_hashes() {
     assert_eq!(Frame::parse(&[kind::IHAVE]), Ok(Frame::Ihave(&[])));
     assert!(matches!(
-        Frame::parse(&hex("07 0102030405060708 09")),
+        Frame::parse(&unhex("07 0102030405060708 09")),
         Err(FrameError::Invalid(FrameKind::Ihave, _))
     ));
-    let frame = Frame::parse(&hex("07 0102030405060708 1112131415161718")).unwrap();
+    let two = unhex("07 0102030405060708 1112131415161718");
+    let frame = Frame::parse(&two).unwrap();
     assert_eq!(
         frame.ihave_hashes().collect::<Vec<_>>(),
         [
@@ -1069,12 +1070,12 @@ fn too_many_list_entries_are_refused() {
     );
     assert!(encode_pex(std::iter::repeat(entry).take(255), &mut buf).is_ok());
 
-    let ping = [kind::GOAWAY, 0];
+    let goaway = [kind::GOAWAY, 0];
     assert_eq!(
-        encode_batch(std::iter::repeat(&ping[..]).take(256), &mut buf),
+        encode_batch(std::iter::repeat(&goaway[..]).take(256), &mut buf),
         Err(EncodeError::TooManyEntries)
     );
-    let n = encode_batch(std::iter::repeat(&ping[..]).take(255), &mut buf).unwrap();
+    let n = encode_batch(std::iter::repeat(&goaway[..]).take(255), &mut buf).unwrap();
     let Ok(Frame::Batch(list)) = Frame::parse(&buf[..n]) else {
         panic!("BATCH expected");
     };
@@ -1150,11 +1151,11 @@ fn nested_batch_parses() {
 #[test]
 fn batch_entry_running_past_the_datagram_is_truncated() {
     assert_eq!(
-        Frame::parse(&hex("13 02 0002 0a00 0005 0a00")),
+        Frame::parse(&unhex("13 02 0002 0a00 0005 0a00")),
         Err(FrameError::Truncated(FrameKind::Batch))
     );
     assert_eq!(
-        Frame::parse(&hex("13 01 00")),
+        Frame::parse(&unhex("13 01 00")),
         Err(FrameError::Truncated(FrameKind::Batch))
     );
 }
@@ -1173,7 +1174,7 @@ fn empty_and_unknown_datagrams() {
 
 #[test]
 fn classify_edges() {
-    let stun = hex("000100002112a442505152535455565758595a5b");
+    let stun = unhex("000100002112a442505152535455565758595a5b");
     assert_eq!(classify(&stun), DatagramClass::Stun);
     assert_eq!(classify(&stun[..19]), DatagramClass::Setowire);
     let mut wrong_cookie = stun.clone();

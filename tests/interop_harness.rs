@@ -94,6 +94,12 @@ fn small_broadcast_arrives_as_data() {
     b.broadcast(b"hello from b");
     assert_eq!(a.wait_data_from(&b.id8), b"hello from b");
 
+    // Unicast to one peer takes the same path.
+    a.send_to(&b.id8, b"unicast to b");
+    assert_eq!(b.wait_data_from(&a.id8), b"unicast to b");
+    a.send_to("0000000000000000", b"nobody");
+    a.wait_event(TIMEOUT, |e| is_event(e, "error"));
+
     // An empty payload is delivered too (the plaintext is just the 4-byte seq).
     a.broadcast(b"");
     assert_eq!(b.wait_data_from(&a.id8), b"");
@@ -215,6 +221,26 @@ fn quit_sends_a_goaway_the_baseline_ignores() {
 }
 
 #[test]
+fn stdin_eof_quits_and_bad_commands_are_reported() {
+    let net = TestNet::new();
+    let mut a = PyPeer::spawn(&net, &[]);
+    for bad in [
+        "this is not json",
+        "[1, 2]",
+        r#"{"no_cmd": 1}"#,
+        r#"{"cmd": "no-such-command"}"#,
+        r#"{"cmd": "broadcast", "hex": "zz"}"#,
+        r#"{"cmd": "dial", "addr": "127.0.0.1"}"#,
+    ] {
+        a.send_line(bad);
+        let ev = a.wait_event(TIMEOUT, |e| is_event(e, "error"));
+        assert!(ev["message"].is_string(), "{bad}: {ev}");
+    }
+    a.close_stdin();
+    assert!(a.wait_exit(TIMEOUT).success());
+}
+
+#[test]
 fn two_byte_goaway_drops_the_peer_at_once() {
     let net = TestNet::new();
     let mut a = PyPeer::spawn(&net, &[]);
@@ -240,7 +266,10 @@ fn two_byte_goaway_drops_the_peer_at_once() {
     a.broadcast(b"after goaway");
     b.assert_no_event(Duration::from_millis(1000), |e| is_event(e, "data"));
 
-    // Dialing again re-establishes b's side only (a never lost b).
+    // Dialing again re-establishes b's side only (a never lost b). A dial to an
+    // address is ignored while an earlier dial to it is still "in progress",
+    // which for a dial without a known id lasts 5.4 s (8 x 300 ms + 3 s).
+    std::thread::sleep(Duration::from_millis(5600).saturating_sub(dialed.elapsed()));
     a.dial(&b_addr);
     b.wait_connection(&a.id8);
     a.assert_no_event(Duration::from_millis(500), |e| is_event(e, "connection"));
@@ -350,4 +379,24 @@ fn a_full_peer_still_answers_hello() {
         is_event(e, "data") || (is_event(e, "connection") && e["peer"] == c.id8.as_str())
     });
     assert_eq!(a.peers().len(), 1);
+}
+
+#[test]
+fn dialing_its_own_address_connects_to_itself() {
+    let net = TestNet::new();
+    let mut a = PyPeer::spawn(&net, &[]);
+
+    // The "is this me?" checks compare the 16-hex id8 from the wire with the
+    // 40-hex own id, so they never match: a peer handed its own address (by
+    // HTTP bootstrap, PEX, a dial) registers itself. The self-session has its
+    // send and receive keys swapped, so nothing it sends itself is delivered,
+    // and answering its own PINGs keeps the entry alive.
+    let own = a.addr();
+    a.dial(&own);
+    let me = a.id8.clone();
+    let ev = a.wait_connection(&me);
+    assert_eq!(ev["addr"], own.as_str());
+    assert_eq!(a.peers().len(), 1);
+    a.broadcast(b"to myself");
+    a.assert_no_event(Duration::from_millis(800), |e| is_event(e, "data"));
 }

@@ -746,6 +746,13 @@ impl<'b> FrameWriter<'b> {
 
     /// A string behind a one-byte length, as keys and IPs are sent.
     fn short_str(&mut self, s: &str, what: &'static str) -> Result<(), EncodeError> {
+        // The parser refuses empty keys and non-ASCII ips: never write what we would refuse.
+        if what == "key" && s.is_empty() {
+            return Err(EncodeError::InvalidField("empty key"));
+        }
+        if what == "ip" && !s.is_ascii() {
+            return Err(EncodeError::InvalidField("ip is not ASCII"));
+        }
         let len = u8::try_from(s.len()).map_err(|_| EncodeError::FieldTooLong(what))?;
         self.u8(len)?;
         self.bytes(s.as_bytes())

@@ -20,6 +20,7 @@ Events:
 Commands:
   {"cmd":"dial","addr":"ip:port"}
   {"cmd":"broadcast","hex":"..."}
+  {"cmd":"send","peer":"<id8 hex>","hex":"..."}       (to one connected peer)
   {"cmd":"store","key":"k","hex":"..."}
   {"cmd":"fetch","key":"k","timeout_ms":N}
   {"cmd":"peers"}
@@ -165,6 +166,11 @@ class Driver:
             sw._dial(ip, port, None, None, None)
         elif name == "broadcast":
             sw.broadcast(bytes.fromhex(_require(cmd, "hex", str)))
+        elif name == "send":
+            pid = _require(cmd, "peer", str)[:16]
+            peer = sw._peers.get(pid)
+            if peer is None or not peer.write(bytes.fromhex(_require(cmd, "hex", str))):
+                raise ValueError(f"no such peer {pid!r}")
         elif name == "store":
             sw.store(_require(cmd, "key", str), bytes.fromhex(_require(cmd, "hex", str)))
         elif name == "fetch":

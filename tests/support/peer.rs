@@ -73,6 +73,12 @@ impl ControlPeer {
             .send(&json!({"cmd": "broadcast", "hex": hex::encode(payload)}));
     }
 
+    /// Unicast to one connected peer (`send` command).
+    pub fn send_to(&mut self, peer_id8: &str, payload: &[u8]) {
+        self.proc
+            .send(&json!({"cmd": "send", "peer": peer_id8, "hex": hex::encode(payload)}));
+    }
+
     pub fn store(&mut self, key: &str, value: &[u8]) {
         self.proc
             .send(&json!({"cmd": "store", "key": key, "hex": hex::encode(value)}));

@@ -154,6 +154,20 @@ impl LineProcess {
         }
     }
 
+    /// Writes one raw line (a newline is appended), e.g. to test malformed input.
+    #[track_caller]
+    pub fn send_line(&mut self, line: &str) {
+        let res = match self.stdin.as_mut() {
+            Some(stdin) => stdin
+                .write_all(format!("{line}\n").as_bytes())
+                .and_then(|_| stdin.flush()),
+            None => Err(std::io::Error::other("stdin already closed")),
+        };
+        if let Err(e) = res {
+            self.fail(&format!("cannot send line {line:?}: {e}"));
+        }
+    }
+
     /// Closes stdin (end of file for the child).
     pub fn close_stdin(&mut self) {
         self.stdin = None;
