@@ -595,9 +595,9 @@ impl<'a> Frame<'a> {
                 w.u8(list.count)?;
                 w.bytes(list.bytes)?;
             }
-            Frame::Want { key } => w.short_str(key, "key")?,
+            Frame::Want { key } => w.key(key)?,
             Frame::Chunk(Chunk::Whole { key, value }) => {
-                w.short_str(key, "key")?;
+                w.key(key)?;
                 let len = u16::try_from(value.len())
                     .ok()
                     .filter(|&l| l != CHUNK_PIECE_MARK)
@@ -614,14 +614,14 @@ impl<'a> Frame<'a> {
                 if index >= total {
                     return Err(EncodeError::InvalidField("chunk piece index"));
                 }
-                w.short_str(key, "key")?;
+                w.key(key)?;
                 w.u16(CHUNK_PIECE_MARK)?;
                 w.u16(*index)?;
                 w.u16(*total)?;
                 w.bytes(piece)?;
             }
             Frame::ChunkAck { key, index } => {
-                w.short_str(key, "key")?;
+                w.key(key)?;
                 w.u16(*index)?;
             }
             Frame::RelayAnn { relay, endpoint } => {
@@ -655,7 +655,7 @@ pub fn encode_have<'k>(
     keys: impl IntoIterator<Item = &'k str>,
     out: &mut [u8],
 ) -> Result<usize, EncodeError> {
-    encode_list(kind::HAVE, keys, out, |w, key| w.short_str(key, "key"))
+    encode_list(kind::HAVE, keys, out, |w, key| w.key(key))
 }
 
 /// Encodes a PEX frame (at most 255 entries; py-setowire sends at most 20).
@@ -746,19 +746,23 @@ impl<'b> FrameWriter<'b> {
 
     /// A string behind a one-byte length, as keys and IPs are sent.
     fn short_str(&mut self, s: &str, what: &'static str) -> Result<(), EncodeError> {
-        // The parser refuses empty keys and non-ASCII ips: never write what we would refuse.
-        if what == "key" && s.is_empty() {
-            return Err(EncodeError::InvalidField("empty key"));
-        }
-        if what == "ip" && !s.is_ascii() {
-            return Err(EncodeError::InvalidField("ip is not ASCII"));
-        }
         let len = u8::try_from(s.len()).map_err(|_| EncodeError::FieldTooLong(what))?;
         self.u8(len)?;
         self.bytes(s.as_bytes())
     }
 
+    /// A store key; the parser refuses empty ones, so they are never written.
+    fn key(&mut self, key: &str) -> Result<(), EncodeError> {
+        if key.is_empty() {
+            return Err(EncodeError::InvalidField("empty key"));
+        }
+        self.short_str(key, "key")
+    }
+
     fn endpoint(&mut self, endpoint: &Endpoint<'_>) -> Result<(), EncodeError> {
+        if !endpoint.ip.is_ascii() {
+            return Err(EncodeError::InvalidField("ip is not ASCII"));
+        }
         self.short_str(endpoint.ip, "ip")?;
         self.u16(endpoint.port)
     }
