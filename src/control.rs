@@ -3,7 +3,7 @@
 //! same way they drive other Setowire peers.
 
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -15,13 +15,28 @@ use crate::swarm::event::Event;
 #[derive(Debug, Deserialize)]
 #[serde(tag = "cmd", rename_all = "snake_case")]
 pub enum Command {
-    Dial { addr: SocketAddr },
-    Broadcast { hex: String },
-    Send { peer: String, hex: String },
-    Store { key: String, hex: String },
-    Fetch { key: String },
+    Dial {
+        addr: SocketAddr,
+    },
+    Broadcast {
+        hex: String,
+    },
+    Send {
+        peer: String,
+        hex: String,
+    },
+    Store {
+        key: String,
+        hex: String,
+    },
+    Fetch {
+        key: String,
+        timeout_ms: Option<u64>,
+    },
     Peers,
-    Disconnect { peer: String },
+    Disconnect {
+        peer: String,
+    },
     Quit,
 }
 
@@ -62,8 +77,11 @@ pub fn apply(
                 .then_some(())
                 .ok_or_else(|| "value refused by the store".to_owned())
         }),
-        Command::Fetch { key } => {
-            engine.fetch(now, &key);
+        Command::Fetch { key, timeout_ms } => {
+            match timeout_ms {
+                Some(ms) => engine.fetch_within(now, &key, Duration::from_millis(ms)),
+                None => engine.fetch(now, &key),
+            }
             Ok(())
         }
         Command::Peers => {

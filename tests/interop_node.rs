@@ -102,8 +102,10 @@ fn node_introduces_python_peers_to_each_other() {
             is_event(e, "data") && e["hex"].as_str().is_some_and(|h| h.starts_with("7b"))
         });
     }
+    // And the direct path carries data.
     let payload = pattern_bytes(42, 64);
-    a.broadcast(&payload);
+    let b_id = b.id8.clone();
+    a.send_to(&b_id, &payload);
     b.wait_data_eq(&a.id8, &payload);
 }
 
@@ -123,4 +125,24 @@ fn python_data_reaches_the_other_python_peer() {
     b.wait_event(TIMEOUT, |e| {
         is_event(e, "data") && e["hex"] == hex::encode(&payload).as_str()
     });
+}
+
+#[test]
+fn python_sender_is_not_throttled_by_its_send_window() {
+    // py-setowire stops after 16 DATA frames in flight until DATA or a PONG comes back (one
+    // PONG a second): without the node's acknowledgements 100 messages would take ~40 s.
+    let net = TestNet::new();
+    let mut node = spawn_node(&net, "node");
+    let mut py = PyPeer::spawn(&net, &[]).into_inner();
+    connect(&mut py, &mut node);
+    let started = std::time::Instant::now();
+    let payloads: Vec<Vec<u8>> = (0..100).map(|i| pattern_bytes(1000 + i, 100)).collect();
+    for payload in &payloads {
+        py.broadcast(payload);
+    }
+    for payload in &payloads {
+        node.wait_data_eq(&py.id8, payload);
+    }
+    let took = started.elapsed();
+    assert!(took < std::time::Duration::from_secs(10), "100 messages took {took:?}");
 }

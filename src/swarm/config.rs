@@ -16,6 +16,9 @@ pub struct EngineConfig {
     pub mesh_high: usize,
     /// Re-flood received application data to the mesh. Off for a seed-only node.
     pub flood: bool,
+    /// Answer each sequenced DATA with [`crate::swarm::engine::WINDOW_ACK`], so that
+    /// py-setowire senders are not held to ~2 messages/s after their first 16.
+    pub ack_data: bool,
     /// How often each peer is sent a PING (py-setowire: 1 s).
     pub ping_interval: Duration,
     /// A peer silent for this long is dropped (py-setowire: 60 s).
@@ -62,6 +65,7 @@ impl Default for EngineConfig {
             mesh_low: 4,
             mesh_high: 16,
             flood: true,
+            ack_data: true,
             ping_interval: Duration::from_secs(1),
             peer_timeout: Duration::from_secs(60),
             pex_interval: Duration::from_secs(60),

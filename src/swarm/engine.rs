@@ -36,6 +36,10 @@ const FINE_TICK: Duration = Duration::from_millis(10);
 const MESH_ADAPT_EVERY: Duration = Duration::from_secs(5);
 /// Length of the `seq` that prefixes ordinary DATA plaintext.
 const SEQ_LEN: usize = 4;
+/// An introduction that introduces nobody. py-setowire lets a peer have only 16 DATA frames
+/// in flight until DATA or a PONG comes back, and PONGs come once a second; this DATA makes it
+/// free a slot and do nothing else, so a py-setowire peer can keep sending to the node.
+pub const WINDOW_ACK: &[u8] = br#"{"_gossip":true}"#;
 
 /// Errors the application can get back from the engine's commands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -427,7 +431,9 @@ impl Engine {
             peer.addr = src;
         }
         let plain_bytes = &plain[..len];
-        if plain_bytes.first() == Some(&b'{') && self.on_gossip(now, plain_bytes) {
+        if plain_bytes == WINDOW_ACK {
+            // Only there to open our own window in py-setowire's terms; nothing to do.
+        } else if plain_bytes.first() == Some(&b'{') && self.on_gossip(now, plain_bytes) {
             // A whole-plaintext introduction (no seq), as this engine sends them.
         } else if len < SEQ_LEN {
             // py-setowire delivers plaintext too short for a seq as it is.
@@ -448,6 +454,9 @@ impl Engine {
                 self.deliver(now, &id8, &payload);
             }
             self.released = released;
+            if self.config.ack_data {
+                self.send_unsequenced(&id8, WINDOW_ACK);
+            }
         }
         self.open_buf = plain;
     }

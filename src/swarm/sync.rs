@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::proto::frame::{encode_have, Chunk, Frame, KeyList};
 use crate::proto::identity::Id8;
@@ -65,6 +65,11 @@ impl Engine {
     /// Fetches a value: at once from the local store, else by WANT to the mesh. The answer
     /// comes as [`Event::Fetched`] or [`Event::FetchFailed`].
     pub fn fetch(&mut self, now: Instant, key: &str) {
+        self.fetch_within(now, key, self.config.fetch_timeout);
+    }
+
+    /// Like [`Engine::fetch`] with its own timeout instead of the configured one.
+    pub fn fetch_within(&mut self, now: Instant, key: &str, timeout: Duration) {
         if let Some(value) = self.stored(key) {
             return self.emit(Event::Fetched {
                 key: key.to_owned(),
@@ -76,7 +81,7 @@ impl Engine {
                 key: key.to_owned(),
             });
         }
-        self.want(now, key, true);
+        self.want(now + timeout, key, true);
         let want = Frame::Want { key };
         for peer in self.mesh_peers() {
             if let Some(addr) = self.peers.get(&peer).map(|p| p.addr) {
@@ -85,8 +90,7 @@ impl Engine {
         }
     }
 
-    fn want(&mut self, now: Instant, key: &str, requested: bool) {
-        let deadline = now + self.config.fetch_timeout;
+    fn want(&mut self, deadline: Instant, key: &str, requested: bool) {
         let entry = self.sync.wanted.entry(key.to_owned()).or_insert(Wanted {
             deadline,
             requested,
@@ -128,7 +132,7 @@ impl Engine {
                 && !self.sync.store.contains(key)
                 && self.sync.wanted.len() < self.config.max_wanted;
             if forward {
-                self.want(now, key, false);
+                self.want(now + self.config.fetch_timeout, key, false);
             }
             if wanted || forward {
                 self.send_frame(src, &Frame::Want { key });
