@@ -144,5 +144,8 @@ fn python_sender_is_not_throttled_by_its_send_window() {
         node.wait_data_eq(&py.id8, payload);
     }
     let took = started.elapsed();
-    assert!(took < std::time::Duration::from_secs(10), "100 messages took {took:?}");
+    assert!(
+        took < std::time::Duration::from_secs(10),
+        "100 messages took {took:?}"
+    );
 }
