@@ -3,7 +3,8 @@
 //!
 //! Run: `cargo bench --bench crypto`. Compare with
 //! `RUSTFLAGS="-C target-feature=+avx2" CARGO_TARGET_DIR=/tmp/avx2-target cargo bench --bench crypto`
-//! to see the effect of compile-time AVX2 (see docs in the session module).
+//! to see the effect of compile-time AVX2, and with `RUSTFLAGS="--cfg poly1305_force_soft"`
+//! for the portable scalar Poly1305 (see the `proto::session` module docs).
 
 use std::hint::black_box;
 

@@ -7,6 +7,13 @@
 //!
 //! The type byte is not authenticated (py-setowire passes no associated data), so it is
 //! checked by the dispatcher, not here.
+//!
+//! Performance note (see `benches/crypto.rs`): per packet the cost is dominated by Poly1305's
+//! per-message key setup. poly1305 0.8 picks its AVX2 backend at run time, but that backend's
+//! key setup (`State::new`, `PrecomputedMultiplier::mul`) is not compiled with AVX2 enabled,
+//! so in a default build each AVX2 intrinsic there becomes an out-of-line call: a 64-byte
+//! seal costs ~4x more than with `-C target-feature=+avx2`. Building with
+//! `--cfg poly1305_force_soft` avoids that on every x86-64 CPU.
 
 use chacha20poly1305::aead::{AeadInPlace, KeyInit};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce, Tag};
