@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, ValueEnum};
 use setowire_node::proto::identity::Identity;
+use setowire_node::proto::session::restart_safe_counter_base;
 use setowire_node::standalone::{self, StandaloneOptions};
 use setowire_node::swarm::config::EngineConfig;
 
@@ -69,6 +70,8 @@ fn main() -> ExitCode {
         engine: EngineConfig {
             flood: !cli.no_flood,
             max_peers: cli.max_peers,
+            // A seeded identity is the same in every run: never restart its nonce counters.
+            first_send_counter: restart_safe_counter_base(unix_seconds()),
             ..EngineConfig::default()
         },
         dial: cli.dial,
@@ -94,4 +97,10 @@ fn init_logging(format: LogFormat) {
         LogFormat::Pretty => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
+}
+
+fn unix_seconds() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }

@@ -492,3 +492,27 @@ fn malformed_input_is_counted_never_fatal() {
     assert!(stats.drops(DropReason::Malformed) >= 3);
     assert_eq!(stats.drops(DropReason::UnknownType), 1);
 }
+
+#[test]
+fn pex_connects_peers_that_only_know_the_hub() {
+    let mut net = Net::new(
+        3,
+        EngineConfig {
+            // No introductions on connect: only the periodic PEX can bring the spokes together.
+            gossip_fanout: 0,
+            pex_interval: Duration::from_secs(2),
+            ..EngineConfig::default()
+        },
+    );
+    net.connect(1, 0);
+    net.connect(2, 0);
+    net.advance(Duration::from_millis(500));
+    assert_eq!(net.engine(1).peer_count(), 1, "no introduction before PEX");
+    net.advance(Duration::from_secs(2));
+    assert_eq!(net.engine(1).peer_count(), 2);
+    assert_eq!(net.engine(2).peer_count(), 2);
+    // Nobody was listed to itself, so nobody dialled itself.
+    for i in 0..3 {
+        assert_eq!(net.engine(i).stats().drops(DropReason::SelfConnection), 0);
+    }
+}

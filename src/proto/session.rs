@@ -66,6 +66,16 @@ pub enum CryptoError {
     CounterExhausted,
 }
 
+/// A first send counter that no earlier run of the same identity can have reached: the Unix
+/// time in seconds in the high 32 bits. Session keys depend on the static keys alone, so a
+/// node restarted with the same identity would otherwise reuse (key, nonce) pairs; a later
+/// start begins 2^32 counters above an earlier one per second between them, more than any
+/// session can send. Receivers accept the jump (py-setowire checks nothing, our replay
+/// window slides forward).
+pub fn restart_safe_counter_base(unix_seconds: u64) -> u64 {
+    unix_seconds.min(u64::from(u32::MAX)) << 32
+}
+
 /// Output of the session KDF. Which key a side sends with depends on id order, see
 /// [`Session::new`].
 #[derive(Clone, PartialEq, Eq)]
@@ -266,6 +276,22 @@ mod tests {
 
     fn keys() -> SessionKeys {
         derive_session_keys(&[7u8; 32])
+    }
+
+    #[test]
+    fn a_later_start_counts_above_everything_an_earlier_one_could_send() {
+        let earlier = restart_safe_counter_base(1_800_000_000);
+        let later = restart_safe_counter_base(1_800_000_001);
+        assert!(later - earlier >= 1 << 32);
+        // A restarted sender's first frame is accepted by the peer's window.
+        let k = keys();
+        let (mut a, mut b) = (Session::new(&k, true, earlier), Session::new(&k, false, 0));
+        let first = seal(&mut a, b"before restart");
+        assert!(b.open_data(&first[1..], &mut [0u8; 64]).is_ok());
+        let mut restarted = Session::new(&k, true, later);
+        let again = seal(&mut restarted, b"after restart");
+        assert!(b.open_data(&again[1..], &mut [0u8; 64]).is_ok());
+        assert_ne!(first[1..13], again[1..13], "no nonce is reused");
     }
 
     /// A (lo) and B (hi) ends of one session.
