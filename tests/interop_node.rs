@@ -17,6 +17,21 @@ fn spawn_node(net: &TestNet, label: &str) -> ControlPeer {
     ControlPeer::from_process(LineProcess::spawn_command(label, cmd))
 }
 
+/// A namespace with our node and `count` py-setowire peers, each connected to the node
+/// (the Python peer dials) but not yet to each other.
+fn node_with_python_peers(count: usize) -> (TestNet, ControlPeer, Vec<ControlPeer>) {
+    let net = TestNet::new();
+    let mut node = spawn_node(&net, "node");
+    let peers = (0..count)
+        .map(|_| {
+            let mut py = PyPeer::spawn(&net, &[]).into_inner();
+            connect(&mut py, &mut node);
+            py
+        })
+        .collect();
+    (net, node, peers)
+}
+
 #[test]
 fn handshake_in_both_directions() {
     let net = TestNet::new();
@@ -50,10 +65,8 @@ fn data_small_and_fragmented_in_both_directions() {
 
 #[test]
 fn store_and_fetch_in_both_directions() {
-    let net = TestNet::new();
-    let mut node = spawn_node(&net, "node");
-    let mut py = PyPeer::spawn(&net, &[]).into_inner();
-    connect(&mut py, &mut node);
+    let (_net, mut node, mut peers) = node_with_python_peers(1);
+    let py = &mut peers[0];
     for (key, len) in [("small-from-node", 100), ("large-from-node", 9000)] {
         let value = pattern_bytes(len as u64, len);
         node.store(key, &value);
@@ -87,17 +100,15 @@ fn goaway_in_both_directions() {
 
 #[test]
 fn node_introduces_python_peers_to_each_other() {
-    let net = TestNet::new();
-    let mut node = spawn_node(&net, "node");
-    let mut a = PyPeer::spawn(&net, &[]).into_inner();
-    let mut b = PyPeer::spawn(&net, &[]).into_inner();
-    connect(&mut a, &mut node);
-    connect(&mut b, &mut node);
+    let (_net, _node, mut peers) = node_with_python_peers(2);
+    let [a, b] = &mut peers[..] else {
+        unreachable!()
+    };
     // Neither was told about the other: only the node's introductions can connect them.
     a.wait_connection(&b.id8);
     b.wait_connection(&a.id8);
     // Introductions are not application data on either side.
-    for peer in [&mut a, &mut b] {
+    for peer in [&mut *a, &mut *b] {
         peer.assert_no_event(std::time::Duration::from_millis(300), |e| {
             is_event(e, "data") && e["hex"].as_str().is_some_and(|h| h.starts_with("7b"))
         });
@@ -111,12 +122,10 @@ fn node_introduces_python_peers_to_each_other() {
 
 #[test]
 fn python_data_reaches_the_other_python_peer() {
-    let net = TestNet::new();
-    let mut node = spawn_node(&net, "node");
-    let mut a = PyPeer::spawn(&net, &[]).into_inner();
-    let mut b = PyPeer::spawn(&net, &[]).into_inner();
-    connect(&mut a, &mut node);
-    connect(&mut b, &mut node);
+    let (_net, mut node, mut peers) = node_with_python_peers(2);
+    let [a, b] = &mut peers[..] else {
+        unreachable!()
+    };
     let payload = pattern_bytes(9, 200);
     a.broadcast(&payload);
     node.wait_data_eq(&a.id8, &payload);
@@ -131,10 +140,8 @@ fn python_data_reaches_the_other_python_peer() {
 fn python_sender_is_not_throttled_by_its_send_window() {
     // py-setowire stops after 16 DATA frames in flight until DATA or a PONG comes back (one
     // PONG a second): without the node's acknowledgements 100 messages would take ~40 s.
-    let net = TestNet::new();
-    let mut node = spawn_node(&net, "node");
-    let mut py = PyPeer::spawn(&net, &[]).into_inner();
-    connect(&mut py, &mut node);
+    let (_net, mut node, mut peers) = node_with_python_peers(1);
+    let py = &mut peers[0];
     let started = std::time::Instant::now();
     let payloads: Vec<Vec<u8>> = (0..100).map(|i| pattern_bytes(1000 + i, 100)).collect();
     for payload in &payloads {
