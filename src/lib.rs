@@ -5,6 +5,7 @@
 //! by the caller with datagrams, timestamps and commands.
 
 pub mod control;
+pub mod node;
 pub mod proto;
 pub mod standalone;
 pub mod swarm;

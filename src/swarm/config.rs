@@ -2,7 +2,10 @@
 //! the protocol (timeouts, intervals, mesh degree) and are larger where a node serves far more
 //! peers than an application does (table and store sizes).
 
+use std::net::SocketAddr;
 use std::time::Duration;
+
+use crate::swarm::ratelimit::Rate;
 
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -52,6 +55,16 @@ pub struct EngineConfig {
     pub out_queue_bytes: usize,
     /// Events held until the application polls them.
     pub max_events: usize,
+    /// Datagrams per second (and burst) from one source IP without a session.
+    pub unauth_rate: Rate,
+    /// Datagrams per second (and burst) from one peer with a session.
+    pub session_rate: Rate,
+    /// Source IPs tracked by the unauthenticated-traffic limiter.
+    pub rate_limit_ips: usize,
+    /// Where peers can reach this node; announced in RELAY_ANN when `relay` is on.
+    pub public_addr: Option<SocketAddr>,
+    /// How often RELAY_ANN goes to every peer (py-setowire: 30 s).
+    pub relay_announce_interval: Duration,
     /// First DATA counter of every session; a node restarting with a persisted identity
     /// sets it above every counter it used before so no (key, nonce) pair repeats.
     pub first_send_counter: u64,
@@ -84,6 +97,17 @@ impl Default for EngineConfig {
             seen_filter_bits: 1 << 23,
             out_queue_bytes: 8 << 20,
             max_events: 65_536,
+            unauth_rate: Rate {
+                per_second: 1000.0,
+                burst: 2000.0,
+            },
+            session_rate: Rate {
+                per_second: 4000.0,
+                burst: 8000.0,
+            },
+            rate_limit_ips: 65_536,
+            public_addr: None,
+            relay_announce_interval: Duration::from_secs(30),
             first_send_counter: 0,
         }
     }

@@ -8,6 +8,7 @@ use serde::Deserialize;
 
 use crate::proto::frame::{encode_pex, Endpoint, Frame, PexEntries, PexEntry};
 use crate::proto::identity::{decode_hex, encode_hex, Id8};
+use crate::swarm::cluster::{PeerLocation, ShardId};
 use crate::swarm::engine::Engine;
 use crate::swarm::stats::DropReason;
 
@@ -27,26 +28,92 @@ struct Introduction {
 }
 
 impl Engine {
-    /// Tells a newcomer about the peers that connected most recently and them about it, so
-    /// that peers which only know this node dial each other directly.
+    /// Matchmaking: tells a newcomer about the peers that connected most recently (on any
+    /// shard) and them about it, both with a gossip introduction (which py-setowire acts on)
+    /// and with RELAY_FWD, so that peers which only know this node dial each other directly
+    /// and punch through their NATs at the same time.
     pub(crate) fn introduce(&mut self, newcomer: &Id8) {
         let Some(new_addr) = self.peers.get(newcomer).map(|p| p.addr) else {
             return;
         };
-        let others: Vec<(Id8, SocketAddr)> = self
-            .recent
-            .iter()
-            .filter(|id| *id != newcomer)
-            .filter_map(|id| self.peers.get(id).map(|p| (*id, p.addr)))
+        let me = PeerLocation {
+            id8: *newcomer,
+            addr: new_addr,
+            shard: self.cluster.shard(),
+        };
+        let others: Vec<PeerLocation> = self
+            .cluster
+            .recent(self.config.gossip_fanout + 1)
+            .into_iter()
+            .filter(|other| other.id8 != *newcomer)
             .take(self.config.gossip_fanout)
             .collect();
         let about_newcomer = introduction_json(newcomer, new_addr);
-        for (other, other_addr) in others {
-            self.send_unsequenced(&other, about_newcomer.as_bytes());
-            self.send_unsequenced(newcomer, introduction_json(&other, other_addr).as_bytes());
+        let mut elsewhere: Vec<(ShardId, Vec<Id8>)> = Vec::new();
+        for other in others {
+            self.send_unsequenced(
+                newcomer,
+                introduction_json(&other.id8, other.addr).as_bytes(),
+            );
+            self.send_relay_fwd(new_addr, &other.id8, other.addr);
+            self.send_relay_fwd(other.addr, newcomer, new_addr);
+            if self.peers.contains_key(&other.id8) {
+                self.send_unsequenced(&other.id8, about_newcomer.as_bytes());
+            } else {
+                match elsewhere
+                    .iter_mut()
+                    .find(|(shard, _)| *shard == other.shard)
+                {
+                    Some((_, ids)) => ids.push(other.id8),
+                    None => elsewhere.push((other.shard, vec![other.id8])),
+                }
+            }
         }
-        self.recent.push_front(*newcomer);
-        self.recent.truncate(self.config.gossip_fanout.max(1));
+        for (shard, targets) in elsewhere {
+            self.cluster.introduce_elsewhere(shard, targets, me);
+        }
+    }
+
+    /// Introduces a peer connected on another shard to some of this shard's peers.
+    pub fn introduce_from_elsewhere(&mut self, targets: &[Id8], newcomer: PeerLocation) {
+        let about = introduction_json(&newcomer.id8, newcomer.addr);
+        for target in targets {
+            self.send_unsequenced(target, about.as_bytes());
+        }
+    }
+
+    /// RELAY_FWD to `dst`: "dial `from` at `at`". A control frame, so any shard may send it.
+    fn send_relay_fwd(&mut self, dst: SocketAddr, from: &Id8, at: SocketAddr) {
+        let ip = at.ip().to_string();
+        self.send_frame(
+            dst,
+            &Frame::RelayFwd {
+                from: *from,
+                endpoint: Endpoint {
+                    ip: &ip,
+                    port: at.port(),
+                },
+            },
+        );
+    }
+
+    /// RELAY_ANN to every peer of this shard, when this node relays and knows its address.
+    pub(crate) fn announce_relay(&mut self) {
+        let (true, Some(public)) = (self.config.relay, self.config.public_addr) else {
+            return;
+        };
+        let ip = public.ip().to_string();
+        let frame = Frame::RelayAnn {
+            relay: self.id8,
+            endpoint: Endpoint {
+                ip: &ip,
+                port: public.port(),
+            },
+        };
+        let addrs: Vec<SocketAddr> = self.peers.values().map(|p| p.addr).collect();
+        for addr in addrs {
+            self.send_frame(addr, &frame);
+        }
     }
 
     /// Acts on an introduction if `json` is one; returns false for ordinary data, which the
@@ -79,31 +146,25 @@ impl Engine {
 
     /// Dials a peer someone introduced, unless it is us, known, or not dialable.
     fn follow_introduction(&mut self, now: Instant, id8: &Id8, addr: SocketAddr) {
-        if *id8 == self.id8 || self.peers.contains_key(id8) || addr.port() == 0 {
+        if *id8 == self.id8
+            || self.peers.contains_key(id8)
+            || self.cluster.locate(id8).is_some()
+            || addr.port() == 0
+        {
             return;
         }
         self.dial(now, addr);
     }
 
     pub(crate) fn send_pex_round(&mut self) {
-        if self.peers.len() < 2 {
+        if self.peers.is_empty() || self.cluster.peer_count() < 2 {
             return;
         }
         let known: Vec<(Id8, String, u16)> = self
-            .recent
-            .iter()
-            .filter_map(|id| self.peers.get(id).map(|p| (*id, p.addr)))
-            .chain(self.peers.iter().map(|(id, p)| (*id, p.addr)))
-            .scan(Vec::<Id8>::new(), |listed, (id, addr)| {
-                if listed.contains(&id) {
-                    Some(None)
-                } else {
-                    listed.push(id);
-                    Some(Some((id, addr.ip().to_string(), addr.port())))
-                }
-            })
-            .flatten()
-            .take(PEX_MAX + 1)
+            .cluster
+            .recent(PEX_MAX + 1)
+            .into_iter()
+            .map(|p| (p.id8, p.addr.ip().to_string(), p.addr.port()))
             .collect();
         let mut recipients: Vec<(Id8, SocketAddr)> =
             self.peers.iter().map(|(id, p)| (*id, p.addr)).collect();
@@ -160,31 +221,12 @@ impl Engine {
         if !self.config.relay {
             return self.drop(DropReason::RelayDisabled);
         }
-        let Some(target_addr) = self.peers.get(to).map(|p| p.addr) else {
+        let target = self.peers.get(to).map(|p| p.addr);
+        let Some(target_addr) = target.or_else(|| self.cluster.locate(to).map(|p| p.addr)) else {
             return self.drop(DropReason::RelayUnknownTarget);
         };
-        let src_ip = src.ip().to_string();
-        self.send_frame(
-            target_addr,
-            &Frame::RelayFwd {
-                from: *from,
-                endpoint: Endpoint {
-                    ip: &src_ip,
-                    port: src.port(),
-                },
-            },
-        );
-        let target_ip = target_addr.ip().to_string();
-        self.send_frame(
-            src,
-            &Frame::RelayFwd {
-                from: *to,
-                endpoint: Endpoint {
-                    ip: &target_ip,
-                    port: target_addr.port(),
-                },
-            },
-        );
+        self.send_relay_fwd(target_addr, from, src);
+        self.send_relay_fwd(src, to, target_addr);
         self.stats.relay_forwards += 1;
     }
 

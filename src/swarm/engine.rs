@@ -19,14 +19,17 @@ use rand::{RngCore, SeedableRng};
 use crate::proto::frame::{Frame, FrameError, Handshake, PONG_LEN};
 use crate::proto::identity::{peer_id_of, Id8, Identity};
 use crate::proto::session::{CryptoError, DATA_HEADER_LEN, DATA_OVERHEAD, TAG_LEN};
+use crate::swarm::cluster::{Cluster, ShardId, SharedStore, SoloCluster};
 use crate::swarm::config::EngineConfig;
 use crate::swarm::dedupe::{content_hash, SeenFilter};
+use crate::swarm::discovery::PEX_MAX;
 use crate::swarm::event::{DisconnectReason, Event};
 use crate::swarm::outqueue::OutQueue;
 use crate::swarm::peer::{Peer, PeerInfo};
 use crate::swarm::pieces::{pieces, FRAG_PIECE_LEN, FRAG_THRESHOLD};
+use crate::swarm::ratelimit::{IpLimiter, TokenBucket};
 use crate::swarm::stats::{DropReason, Stats};
-use crate::swarm::sync::SyncState;
+use crate::swarm::sync::{shared_store, SyncState};
 
 /// BATCH inside BATCH is legal but no dialect nests deeper than this.
 const MAX_BATCH_DEPTH: usize = 2;
@@ -64,8 +67,10 @@ pub struct Engine {
     /// Number of peers with `in_mesh` set.
     pub(crate) mesh_size: usize,
     pub(crate) mesh_degree: usize,
-    /// Most recently connected peers first; who a newcomer is introduced to.
-    pub(crate) recent: VecDeque<Id8>,
+    /// The node's other shards, or a [`SoloCluster`] when this engine is the whole node.
+    pub(crate) cluster: Box<dyn Cluster>,
+    /// Limits traffic from addresses without a session, per source IP.
+    unauth_limiter: IpLimiter,
     pub(crate) dials: HashMap<SocketAddr, Dial>,
     /// Bytes held by all peers' fragment reassembly, capped by the config.
     fragment_bytes: usize,
@@ -80,6 +85,7 @@ pub struct Engine {
     next_ping: Instant,
     pub(crate) next_pex: Instant,
     next_mesh_adapt: Instant,
+    next_relay_announce: Instant,
     /// When the engine was created: PING timestamps count milliseconds from here.
     started: Instant,
     /// The latest time the engine was driven with.
@@ -102,12 +108,30 @@ pub(crate) const DIAL_INTERVAL: Duration = Duration::from_millis(300);
 const DIAL_LINGER: Duration = Duration::from_secs(3);
 
 impl Engine {
+    /// An engine that is the whole node.
     pub fn new(identity: Identity, config: EngineConfig, now: Instant) -> Self {
         Self::with_rng(identity, config, now, StdRng::from_entropy())
     }
 
     /// Like [`Engine::new`] with a seeded random source, for reproducible tests.
     pub fn with_rng(identity: Identity, config: EngineConfig, now: Instant, rng: StdRng) -> Self {
+        let cluster = Box::new(SoloCluster::new(
+            config.gossip_fanout.max(PEX_MAX + 1),
+            config.max_dials,
+        ));
+        let store = shared_store(&config);
+        Self::in_cluster(identity, config, now, rng, cluster, store)
+    }
+
+    /// One shard of a node: `cluster` connects it to the others, `store` is shared by all.
+    pub fn in_cluster(
+        identity: Identity,
+        config: EngineConfig,
+        now: Instant,
+        rng: StdRng,
+        cluster: Box<dyn Cluster>,
+        store: SharedStore,
+    ) -> Self {
         Self {
             id8: identity.id8(),
             identity,
@@ -115,19 +139,21 @@ impl Engine {
             by_addr: HashMap::new(),
             mesh_size: 0,
             mesh_degree: config.mesh_degree,
-            recent: VecDeque::new(),
+            cluster,
+            unauth_limiter: IpLimiter::new(config.unauth_rate, config.rate_limit_ips, now),
             dials: HashMap::new(),
             gapped: HashSet::new(),
             fragment_bytes: 0,
             out: OutQueue::new(config.out_queue_bytes),
             events: VecDeque::new(),
             seen: SeenFilter::new(config.seen_filter_bits, SEEN_ROTATE, now),
-            sync: SyncState::new(&config),
+            sync: SyncState::new(store),
             stats: Stats::default(),
             rng,
             next_ping: now + config.ping_interval,
             next_pex: now + config.pex_interval,
             next_mesh_adapt: now + MESH_ADAPT_EVERY,
+            next_relay_announce: now,
             started: now,
             last_now: now,
             open_buf: Vec::new(),
@@ -148,8 +174,14 @@ impl Engine {
         &self.stats
     }
 
+    /// Peers with a session on this engine.
     pub fn peer_count(&self) -> usize {
         self.peers.len()
+    }
+
+    /// The shard this engine is within its node.
+    pub fn shard(&self) -> ShardId {
+        self.cluster.shard()
     }
 
     pub fn peers(&self) -> impl Iterator<Item = PeerInfo> + '_ {
@@ -180,7 +212,10 @@ impl Engine {
 
     /// When [`Engine::handle_timeout`] wants to run next.
     pub fn poll_timeout(&self) -> Instant {
-        let mut at = self.next_ping.min(self.next_pex);
+        let mut at = self
+            .next_ping
+            .min(self.next_pex)
+            .min(self.next_relay_announce);
         if !self.gapped.is_empty() || !self.dials.is_empty() {
             // Both are rare and short-lived; a fine tick is cheaper than tracking deadlines.
             at = at.min(self.last_now + FINE_TICK);
@@ -200,6 +235,10 @@ impl Engine {
             self.next_pex = now + self.config.pex_interval;
             self.send_pex_round();
         }
+        if now >= self.next_relay_announce {
+            self.next_relay_announce = now + self.config.relay_announce_interval;
+            self.announce_relay();
+        }
     }
 
     /// Handles one received datagram. `src` should be canonical (IPv4-mapped IPv6 addresses
@@ -208,7 +247,24 @@ impl Engine {
         self.last_now = now;
         self.stats.datagrams_received += 1;
         self.stats.bytes_received += datagram.len() as u64;
+        if !self.admit(now, src) {
+            return self.drop(DropReason::RateLimited);
+        }
         self.dispatch(now, src, datagram, 0);
+    }
+
+    /// Charges a datagram to its peer's bucket, or to its source IP's when it has no session.
+    fn admit(&mut self, now: Instant, src: SocketAddr) -> bool {
+        match self.by_addr.get(&src).and_then(|id| self.peers.get_mut(id)) {
+            Some(peer) => peer.rate.allow(self.config.session_rate, now),
+            None => self.allow_unauthenticated(now, src),
+        }
+    }
+
+    /// Charges work done for an address without a session (also DHT and STUN, which the
+    /// node answers outside the engine) to that source IP.
+    pub fn allow_unauthenticated(&mut self, now: Instant, src: SocketAddr) -> bool {
+        self.unauth_limiter.allow(src.ip(), now)
     }
 
     fn dispatch(&mut self, now: Instant, src: SocketAddr, datagram: &[u8], depth: usize) {
@@ -302,10 +358,11 @@ impl Engine {
             }
             return;
         }
-        if !is_hello && !self.dials.contains_key(&src) {
+        if !is_hello && !self.dials.contains_key(&src) && !self.cluster.is_dialing(&src, now) {
             return self.drop(DropReason::UnsolicitedAck);
         }
-        if self.peers.len() >= self.config.max_peers {
+        // Refuse before the Diffie-Hellman, the one expensive step a stranger can trigger.
+        if self.cluster.peer_count() >= self.config.max_peers {
             return self.drop(DropReason::PeerTableFull);
         }
         let session = match self.identity.derive_session(
@@ -324,8 +381,11 @@ impl Engine {
             self.remove_peer(&previous, DisconnectReason::Replaced);
         }
         self.dials.remove(&src);
-        self.peers.insert(h.id8, Peer::new(id, src, session, now));
+        let rate = TokenBucket::full(self.config.session_rate, now);
+        self.peers
+            .insert(h.id8, Peer::new(id, src, session, rate, now));
         self.by_addr.insert(src, h.id8);
+        self.cluster.connected(h.id8, src);
         self.stats.handshakes += 1;
         if self.mesh_size < self.mesh_degree {
             self.set_mesh(&h.id8, true);
@@ -355,13 +415,17 @@ impl Engine {
     /// Starts dialling `addr`: HELLO now and up to seven more times until answered.
     /// Returns false when already connected there or the dial table is full.
     pub fn dial(&mut self, now: Instant, addr: SocketAddr) -> bool {
-        if self.by_addr.contains_key(&addr) || self.dials.contains_key(&addr) {
+        if self.by_addr.contains_key(&addr)
+            || self.dials.contains_key(&addr)
+            || self.cluster.is_connected_addr(&addr)
+        {
             return false;
         }
         if self.dials.len() >= self.config.max_dials {
             self.drop(DropReason::DialTableFull);
             return false;
         }
+        self.cluster.dialing(addr, now);
         self.dials.insert(
             addr,
             Dial {
@@ -519,21 +583,35 @@ impl Engine {
         }
         self.stats.data_delivered += 1;
         if self.config.flood {
-            let mesh: Vec<Id8> = self
-                .peers
-                .iter()
-                .filter(|(id, p)| p.in_mesh && *id != from)
-                .map(|(id, _)| *id)
-                .collect();
-            for id in mesh {
-                // A full queue is counted inside; flooding goes on to the others.
-                let _ = self.send(&id, payload);
-            }
+            self.flood_mesh(payload, Some(from));
+            self.cluster.flood_elsewhere(payload);
         }
         self.emit(Event::Data {
             peer: *from,
             payload: payload.to_vec(),
         });
+    }
+
+    /// Re-sends application data to this shard's mesh, except to the peer it came from.
+    fn flood_mesh(&mut self, payload: &[u8], except: Option<&Id8>) {
+        let mesh: Vec<Id8> = self
+            .peers
+            .iter()
+            .filter(|(id, p)| p.in_mesh && Some(*id) != except)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in mesh {
+            // A full queue is counted inside; flooding goes on to the others.
+            let _ = self.send(&id, payload);
+        }
+    }
+
+    /// Floods data that another shard of this node delivered (it surfaced it already).
+    pub fn flood_from_elsewhere(&mut self, now: Instant, payload: &[u8]) {
+        if self.seen.check_and_insert(now, content_hash(payload)) {
+            return self.drop(DropReason::Duplicate);
+        }
+        self.flood_mesh(payload, None);
     }
 
     /// Sends application data to one peer: sealed with a seq, or as cleartext FRAG pieces
@@ -687,7 +765,7 @@ impl Engine {
         }
         self.fragment_bytes -= peer.fragments.bytes();
         self.gapped.remove(id8);
-        self.recent.retain(|id| id != id8);
+        self.cluster.disconnected(id8);
         self.emit(Event::Disconnected { peer: *id8, reason });
     }
 

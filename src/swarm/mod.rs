@@ -1,3 +1,4 @@
+pub mod cluster;
 pub mod config;
 pub mod dedupe;
 pub mod discovery;
@@ -7,6 +8,7 @@ pub mod jitter;
 pub mod outqueue;
 pub mod peer;
 pub mod pieces;
+pub mod ratelimit;
 pub mod stats;
 pub mod store;
 pub mod sync;

@@ -7,6 +7,7 @@ use crate::proto::identity::PeerId;
 use crate::proto::session::Session;
 use crate::swarm::jitter::JitterBuffer;
 use crate::swarm::pieces::{PieceAssembler, PieceLimits};
+use crate::swarm::ratelimit::TokenBucket;
 
 /// py-setowire's RTT estimate starts here and moves by this weight per sample.
 const RTT_INITIAL_MS: f32 = 100.0;
@@ -31,12 +32,20 @@ pub(crate) struct Peer {
     pub in_mesh: bool,
     /// Rises with each DATA received; the mesh keeps the highest scorers.
     pub score: i32,
+    /// Datagrams this peer may still send before being rate-limited.
+    pub rate: TokenBucket,
     pub bytes_in: u64,
     pub bytes_out: u64,
 }
 
 impl Peer {
-    pub fn new(id: PeerId, addr: SocketAddr, session: Session, now: Instant) -> Self {
+    pub fn new(
+        id: PeerId,
+        addr: SocketAddr,
+        session: Session,
+        rate: TokenBucket,
+        now: Instant,
+    ) -> Self {
         Self {
             id,
             addr,
@@ -51,6 +60,7 @@ impl Peer {
             rtt_ms: RTT_INITIAL_MS,
             in_mesh: false,
             score: 0,
+            rate,
             bytes_in: 0,
             bytes_out: 0,
         }

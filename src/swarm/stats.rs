@@ -27,10 +27,11 @@ pub enum DropReason {
     OutQueueFull,
     EventQueueFull,
     TooLarge,
+    RateLimited,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 21] = [
+    pub const ALL: [DropReason; 22] = [
         DropReason::Malformed,
         DropReason::UnknownType,
         DropReason::UnknownPeer,
@@ -52,6 +53,7 @@ impl DropReason {
         DropReason::OutQueueFull,
         DropReason::EventQueueFull,
         DropReason::TooLarge,
+        DropReason::RateLimited,
     ];
 
     pub fn name(self) -> &'static str {
@@ -77,6 +79,7 @@ impl DropReason {
             DropReason::OutQueueFull => "out_queue_full",
             DropReason::EventQueueFull => "event_queue_full",
             DropReason::TooLarge => "too_large",
+            DropReason::RateLimited => "rate_limited",
         }
     }
 }

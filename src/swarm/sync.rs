@@ -3,10 +3,12 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::proto::frame::{encode_have, Chunk, Frame, KeyList};
 use crate::proto::identity::Id8;
+use crate::swarm::cluster::SharedStore;
 use crate::swarm::config::EngineConfig;
 use crate::swarm::engine::Engine;
 use crate::swarm::event::Event;
@@ -18,7 +20,7 @@ use crate::swarm::store::ValueStore;
 const HAVE_SUMMARY_MAX: usize = 64;
 
 pub(crate) struct SyncState {
-    pub store: ValueStore,
+    store: SharedStore,
     /// Keys asked for with WANT and not answered yet.
     wanted: HashMap<String, Wanted>,
     chunks: PieceAssembler<String>,
@@ -31,24 +33,35 @@ struct Wanted {
 }
 
 impl SyncState {
-    pub fn new(config: &EngineConfig) -> Self {
+    pub fn new(store: SharedStore) -> Self {
         Self {
-            store: ValueStore::new(
-                config.store_max_entries,
-                config.store_max_bytes,
-                config.store_max_value,
-            ),
+            store,
             wanted: HashMap::new(),
             chunks: PieceAssembler::new(PieceLimits::CHUNK),
         }
     }
+
+    /// The shared store, locked. Only HAVE/WANT/CHUNK and commands get here, never the
+    /// per-packet path.
+    fn store(&self) -> MutexGuard<'_, ValueStore> {
+        self.store.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A value store sized by the config, for one node.
+pub fn shared_store(config: &EngineConfig) -> SharedStore {
+    Arc::new(Mutex::new(ValueStore::new(
+        config.store_max_entries,
+        config.store_max_bytes,
+        config.store_max_value,
+    )))
 }
 
 impl Engine {
     /// Stores a value locally and announces it to the mesh. False when the store refuses it
     /// (empty, key over 255 bytes, value over the configured maximum).
     pub fn store(&mut self, key: &str, value: Vec<u8>) -> bool {
-        if !self.sync.store.insert(key, value) {
+        if !self.sync.store().insert(key, value) {
             return false;
         }
         for peer in self.mesh_peers() {
@@ -59,7 +72,7 @@ impl Engine {
 
     /// A stored value, if this node holds it.
     pub fn stored(&mut self, key: &str) -> Option<Vec<u8>> {
-        self.sync.store.get(key).map(<[u8]>::to_vec)
+        self.sync.store().get(key).map(<[u8]>::to_vec)
     }
 
     /// Fetches a value: at once from the local store, else by WANT to the mesh. The answer
@@ -82,10 +95,40 @@ impl Engine {
             });
         }
         self.want(now + timeout, key, true);
+        self.send_want_to_mesh(key);
+        self.cluster.want_elsewhere(key);
+    }
+
+    fn send_want_to_mesh(&mut self, key: &str) {
         let want = Frame::Want { key };
         for peer in self.mesh_peers() {
             if let Some(addr) = self.peers.get(&peer).map(|p| p.addr) {
                 self.send_frame(addr, &want);
+            }
+        }
+    }
+
+    /// Another shard is fetching `key`: ask this shard's mesh too, and keep what comes back.
+    pub fn want_from_elsewhere(&mut self, now: Instant, key: &str) {
+        if self.sync.wanted.len() >= self.config.max_wanted || self.sync.store().contains(key) {
+            return;
+        }
+        self.want(now + self.config.fetch_timeout, key, false);
+        self.send_want_to_mesh(key);
+    }
+
+    /// Another shard stored `key`: a fetch of it waiting here is complete.
+    pub fn value_arrived_elsewhere(&mut self, key: &str) {
+        let Some(wanted) = self.sync.wanted.remove(key) else {
+            return;
+        };
+        self.sync.chunks.remove(&key.to_owned());
+        if wanted.requested {
+            if let Some(value) = self.stored(key) {
+                self.emit(Event::Fetched {
+                    key: key.to_owned(),
+                    value,
+                });
             }
         }
     }
@@ -101,7 +144,7 @@ impl Engine {
     pub(crate) fn send_have_summary(&mut self, peer: &Id8) {
         let keys: Vec<String> = self
             .sync
-            .store
+            .store()
             .recent_keys(HAVE_SUMMARY_MAX)
             .map(str::to_owned)
             .collect();
@@ -129,7 +172,7 @@ impl Engine {
             let wanted = self.sync.wanted.contains_key(key);
             let forward = self.config.store_forward
                 && !wanted
-                && !self.sync.store.contains(key)
+                && !self.sync.store().contains(key)
                 && self.sync.wanted.len() < self.config.max_wanted;
             if forward {
                 self.want(now + self.config.fetch_timeout, key, false);
@@ -199,7 +242,8 @@ impl Engine {
         let Some(wanted) = self.sync.wanted.remove(key) else {
             return;
         };
-        self.sync.store.insert(key, value.clone());
+        self.sync.store().insert(key, value.clone());
+        self.cluster.value_arrived(key);
         let key = key.to_owned();
         self.emit(if wanted.requested {
             Event::Fetched { key, value }

@@ -1,0 +1,3 @@
+//! The node: per-core shards, each running the engine on its own SO_REUSEPORT socket.
+
+pub mod cluster;
