@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 use crate::proto::identity::{decode_hex, encode_hex, Id8};
 use crate::swarm::engine::Engine;
 use crate::swarm::event::Event;
+use crate::swarm::peer::PeerInfo;
 
 #[derive(Debug, Deserialize)]
 #[serde(tag = "cmd", rename_all = "snake_case")]
@@ -85,18 +86,8 @@ pub fn apply(
             Ok(())
         }
         Command::Peers => {
-            let peers: Vec<Value> = engine
-                .peers()
-                .map(|p| {
-                    json!({
-                        "id": encode_hex(&p.id[..8]),
-                        "addr": p.addr.to_string(),
-                        "in_mesh": p.in_mesh,
-                        "rtt_ms": p.rtt_ms,
-                    })
-                })
-                .collect();
-            emit(json!({"event": "peers", "peers": peers}));
+            let peers: Vec<PeerInfo> = engine.peers().collect();
+            emit(render_peers(&peers));
             Ok(())
         }
         Command::Disconnect { peer } => peer_id(&peer).and_then(|id| {
@@ -137,11 +128,29 @@ pub fn render_event(event: &Event) -> Value {
     }
 }
 
-fn bytes(hex: &str) -> Result<Vec<u8>, String> {
+/// The `peers` event listing `peers`.
+pub fn render_peers(peers: &[PeerInfo]) -> Value {
+    let peers: Vec<Value> = peers
+        .iter()
+        .map(|p| {
+            json!({
+                "id": encode_hex(&p.id[..8]),
+                "addr": p.addr.to_string(),
+                "in_mesh": p.in_mesh,
+                "rtt_ms": p.rtt_ms,
+            })
+        })
+        .collect();
+    json!({"event": "peers", "peers": peers})
+}
+
+/// Decodes a command's hex field.
+pub fn bytes(hex: &str) -> Result<Vec<u8>, String> {
     decode_hex(hex).ok_or_else(|| "hex field is not valid hex".to_owned())
 }
 
-fn peer_id(hex: &str) -> Result<Id8, String> {
+/// A command's peer field: at least the 16 hex characters of an id8.
+pub fn peer_id(hex: &str) -> Result<Id8, String> {
     hex.get(..16)
         .and_then(decode_hex)
         .and_then(|b| b.try_into().ok())

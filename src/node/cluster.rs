@@ -125,6 +125,10 @@ impl ClusterShared {
     pub fn peer_count(&self) -> usize {
         self.read().len()
     }
+
+    pub fn locate(&self, id8: &Id8) -> Option<PeerLocation> {
+        self.read().locate(id8)
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -163,7 +167,7 @@ impl Cluster for NodeCluster {
     }
 
     fn locate(&self, id8: &Id8) -> Option<PeerLocation> {
-        self.shared.read().locate(id8)
+        self.shared.locate(id8)
     }
 
     fn is_connected_addr(&self, addr: &SocketAddr) -> bool {
