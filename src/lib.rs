@@ -4,7 +4,10 @@
 //! (the peer engine). Both are sans-IO: they own no socket, clock or thread, and are driven
 //! by the caller with datagrams, timestamps and commands.
 
+pub mod cli;
+pub mod config;
 pub mod control;
+pub mod identity_file;
 pub mod node;
 pub mod proto;
 pub mod standalone;

@@ -1,0 +1,219 @@
+//! Key files: a node identity kept on disk (config `identity = "/path/to/key"`).
+//!
+//! A key file holds the 32 secret scalar bytes of the node's X25519 key pair, either raw
+//! (exactly 32 bytes) or as 64 hex digits (surrounding whitespace ignored). New files are
+//! written as 64 hex digits and a newline with mode 0600, and an existing file is never
+//! replaced: two nodes starting at once with the same missing path end up with the same key.
+//!
+//! A persistent identity keeps its session keys across restarts, so the runtime must start
+//! its nonce counters above the previous run's
+//! ([`crate::proto::session::restart_safe_counter_base`]).
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{ErrorKind, Read, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+
+use crate::proto::identity::{decode_hex, encode_hex, Identity};
+
+/// Larger files are not key files; they are refused before being read.
+const MAX_FILE_BYTES: u64 = 1024;
+
+/// The secret in a key file's contents: 32 raw bytes, or 64 hex digits.
+pub fn parse_key(contents: &[u8]) -> Option<[u8; 32]> {
+    if let Ok(raw) = <[u8; 32]>::try_from(contents) {
+        return Some(raw);
+    }
+    let text = std::str::from_utf8(contents).ok()?.trim();
+    if text.len() != 64 {
+        return None;
+    }
+    decode_hex(text)?.try_into().ok()
+}
+
+/// Reads the identity in the key file at `path`. Logs a warning when the file is readable by
+/// other users.
+pub fn load(path: &Path) -> anyhow::Result<Identity> {
+    let mut file =
+        File::open(path).with_context(|| format!("opening key file {}", path.display()))?;
+    let meta = file
+        .metadata()
+        .with_context(|| format!("reading key file {}", path.display()))?;
+    if !meta.is_file() {
+        bail!("key file {} is not a regular file", path.display());
+    }
+    if meta.len() > MAX_FILE_BYTES {
+        bail!(
+            "key file {} is not a key file: expected 32 raw bytes or 64 hex digits, found {} \
+             bytes",
+            path.display(),
+            meta.len()
+        );
+    }
+    if meta.permissions().mode() & 0o077 != 0 {
+        tracing::warn!(
+            path = %path.display(),
+            mode = format_args!("{:o}", meta.permissions().mode() & 0o777),
+            "key file is accessible to other users; chmod 600 it"
+        );
+    }
+    let mut contents = Vec::new();
+    file.read_to_end(&mut contents)
+        .with_context(|| format!("reading key file {}", path.display()))?;
+    let secret = parse_key(&contents).with_context(|| {
+        format!(
+            "key file {} is not a key file: expected 32 raw bytes or 64 hex digits",
+            path.display()
+        )
+    })?;
+    Ok(Identity::from_secret(secret))
+}
+
+/// Reads the key file at `path`, or creates it with a fresh identity (mode 0600) when it does
+/// not exist. The directory must exist.
+pub fn load_or_create(path: &Path) -> anyhow::Result<Identity> {
+    match fs::symlink_metadata(path) {
+        Ok(_) => return load(path),
+        Err(e) if e.kind() == ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(e).with_context(|| format!("checking key file {}", path.display()));
+        }
+    }
+    let identity = Identity::generate();
+    if create(path, &identity)? {
+        tracing::info!(path = %path.display(), id = %identity.id_hex(), "created key file");
+        Ok(identity)
+    } else {
+        // Another process created it first: use theirs.
+        load(path)
+    }
+}
+
+/// Writes `identity` to a new file at `path`; `false` if the path exists already. The key is
+/// written to a temporary file and hard-linked into place, so `path` never holds a partial
+/// key.
+fn create(path: &Path, identity: &Identity) -> anyhow::Result<bool> {
+    let contents = format!("{}\n", encode_hex(&identity.secret_bytes()));
+    let tmp = temporary_path(path);
+    let written = write_new(&tmp, contents.as_bytes());
+    if let Err(e) = written {
+        let _ = fs::remove_file(&tmp);
+        return Err(e).with_context(|| format!("creating key file {}", path.display()));
+    }
+    let linked = fs::hard_link(&tmp, path);
+    let _ = fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => {}
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => return Ok(false),
+        // A file system without hard links: create the file in place.
+        Err(_) => match write_new(path, contents.as_bytes()) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => return Ok(false),
+            Err(e) => {
+                return Err(e).with_context(|| format!("creating key file {}", path.display()))
+            }
+        },
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        // Make the new directory entry durable; best effort.
+        let _ = File::open(dir).and_then(|d| d.sync_all());
+    }
+    Ok(true)
+}
+
+fn write_new(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(contents)?;
+    file.sync_all()
+}
+
+fn temporary_path(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map_or_else(|| "key".into(), |n| n.to_string_lossy().into_owned());
+    let nonce: u64 = rand::random();
+    path.with_file_name(format!(".{name}.{}.{nonce:016x}.tmp", std::process::id()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "setowire-identity-{name}-{}-{:x}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn parses_raw_and_hex_keys() {
+        let secret = [7u8; 32];
+        assert_eq!(parse_key(&secret), Some(secret));
+        let hex = encode_hex(&secret);
+        assert_eq!(parse_key(hex.as_bytes()), Some(secret));
+        assert_eq!(
+            parse_key(format!("  {}\n", hex.to_uppercase()).as_bytes()),
+            Some(secret)
+        );
+        assert_eq!(parse_key(&[1u8; 31]), None);
+        assert_eq!(parse_key(&hex.as_bytes()[..62]), None);
+        assert_eq!(parse_key(format!("{}zz", &hex[..62]).as_bytes()), None);
+    }
+
+    #[test]
+    fn creates_once_with_mode_0600_then_loads() {
+        let dir = temp_dir("create");
+        let path = dir.join("node.key");
+        let created = load_or_create(&path).unwrap();
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let contents = fs::read_to_string(&path).unwrap();
+        assert_eq!(
+            contents,
+            format!("{}\n", encode_hex(&created.secret_bytes()))
+        );
+        let loaded = load_or_create(&path).unwrap();
+        assert_eq!(loaded.id(), created.id());
+        // No temporary files are left behind.
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 1);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn loads_raw_key_files() {
+        let dir = temp_dir("raw");
+        let path = dir.join("raw.key");
+        fs::write(&path, [9u8; 32]).unwrap();
+        let identity = load_or_create(&path).unwrap();
+        assert_eq!(identity.id(), Identity::from_secret([9u8; 32]).id());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn refuses_files_that_are_not_keys() {
+        let dir = temp_dir("bad");
+        let path = dir.join("bad.key");
+        fs::write(&path, "not a key\n").unwrap();
+        let e = format!("{:#}", load_or_create(&path).unwrap_err());
+        assert!(e.contains("not a key file"), "{e}");
+        fs::write(&path, vec![b'a'; 4096]).unwrap();
+        let e = format!("{:#}", load(&path).unwrap_err());
+        assert!(e.contains("4096 bytes"), "{e}");
+        let e = format!(
+            "{:#}",
+            load_or_create(&dir.join("missing/dir/key")).unwrap_err()
+        );
+        assert!(e.contains("creating key file"), "{e}");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}
