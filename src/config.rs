@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::proto::identity::{decode_hex, encode_hex, Identity};
+use crate::proto::session::restart_safe_counter_base;
 use crate::swarm::config::EngineConfig;
 use crate::swarm::ratelimit::Rate;
 
@@ -1028,6 +1029,18 @@ impl NodeConfig {
 
     /// The node's identity: derived from `seed` when set, else from `identity` (a fresh key
     /// pair, or the key file, created when missing).
+    /// The first nonce counter of this run (see [`restart_safe_counter_base`]): persisted per
+    /// key file, from the clock for seeded identities, irrelevant but harmless for ephemeral
+    /// ones.
+    pub fn counter_base(&self, unix_seconds: u64) -> anyhow::Result<u64> {
+        match (&self.seed, &self.identity) {
+            (None, IdentitySource::KeyFile(path)) => {
+                crate::identity_file::next_counter_base(path, unix_seconds)
+            }
+            _ => Ok(restart_safe_counter_base(unix_seconds)),
+        }
+    }
+
     pub fn load_identity(&self) -> anyhow::Result<Identity> {
         if let Some(seed) = &self.seed {
             return Ok(Identity::from_seed(seed));

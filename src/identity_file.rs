@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 
 use crate::proto::identity::{decode_hex, encode_hex, Identity};
+use crate::proto::session::restart_safe_counter_base;
 
 /// Larger files are not key files; they are refused before being read.
 const MAX_FILE_BYTES: u64 = 1024;
@@ -69,6 +70,35 @@ pub fn load(path: &Path) -> anyhow::Result<Identity> {
         )
     })?;
     Ok(Identity::from_secret(secret))
+}
+
+/// The first nonce counter of this run of the key-file identity at `key_path`.
+///
+/// The epoch file beside the key (`<key>.epoch`) holds the epoch of the previous run; this run
+/// takes the later of that plus one and the current Unix second, records it, and counts from
+/// [`restart_safe_counter_base`] of it. So counters grow from run to run even if the clock
+/// went back, and no (key, nonce) pair is ever used twice.
+pub fn next_counter_base(key_path: &Path, unix_seconds: u64) -> anyhow::Result<u64> {
+    let epoch_path = epoch_path(key_path);
+    let previous = match fs::read_to_string(&epoch_path) {
+        Ok(text) => Some(text.trim().parse::<u64>().with_context(|| {
+            format!("epoch file {} does not hold a number", epoch_path.display())
+        })?),
+        Err(e) if e.kind() == ErrorKind::NotFound => None,
+        Err(e) => return Err(e).with_context(|| format!("reading {}", epoch_path.display())),
+    };
+    let epoch = previous.map_or(unix_seconds, |p| unix_seconds.max(p + 1));
+    let tmp = temporary_path(&epoch_path);
+    fs::write(&tmp, format!("{epoch}\n"))
+        .and_then(|()| fs::rename(&tmp, &epoch_path))
+        .with_context(|| format!("writing {}", epoch_path.display()))?;
+    Ok(restart_safe_counter_base(epoch))
+}
+
+fn epoch_path(key_path: &Path) -> PathBuf {
+    let mut name = key_path.as_os_str().to_owned();
+    name.push(".epoch");
+    PathBuf::from(name)
 }
 
 /// Reads the key file at `path`, or creates it with a fresh identity (mode 0600) when it does
@@ -144,6 +174,20 @@ fn temporary_path(path: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counter_base_grows_across_runs_even_when_the_clock_goes_back() {
+        let dir = std::env::temp_dir().join(format!("swn-epoch-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let key = dir.join("node.key");
+        let first = next_counter_base(&key, 1_000).unwrap();
+        let second = next_counter_base(&key, 1_000).unwrap();
+        let after_clock_went_back = next_counter_base(&key, 10).unwrap();
+        let later = next_counter_base(&key, 5_000).unwrap();
+        assert!(first < second && second < after_clock_went_back && after_clock_went_back < later);
+        assert_eq!(first, restart_safe_counter_base(1_000));
+        fs::remove_dir_all(&dir).unwrap();
+    }
 
     fn temp_dir(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!(

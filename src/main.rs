@@ -5,7 +5,6 @@ use std::process::ExitCode;
 
 use setowire_node::cli::{self, CliAction};
 use setowire_node::config::{LogFormat, NodeConfig};
-use setowire_node::proto::session::restart_safe_counter_base;
 use setowire_node::standalone::{self, StandaloneOptions};
 use setowire_node::swarm::config::EngineConfig;
 
@@ -32,12 +31,19 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // A seeded or key-file identity is the same in every run: never restart its counters.
+    let first_send_counter = match config.counter_base(unix_seconds()) {
+        Ok(base) => base,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
     let options = StandaloneOptions {
         listen: config.udp_listen,
         identity,
         engine: EngineConfig {
-            // A seeded identity is the same in every run: never restart its nonce counters.
-            first_send_counter: restart_safe_counter_base(unix_seconds()),
+            first_send_counter,
             ..config.engine_config()
         },
         dial: resolve_bootstrap(&config),
