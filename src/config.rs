@@ -19,6 +19,7 @@ use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use crate::io::BackendChoice as IoBackendChoice;
 use crate::proto::identity::{decode_hex, encode_hex, Identity};
 use crate::proto::session::restart_safe_counter_base;
 use crate::swarm::config::EngineConfig;
@@ -128,27 +129,6 @@ impl Shards {
                 let cores = std::thread::available_parallelism().map_or(1, NonZeroUsize::get);
                 NonZeroUsize::new(cores.min(MAX_SHARDS)).unwrap_or(NonZeroUsize::MIN)
             }
-        }
-    }
-}
-
-/// The socket I/O backend asked for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum IoBackendChoice {
-    /// io_uring where the kernel supports it, else mmsg.
-    Auto,
-    IoUring,
-    /// `recvmmsg`/`sendmmsg`.
-    Mmsg,
-}
-
-impl IoBackendChoice {
-    /// The config value: `auto`, `io_uring` or `mmsg`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            IoBackendChoice::Auto => "auto",
-            IoBackendChoice::IoUring => "io_uring",
-            IoBackendChoice::Mmsg => "mmsg",
         }
     }
 }
@@ -411,12 +391,9 @@ fn parse_shards(raw: &RawValue) -> Parsed<Shards> {
 }
 
 fn parse_io_backend(raw: &RawValue) -> Parsed<IoBackendChoice> {
-    match raw.text().map(str::trim) {
-        Some("auto") => Ok(IoBackendChoice::Auto),
-        Some("io_uring" | "io-uring") => Ok(IoBackendChoice::IoUring),
-        Some("mmsg") => Ok(IoBackendChoice::Mmsg),
-        _ => Err("expected \"auto\", \"io_uring\" or \"mmsg\"".into()),
-    }
+    raw.text()
+        .and_then(|text| text.trim().parse().ok())
+        .ok_or_else(|| "expected \"auto\", \"io_uring\" or \"mmsg\"".into())
 }
 
 fn parse_log_format(raw: &RawValue) -> Parsed<LogFormat> {
@@ -687,7 +664,7 @@ config_keys! {
             Shards::Count(n) => int_value(n.get()),
         };
     io_backend: Scalar, "io-backend", "auto|io_uring|mmsg", "Socket I/O backend",
-        parse = parse_io_backend, emit = |b: &IoBackendChoice| str_value(b.as_str());
+        parse = parse_io_backend, emit = |b: &IoBackendChoice| str_value(b.to_string());
     identity: Scalar, "identity", "ephemeral|PATH",
         "Key pair: fresh each run, or a key file (created if missing)",
         parse = parse_identity, emit = |i: &IdentitySource| match i {

@@ -3,13 +3,11 @@
 //! same way they drive other Setowire peers.
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::proto::identity::{decode_hex, encode_hex, Id8};
-use crate::swarm::engine::Engine;
 use crate::swarm::event::Event;
 use crate::swarm::peer::PeerInfo;
 
@@ -44,64 +42,6 @@ pub enum Command {
 /// Parses one input line; the error is a message for an `error` event.
 pub fn parse_command(line: &str) -> Result<Command, String> {
     serde_json::from_str(line).map_err(|e| format!("bad command: {e}"))
-}
-
-/// What the caller must do after a command.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Outcome {
-    Continue,
-    Quit,
-}
-
-/// Applies a command to the engine; replies (if any) are written through `emit`.
-pub fn apply(
-    engine: &mut Engine,
-    now: Instant,
-    cmd: Command,
-    emit: &mut impl FnMut(Value),
-) -> Outcome {
-    let result = match cmd {
-        Command::Dial { addr } => {
-            engine.dial(now, addr);
-            Ok(())
-        }
-        Command::Broadcast { hex } => bytes(&hex).map(|payload| {
-            engine.broadcast(&payload);
-        }),
-        Command::Send { peer, hex } => peer_id(&peer).and_then(|id| {
-            let payload = bytes(&hex)?;
-            engine.send(&id, &payload).map_err(|e| e.to_string())
-        }),
-        Command::Store { key, hex } => bytes(&hex).and_then(|value| {
-            engine
-                .store(&key, value)
-                .then_some(())
-                .ok_or_else(|| "value refused by the store".to_owned())
-        }),
-        Command::Fetch { key, timeout_ms } => {
-            match timeout_ms {
-                Some(ms) => engine.fetch_within(now, &key, Duration::from_millis(ms)),
-                None => engine.fetch(now, &key),
-            }
-            Ok(())
-        }
-        Command::Peers => {
-            let peers: Vec<PeerInfo> = engine.peers().collect();
-            emit(render_peers(&peers));
-            Ok(())
-        }
-        Command::Disconnect { peer } => peer_id(&peer).and_then(|id| {
-            engine
-                .disconnect(&id)
-                .then_some(())
-                .ok_or_else(|| "no such peer".to_owned())
-        }),
-        Command::Quit => return Outcome::Quit,
-    };
-    if let Err(message) = result {
-        emit(json!({"event": "error", "message": message}));
-    }
-    Outcome::Continue
 }
 
 /// Renders an engine event as a control-interface event.

@@ -8,7 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod identity_file;
+pub mod io;
 pub mod node;
 pub mod proto;
-pub mod standalone;
 pub mod swarm;

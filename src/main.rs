@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use setowire_node::cli::{self, CliAction};
 use setowire_node::config::{LogFormat, NodeConfig};
-use setowire_node::standalone::{self, StandaloneOptions};
+use setowire_node::node::runtime::{self, NodeOptions};
 use setowire_node::swarm::config::EngineConfig;
 
 fn main() -> ExitCode {
@@ -39,8 +39,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let options = StandaloneOptions {
-        listen: config.udp_listen,
+    let options = NodeOptions {
+        udp_listen: config.udp_listen,
+        shards: config.shards.count().get(),
+        io_backend: config.io_backend,
+        pin_cores: true,
         identity,
         engine: EngineConfig {
             first_send_counter,
@@ -49,7 +52,7 @@ fn main() -> ExitCode {
         dial: resolve_bootstrap(&config),
         control_stdio,
     };
-    match standalone::run(options) {
+    match runtime::run(options) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");

@@ -1,0 +1,75 @@
+//! Opening a shard's socket.
+
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+/// What we ask for; the kernel may give less.
+const SOCKET_BUFFER: usize = 8 << 20;
+
+/// Opens one shard's socket: `SO_REUSEPORT` (and `SO_REUSEADDR`) so every shard binds the
+/// same address and the kernel spreads peers over them by 4-tuple, nonblocking, with large
+/// kernel buffers to ride out bursts, and dual-stack when bound to `[::]`.
+pub fn bind_reuseport(addr: SocketAddr) -> io::Result<UdpSocket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if let SocketAddr::V6(v6) = addr {
+        if v6.ip().is_unspecified() {
+            socket.set_only_v6(false)?;
+        }
+    }
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    set_buffer(&socket, libc::SO_RCVBUFFORCE, libc::SO_RCVBUF)?;
+    set_buffer(&socket, libc::SO_SNDBUFFORCE, libc::SO_SNDBUF)?;
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
+}
+
+/// The `*FORCE` variant passes `net.core.rmem_max`/`wmem_max` when we have CAP_NET_ADMIN;
+/// otherwise the plain option, which the kernel clamps to those limits without failing.
+fn set_buffer(socket: &Socket, force: libc::c_int, plain: libc::c_int) -> io::Result<()> {
+    let size = SOCKET_BUFFER as libc::c_int;
+    for option in [force, plain] {
+        // SAFETY: passes a live c_int of the right size to setsockopt on our own socket.
+        let rc = unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                option,
+                &size as *const libc::c_int as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc == 0 {
+            return Ok(());
+        }
+    }
+    Err(io::Error::last_os_error())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use socket2::SockRef;
+
+    #[test]
+    fn options_are_set() {
+        let socket = bind_reuseport("127.0.0.1:0".parse().unwrap()).unwrap();
+        let s = SockRef::from(&socket);
+        assert!(s.reuse_port().unwrap());
+        assert!(s.reuse_address().unwrap());
+        assert!(s.nonblocking().unwrap());
+        // Linux reports double what was set; anything above the old default is fine.
+        assert!(s.recv_buffer_size().unwrap() >= 256 * 1024);
+        assert!(s.send_buffer_size().unwrap() >= 256 * 1024);
+    }
+
+    #[test]
+    fn unspecified_v6_is_dual_stack() {
+        let socket = bind_reuseport("[::]:0".parse().unwrap()).unwrap();
+        assert!(!SockRef::from(&socket).only_v6().unwrap());
+    }
+}
