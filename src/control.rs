@@ -8,6 +8,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::proto::identity::{decode_hex, encode_hex, Id8};
+use crate::swarm::cluster::ShardId;
 use crate::swarm::event::Event;
 use crate::swarm::peer::PeerInfo;
 
@@ -68,16 +69,17 @@ pub fn render_event(event: &Event) -> Value {
     }
 }
 
-/// The `peers` event listing `peers`.
-pub fn render_peers(peers: &[PeerInfo]) -> Value {
+/// The `peers` event listing `peers` with the shard each is connected on.
+pub fn render_peers(peers: &[(ShardId, PeerInfo)]) -> Value {
     let peers: Vec<Value> = peers
         .iter()
-        .map(|p| {
+        .map(|(shard, p)| {
             json!({
                 "id": encode_hex(&p.id[..8]),
                 "addr": p.addr.to_string(),
                 "in_mesh": p.in_mesh,
                 "rtt_ms": p.rtt_ms,
+                "shard": shard,
             })
         })
         .collect();

@@ -5,23 +5,47 @@
 mod support;
 
 use support::net::TestNet;
-use support::peer::{connect, ControlPeer, PyPeer};
-use support::process::LineProcess;
+use support::peer::{connect, spawn_node, ControlPeer, PyPeer};
 use support::{is_event, pattern_bytes, TIMEOUT};
 
-/// Our node, listening on the namespace's loopback.
-fn spawn_node(net: &TestNet, label: &str) -> ControlPeer {
-    let mut cmd = net.command(env!("CARGO_BIN_EXE_setowire-node"));
-    cmd.args(["--udp-listen", "127.0.0.1:0", "--control", "stdio"])
-        .env("RUST_LOG", "debug");
-    ControlPeer::from_process(LineProcess::spawn_command(label, cmd))
+/// Every test runs on both I/O backends, on a node of two shards, so that peers land on
+/// different shards.
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod io_uring {
+            $(#[test]
+            fn $name() {
+                super::$name("io_uring")
+            })*
+        }
+        mod mmsg {
+            $(#[test]
+            fn $name() {
+                super::$name("mmsg")
+            })*
+        }
+    };
+}
+
+on_both_backends!(
+    handshake_in_both_directions,
+    data_small_and_fragmented_in_both_directions,
+    store_and_fetch_in_both_directions,
+    goaway_in_both_directions,
+    node_introduces_python_peers_to_each_other,
+    python_data_reaches_the_other_python_peer,
+    python_sender_is_not_throttled_by_its_send_window,
+);
+
+fn node(net: &TestNet, backend: &str) -> ControlPeer {
+    spawn_node(net, &["--shards", "2", "--io-backend", backend])
 }
 
 /// A namespace with our node and `count` py-setowire peers, each connected to the node
 /// (the Python peer dials) but not yet to each other.
-fn node_with_python_peers(count: usize) -> (TestNet, ControlPeer, Vec<ControlPeer>) {
+fn node_with_python_peers(backend: &str, count: usize) -> (TestNet, ControlPeer, Vec<ControlPeer>) {
     let net = TestNet::new();
-    let mut node = spawn_node(&net, "node");
+    let mut node = node(&net, backend);
     let peers = (0..count)
         .map(|_| {
             let mut py = PyPeer::spawn(&net, &[]).into_inner();
@@ -32,10 +56,9 @@ fn node_with_python_peers(count: usize) -> (TestNet, ControlPeer, Vec<ControlPee
     (net, node, peers)
 }
 
-#[test]
-fn handshake_in_both_directions() {
+fn handshake_in_both_directions(backend: &str) {
     let net = TestNet::new();
-    let mut node = spawn_node(&net, "node");
+    let mut node = node(&net, backend);
     let mut dialled = PyPeer::spawn(&net, &[]).into_inner();
     let mut dialler = PyPeer::spawn(&net, &[]).into_inner();
     connect(&mut node, &mut dialled);
@@ -47,10 +70,9 @@ fn handshake_in_both_directions() {
     );
 }
 
-#[test]
-fn data_small_and_fragmented_in_both_directions() {
+fn data_small_and_fragmented_in_both_directions(backend: &str) {
     let net = TestNet::new();
-    let mut node = spawn_node(&net, "node");
+    let mut node = node(&net, backend);
     let mut py = PyPeer::spawn(&net, &[]).into_inner();
     connect(&mut node, &mut py);
     for (seed, len) in [(1, 5), (2, 1200), (3, 1201), (4, 5000)] {
@@ -63,9 +85,8 @@ fn data_small_and_fragmented_in_both_directions() {
     }
 }
 
-#[test]
-fn store_and_fetch_in_both_directions() {
-    let (_net, mut node, mut peers) = node_with_python_peers(1);
+fn store_and_fetch_in_both_directions(backend: &str) {
+    let (_net, mut node, mut peers) = node_with_python_peers(backend, 1);
     let py = &mut peers[0];
     for (key, len) in [("small-from-node", 100), ("large-from-node", 9000)] {
         let value = pattern_bytes(len as u64, len);
@@ -79,10 +100,9 @@ fn store_and_fetch_in_both_directions() {
     }
 }
 
-#[test]
-fn goaway_in_both_directions() {
+fn goaway_in_both_directions(backend: &str) {
     let net = TestNet::new();
-    let mut node = spawn_node(&net, "node");
+    let mut node = node(&net, backend);
     let mut py = PyPeer::spawn(&net, &[]).into_inner();
     connect(&mut node, &mut py);
     // py-setowire's own GOAWAY is one byte, which it drops itself; the node accepts it.
@@ -98,9 +118,8 @@ fn goaway_in_both_directions() {
     py.wait_disconnect(&node_id);
 }
 
-#[test]
-fn node_introduces_python_peers_to_each_other() {
-    let (_net, _node, mut peers) = node_with_python_peers(2);
+fn node_introduces_python_peers_to_each_other(backend: &str) {
+    let (_net, _node, mut peers) = node_with_python_peers(backend, 2);
     let [a, b] = &mut peers[..] else {
         unreachable!()
     };
@@ -120,9 +139,8 @@ fn node_introduces_python_peers_to_each_other() {
     b.wait_data_eq(&a.id8, &payload);
 }
 
-#[test]
-fn python_data_reaches_the_other_python_peer() {
-    let (_net, mut node, mut peers) = node_with_python_peers(2);
+fn python_data_reaches_the_other_python_peer(backend: &str) {
+    let (_net, mut node, mut peers) = node_with_python_peers(backend, 2);
     let [a, b] = &mut peers[..] else {
         unreachable!()
     };
@@ -136,11 +154,10 @@ fn python_data_reaches_the_other_python_peer() {
     });
 }
 
-#[test]
-fn python_sender_is_not_throttled_by_its_send_window() {
+fn python_sender_is_not_throttled_by_its_send_window(backend: &str) {
     // py-setowire stops after 16 DATA frames in flight until DATA or a PONG comes back (one
     // PONG a second): without the node's acknowledgements 100 messages would take ~40 s.
-    let (_net, mut node, mut peers) = node_with_python_peers(1);
+    let (_net, mut node, mut peers) = node_with_python_peers(backend, 1);
     let py = &mut peers[0];
     let started = std::time::Instant::now();
     let payloads: Vec<Vec<u8>> = (0..100).map(|i| pattern_bytes(1000 + i, 100)).collect();

@@ -239,7 +239,7 @@ impl Router<'_> {
                 let mut peers = Vec::new();
                 for _ in 0..self.shards.len() {
                     match rx.recv_timeout(Duration::from_secs(2)) {
-                        Ok(list) => peers.extend(list),
+                        Ok((shard, list)) => peers.extend(list.into_iter().map(|p| (shard, p))),
                         Err(_) => return Err("a shard did not answer".to_owned()),
                     }
                 }

@@ -37,7 +37,7 @@ pub enum ShardCommand {
     },
     Disconnect(crate::proto::identity::Id8),
     /// Lists this shard's peers on the reply channel.
-    Peers(SyncSender<Vec<PeerInfo>>),
+    Peers(SyncSender<(ShardId, Vec<PeerInfo>)>),
 }
 
 /// Where a shard's events go; bounded, full means dropped (the control plane is slow).
@@ -139,7 +139,7 @@ impl Shard {
                 engine.disconnect(&peer);
             }
             ShardCommand::Peers(reply) => {
-                let _ = reply.send(engine.peers().collect());
+                let _ = reply.send((self.id, engine.peers().collect()));
             }
         }
     }

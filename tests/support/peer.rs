@@ -18,6 +18,8 @@ pub struct PeerInfo {
     pub id: String,
     pub addr: String,
     pub in_mesh: bool,
+    /// The node's shard the peer is connected on (the node lists it; py-setowire does not).
+    pub shard: Option<u64>,
 }
 
 /// A process that has announced itself with `{"event":"ready",...}`.
@@ -114,6 +116,7 @@ impl ControlPeer {
                 id: p["id"].as_str().unwrap_or_default().to_string(),
                 addr: p["addr"].as_str().unwrap_or_default().to_string(),
                 in_mesh: p["in_mesh"].as_bool().unwrap_or(false),
+                shard: p["shard"].as_u64(),
             })
             .collect()
     }
@@ -198,6 +201,17 @@ pub fn connect(a: &mut ControlPeer, b: &mut ControlPeer) -> (Value, Value) {
     let on_a = a.wait_connection(&b.id8);
     let on_b = b.wait_connection(&a.id8);
     (on_a, on_b)
+}
+
+/// Our node (`setowire-node --control stdio`) on the namespace's loopback, on a free port,
+/// with extra `args` (e.g. `--shards 2 --io-backend mmsg`).
+#[track_caller]
+pub fn spawn_node(net: &TestNet, args: &[&str]) -> ControlPeer {
+    let mut cmd = net.command(env!("CARGO_BIN_EXE_setowire-node"));
+    cmd.args(["--udp-listen", "127.0.0.1:0", "--control", "stdio"])
+        .args(args)
+        .env("RUST_LOG", "debug");
+    ControlPeer::from_process(LineProcess::spawn_command("node", cmd))
 }
 
 /// A real py-setowire 0.1.0 `Swarm` behind `tests/interop/setowire_driver.py`.
