@@ -42,11 +42,13 @@ fn two_peers_connect() {
         id: b.id8.clone(),
         addr: b.addr(),
         in_mesh: true,
+        shard: None,
     };
     let expect_a = PeerInfo {
         id: a.id8.clone(),
         addr: a.addr(),
         in_mesh: true,
+        shard: None,
     };
     assert_eq!(a.peers(), vec![expect_b]);
     assert_eq!(b.peers(), vec![expect_a]);
