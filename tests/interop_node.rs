@@ -2,30 +2,12 @@
 //! runs as its own process (`--control stdio`), the Python peers through the test driver,
 //! all inside a network namespace made for the test.
 
+#[macro_use]
 mod support;
 
 use support::net::TestNet;
 use support::peer::{connect, spawn_node, ControlPeer, PyPeer};
 use support::{is_event, pattern_bytes, TIMEOUT};
-
-/// Every test runs on both I/O backends, on a node of two shards, so that peers land on
-/// different shards.
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod io_uring {
-            $(#[test]
-            fn $name() {
-                super::$name("io_uring")
-            })*
-        }
-        mod mmsg {
-            $(#[test]
-            fn $name() {
-                super::$name("mmsg")
-            })*
-        }
-    };
-}
 
 on_both_backends!(
     handshake_in_both_directions,

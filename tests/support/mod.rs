@@ -12,6 +12,26 @@
 //! Not every test binary uses every helper, hence the one crate-wide allow below.
 #![allow(dead_code)]
 
+/// Generates `io_uring::NAME` and `mmsg::NAME` tests calling `NAME(backend)` for each NAME,
+/// so a suite runs the same on both I/O backends.
+#[allow(unused_macros)] // not every test binary runs on the node
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod io_uring {
+            $(#[test]
+            fn $name() {
+                super::$name("io_uring")
+            })*
+        }
+        mod mmsg {
+            $(#[test]
+            fn $name() {
+                super::$name("mmsg")
+            })*
+        }
+    };
+}
+
 pub mod net;
 pub mod peer;
 pub mod process;
