@@ -78,6 +78,29 @@ impl TestNet {
         }
     }
 
+    /// Runs `f` on a thread that has joined this network (a network namespace is a
+    /// per-thread property), so sockets it opens live there.
+    pub fn run_inside<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    if let Some(ns) = &self.ns {
+                        let path = format!("/var/run/netns/{ns}");
+                        let file = std::fs::File::open(&path)
+                            .unwrap_or_else(|e| panic!("opening {path}: {e}"));
+                        // SAFETY: setns on a valid namespace fd affects only this thread.
+                        let rc = unsafe {
+                            libc::setns(std::os::fd::AsRawFd::as_raw_fd(&file), libc::CLONE_NEWNET)
+                        };
+                        assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+                    }
+                    f()
+                })
+                .join()
+                .expect("the closure run inside the namespace panicked")
+        })
+    }
+
     /// Runs a short command inside this network and returns its stdout.
     pub fn run(&self, argv: &[&str]) -> Result<String, String> {
         let (program, args) = argv.split_first().expect("empty argv");

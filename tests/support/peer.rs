@@ -207,8 +207,14 @@ pub fn connect(a: &mut ControlPeer, b: &mut ControlPeer) -> (Value, Value) {
 /// with extra `args` (e.g. `--shards 2 --io-backend mmsg`).
 #[track_caller]
 pub fn spawn_node(net: &TestNet, args: &[&str]) -> ControlPeer {
+    spawn_node_on(net, "127.0.0.1:0", args)
+}
+
+/// Like [`spawn_node`], listening on `udp_listen` (e.g. `[::1]:0`).
+#[track_caller]
+pub fn spawn_node_on(net: &TestNet, udp_listen: &str, args: &[&str]) -> ControlPeer {
     let mut cmd = net.command(env!("CARGO_BIN_EXE_setowire-node"));
-    cmd.args(["--udp-listen", "127.0.0.1:0", "--control", "stdio"])
+    cmd.args(["--udp-listen", udp_listen, "--control", "stdio"])
         .args(args)
         .env("RUST_LOG", "debug");
     ControlPeer::from_process(LineProcess::spawn_command("node", cmd))

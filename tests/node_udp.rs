@@ -1,0 +1,100 @@
+//! The node's UDP face without a session: PING gets PONG over IPv4, IPv6 and a dual-stack
+//! socket, and traffic from one address without a session is rate-limited.
+
+#[macro_use]
+mod support;
+
+use std::net::{SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+use setowire_node::proto::frame::Frame;
+use support::net::TestNet;
+use support::peer::spawn_node_on;
+
+on_both_backends!(
+    ping_gets_pong_on_ipv4_ipv6_and_dual_stack,
+    unauthenticated_traffic_is_limited_per_source_ip,
+);
+
+/// PING: 0x03 ‖ u64 timestamp ‖ 20-byte id.
+fn ping() -> Vec<u8> {
+    let mut ping = vec![0x03];
+    ping.extend(1u64.to_be_bytes());
+    ping.extend([0x5a; 20]);
+    ping
+}
+
+/// Sends `count` PINGs to `to` from `from` and counts the PONGs that come back within `wait`.
+fn pongs(net: &TestNet, from: &str, to: SocketAddr, count: usize, wait: Duration) -> usize {
+    // The client runs inside the test's namespace, like the node.
+    net.run_inside(|| pong_count(from, to, count, wait))
+}
+
+fn pong_count(from: &str, to: SocketAddr, count: usize, wait: Duration) -> usize {
+    let socket = UdpSocket::bind(from).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    for _ in 0..count {
+        socket.send_to(&ping(), to).unwrap();
+    }
+    let deadline = Instant::now() + wait;
+    let mut buf = [0u8; 2048];
+    let mut replies = 0;
+    while Instant::now() < deadline {
+        if let Ok((len, src)) = socket.recv_from(&mut buf) {
+            assert_eq!(src.port(), to.port());
+            // Replies to one address are coalesced into BATCH datagrams.
+            replies += count_pongs(&buf[..len]);
+        }
+    }
+    replies
+}
+
+fn count_pongs(datagram: &[u8]) -> usize {
+    match Frame::parse(datagram) {
+        Ok(Frame::Pong { .. }) => 1,
+        Ok(Frame::Batch(entries)) => entries.datagrams().map(count_pongs).sum(),
+        _ => 0,
+    }
+}
+
+fn ping_gets_pong_on_ipv4_ipv6_and_dual_stack(backend: &str) {
+    let net = TestNet::new();
+    for (listen, client, target_ip) in [
+        ("127.0.0.1:0", "127.0.0.1:0", "127.0.0.1"),
+        ("[::1]:0", "[::1]:0", "::1"),
+        ("[::]:0", "127.0.0.1:0", "127.0.0.1"),
+        ("[::]:0", "[::1]:0", "::1"),
+    ] {
+        let node = spawn_node_on(&net, listen, &["--shards", "2", "--io-backend", backend]);
+        let target = SocketAddr::new(target_ip.parse().unwrap(), node.port);
+        let got = pongs(&net, client, target, 5, Duration::from_millis(500));
+        assert_eq!(got, 5, "node on {listen}, client {client}");
+    }
+}
+
+fn unauthenticated_traffic_is_limited_per_source_ip(backend: &str) {
+    let net = TestNet::new();
+    let node = spawn_node_on(
+        &net,
+        "127.0.0.1:0",
+        &[
+            "--shards",
+            "1",
+            "--io-backend",
+            backend,
+            "--unauth-rate-per-ip",
+            "10",
+            "--unauth-burst-per-ip",
+            "50",
+        ],
+    );
+    let target: SocketAddr = format!("127.0.0.1:{}", node.port).parse().unwrap();
+    let got = pongs(&net, "127.0.0.1:0", target, 500, Duration::from_millis(500));
+    // The burst, plus what the rate refills while the test runs (well under a second).
+    assert!((50..=70).contains(&got), "{got} PONGs for 500 PINGs");
+    // Another source address has its own allowance.
+    let other = pongs(&net, "127.0.0.2:0", target, 20, Duration::from_millis(300));
+    assert_eq!(other, 20);
+}
