@@ -57,8 +57,27 @@ pub const MAX_TOPIC_BYTES: usize = 64;
 pub struct NodeConfig {
     /// UDP address Setowire is served on.
     pub udp_listen: SocketAddr,
-    /// Public HTTP address (bootstrap and piping).
-    pub http_listen: SocketAddr,
+    /// Public HTTP address (bootstrap and piping); `None`: no HTTP listener.
+    pub http_listen: Option<SocketAddr>,
+    /// Open HTTP connections at most.
+    pub http_max_connections: usize,
+    /// HTTP requests/s from one IP.
+    pub http_rate_per_ip: u32,
+    pub http_burst_per_ip: u32,
+    pub http_announce_ttl_secs: u64,
+    pub http_max_announces: usize,
+    pub http_announce_max_bytes: usize,
+    /// Refuse an announced public IP other than the request's source.
+    pub http_announce_check_source: bool,
+    /// Never above `http_peers_max_limit`.
+    pub http_peers_default_limit: usize,
+    pub http_peers_max_limit: usize,
+    /// Empty, or `/` and up to 63 more visible ASCII characters.
+    pub piping_rendezvous_prefix: String,
+    pub piping_max_paths: usize,
+    pub piping_max_waiting_per_path: usize,
+    pub piping_max_body_bytes: u64,
+    pub piping_idle_timeout_secs: u64,
     /// Admin API and metrics address.
     pub admin_listen: SocketAddr,
     /// Bearer token of the admin API; `None` when the key is empty.
@@ -97,6 +116,10 @@ pub struct NodeConfig {
     pub store_max_bytes: usize,
     /// Never above `store_max_bytes`.
     pub store_max_value_bytes: usize,
+    /// Lifetime of a value stored in the DHT without a new STORE.
+    pub dht_value_ttl_secs: u64,
+    pub dht_max_values_bytes: usize,
+    pub dht_max_values_per_ip: usize,
     /// Datagrams/s from one source IP without a session.
     pub unauth_rate_per_ip: u32,
     pub unauth_burst_per_ip: u32,
@@ -348,6 +371,33 @@ fn parse_opt_addr(raw: &RawValue) -> Parsed<Option<SocketAddr>> {
         _ => parse_addr(raw)
             .map(Some)
             .map_err(|_| "expected \"\" or an address as ip:port".into()),
+    }
+}
+
+/// A listener that can be turned off: `""` or `"off"` is `None`.
+fn parse_listen(raw: &RawValue) -> Parsed<Option<SocketAddr>> {
+    match raw.text().map(str::trim) {
+        Some("" | "off") => Ok(None),
+        _ => parse_addr(raw)
+            .map(Some)
+            .map_err(|_| "expected \"off\" or an address as ip:port".into()),
+    }
+}
+
+/// `""` (none) or a path prefix: `/` and up to 63 more visible ASCII characters.
+fn parse_path_prefix(raw: &RawValue) -> Parsed<String> {
+    match raw.text() {
+        Some("") => Ok(String::new()),
+        Some(s)
+            if s.starts_with('/') && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_graphic()) =>
+        {
+            Ok(s.to_owned())
+        }
+        _ => Err(
+            "expected \"\" or a path prefix starting with / (at most 64 visible ASCII \
+                  characters)"
+                .into(),
+        ),
     }
 }
 
@@ -641,8 +691,44 @@ fn invalid(key: &str, raw: &RawValue, reason: String, origin: &Origin) -> Config
 config_keys! {
     udp_listen: Scalar, "udp-listen", "ADDR", "UDP address Setowire is served on (ip:port)",
         parse = parse_addr, emit = |a: &SocketAddr| str_value(a.to_string());
-    http_listen: Scalar, "http-listen", "ADDR", "Public HTTP address: bootstrap and piping",
-        parse = parse_addr, emit = |a: &SocketAddr| str_value(a.to_string());
+    http_listen: Scalar, "http-listen", "ADDR|off", "Public HTTP address: bootstrap and piping",
+        parse = parse_listen,
+        emit = |a: &Option<SocketAddr>| str_value(a.map_or("off".to_owned(), |a| a.to_string()));
+    http_max_connections: Scalar, "http-max-connections", "N", "Open HTTP connections at most",
+        parse = |r: &RawValue| int_in(r, 1, 1 << 20), emit = |n: &usize| int_value(*n);
+    http_rate_per_ip: Scalar, "http-rate-per-ip", "N", "HTTP requests/s from one IP",
+        parse = positive, emit = |n: &u32| int_value(*n);
+    http_burst_per_ip: Scalar, "http-burst-per-ip", "N", "Burst of that limit",
+        parse = positive, emit = |n: &u32| int_value(*n);
+    http_announce_ttl_secs: Scalar, "http-announce-ttl-secs", "SECS",
+        "How long an HTTP announcement is listed",
+        parse = |r: &RawValue| int_in(r, 1, 86_400), emit = |n: &u64| int_value(*n);
+    http_max_announces: Scalar, "http-max-announces", "N", "Most HTTP announcements kept",
+        parse = |r: &RawValue| int_in(r, 1, 1 << 24), emit = |n: &usize| int_value(*n);
+    http_announce_max_bytes: Scalar, "http-announce-max-bytes", "BYTES",
+        "Largest POST /announce body",
+        parse = |r: &RawValue| int_in(r, 64, 1 << 20), emit = |n: &usize| int_value(*n);
+    http_announce_check_source: Bool, "http-announce-check-source", "BOOL",
+        "Refuse an announced public IP other than the request's source",
+        parse = parse_bool, emit = |b: &bool| toml::Value::Boolean(*b);
+    http_peers_default_limit: Scalar, "http-peers-default-limit", "N",
+        "Entries GET /peers returns without ?limit=",
+        parse = |r: &RawValue| int_in(r, 1, 10_000), emit = |n: &usize| int_value(*n);
+    http_peers_max_limit: Scalar, "http-peers-max-limit", "N", "Most entries GET /peers returns",
+        parse = |r: &RawValue| int_in(r, 1, 10_000), emit = |n: &usize| int_value(*n);
+    piping_rendezvous_prefix: Scalar, "piping-rendezvous-prefix", "PREFIX",
+        "Piping paths where waiting requests queue (\"\": none)",
+        parse = parse_path_prefix, emit = |s: &String| str_value(s.clone());
+    piping_max_paths: Scalar, "piping-max-paths", "N", "Piping paths in use at most",
+        parse = |r: &RawValue| int_in(r, 1, 1 << 24), emit = |n: &usize| int_value(*n);
+    piping_max_waiting_per_path: Scalar, "piping-max-waiting-per-path", "N",
+        "Waiting senders (and receivers) per rendezvous path",
+        parse = |r: &RawValue| int_in(r, 1, 1 << 16), emit = |n: &usize| int_value(*n);
+    piping_max_body_bytes: Scalar, "piping-max-body-bytes", "BYTES", "Largest body piped",
+        parse = |r: &RawValue| int_in(r, 1, 1 << 50), emit = |n: &u64| int_value(*n);
+    piping_idle_timeout_secs: Scalar, "piping-idle-timeout-secs", "SECS",
+        "Piping wait for a partner, and longest pause in a transfer",
+        parse = |r: &RawValue| int_in(r, 1, 86_400), emit = |n: &u64| int_value(*n);
     admin_listen: Scalar, "admin-listen", "ADDR", "Admin API and metrics address",
         parse = parse_addr, emit = |a: &SocketAddr| str_value(a.to_string());
     admin_token: Scalar, "admin-token", "TOKEN", "Bearer token of the admin API (empty: none)",
@@ -698,6 +784,15 @@ config_keys! {
         parse = byte_size, emit = |n: &usize| int_value(*n);
     store_max_value_bytes: Scalar, "store-max-value-bytes", "BYTES", "Largest value stored",
         parse = byte_size, emit = |n: &usize| int_value(*n);
+    dht_value_ttl_secs: Scalar, "dht-value-ttl-secs", "SECS",
+        "Lifetime of a DHT value without a new STORE",
+        parse = |r: &RawValue| int_in(r, 1, 7 * 86_400), emit = |n: &u64| int_value(*n);
+    dht_max_values_bytes: Scalar, "dht-max-values-bytes", "BYTES",
+        "Most bytes of values the DHT keeps for others",
+        parse = byte_size, emit = |n: &usize| int_value(*n);
+    dht_max_values_per_ip: Scalar, "dht-max-values-per-ip", "N",
+        "Most DHT values kept for one source IP",
+        parse = |r: &RawValue| int_in(r, 1, 1 << 24), emit = |n: &usize| int_value(*n);
     unauth_rate_per_ip: Scalar, "unauth-rate-per-ip", "N",
         "Datagrams/s from one IP without a session",
         parse = positive, emit = |n: &u32| int_value(*n);
@@ -742,6 +837,16 @@ fn check_combination(config: &NodeConfig) -> Result<(), ConfigError> {
             reason: format!(
                 "the peer timeout ({} s) must be longer than the ping interval ({} ms)",
                 config.peer_timeout_secs, config.ping_interval_ms
+            ),
+        });
+    }
+    if config.http_peers_default_limit > config.http_peers_max_limit {
+        return Err(ConfigError::Conflict {
+            key: "http_peers_default_limit",
+            other: "http_peers_max_limit",
+            reason: format!(
+                "the default ({}) cannot exceed the maximum ({})",
+                config.http_peers_default_limit, config.http_peers_max_limit
             ),
         });
     }
@@ -1053,7 +1158,15 @@ mod tests {
     fn embedded_defaults_parse_and_validate() {
         let config = NodeConfig::defaults();
         assert_eq!(config.udp_listen, "0.0.0.0:49737".parse().unwrap());
-        assert_eq!(config.http_listen, "0.0.0.0:8737".parse().unwrap());
+        assert_eq!(config.http_listen, Some("0.0.0.0:8737".parse().unwrap()));
+        assert_eq!(
+            (
+                config.http_peers_default_limit,
+                config.http_peers_max_limit,
+                config.piping_rendezvous_prefix.as_str()
+            ),
+            (20, 200, "/p2p-")
+        );
         assert_eq!(config.admin_listen, "127.0.0.1:9737".parse().unwrap());
         assert_eq!(config.admin_token, None);
         assert_eq!(config.dht_listen, None);
@@ -1308,7 +1421,12 @@ mod tests {
         let bad: &[(&str, &str)] = &[
             ("udp_listen", "0.0.0.0"),
             ("udp_listen", "localhost:1"),
-            ("http_listen", ""),
+            ("http_listen", "on"),
+            ("http_max_connections", "0"),
+            ("http_announce_max_bytes", "10"),
+            ("piping_rendezvous_prefix", "p2p-"),
+            ("piping_rendezvous_prefix", "/a b"),
+            ("piping_max_body_bytes", "0"),
             ("dht_listen", "1.2.3.4"),
             ("public_addr", "0.0.0.0:49737"),
             ("public_addr", "1.2.3.4:0"),
@@ -1357,6 +1475,11 @@ mod tests {
             ("udp_listen", "[::]:49737"),
             ("udp_listen", "127.0.0.1:0"),
             ("dht_listen", ""),
+            ("http_listen", "off"),
+            ("http_listen", ""),
+            ("http_listen", "127.0.0.1:0"),
+            ("piping_rendezvous_prefix", ""),
+            ("piping_rendezvous_prefix", "/rdv/"),
             ("dht_listen", "[::1]:5000"),
             ("shards", "auto"),
             ("shards", "1024"),

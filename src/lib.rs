@@ -7,8 +7,12 @@
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod dht;
+pub mod http;
 pub mod identity_file;
 pub mod io;
+pub mod lan;
 pub mod node;
 pub mod proto;
+pub mod stun;
 pub mod swarm;

@@ -5,6 +5,8 @@ use std::process::ExitCode;
 
 use setowire_node::cli::{self, CliAction};
 use setowire_node::config::{LogFormat, NodeConfig};
+use setowire_node::dht::service::DiscoveryOptions;
+use setowire_node::http::HttpConfig;
 use setowire_node::node::runtime::{self, NodeOptions};
 use setowire_node::swarm::config::EngineConfig;
 
@@ -51,6 +53,8 @@ fn main() -> ExitCode {
         },
         dial: resolve_bootstrap(&config),
         control_stdio,
+        discovery: DiscoveryOptions::from_config(&config),
+        http: HttpConfig::from_node_config(&config),
     };
     match runtime::run(options) {
         Ok(()) => ExitCode::SUCCESS,

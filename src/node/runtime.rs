@@ -16,6 +16,8 @@ use rand::SeedableRng;
 use serde_json::{json, Value};
 
 use crate::control::{self, Command};
+use crate::dht::service::{DiscoveryOptions, Services};
+use crate::http::{ControlPlane, HttpConfig, NodeSelf};
 use crate::io::{bind_reuseport, open_backend, BackendChoice};
 use crate::node::cluster::{ClusterShared, Wake};
 use crate::node::shard::{Shard, ShardCommand, DRAIN};
@@ -44,6 +46,10 @@ pub struct NodeOptions {
     pub dial: Vec<SocketAddr>,
     /// JSON commands on stdin, JSON events on stdout.
     pub control_stdio: bool,
+    /// DHT, its port, topics announced, LAN discovery.
+    pub discovery: DiscoveryOptions,
+    /// The public HTTP listener (bootstrap and piping); `None`: off.
+    pub http: Option<HttpConfig>,
 }
 
 struct ShardHandle {
@@ -102,6 +108,16 @@ pub fn run(mut options: NodeOptions) -> anyhow::Result<()> {
     let (event_tx, event_rx) = mpsc::sync_channel(EVENT_QUEUE);
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let start = Instant::now();
+    let id40 = options.identity.id_hex();
+    let mut services = Services::start(
+        &options.discovery,
+        &options.engine,
+        &id40,
+        local,
+        &options.dial,
+        &stop,
+        start,
+    )?;
     let mut shards = Vec::with_capacity(shard_count);
     for (id, ((io, _), wake)) in backends.into_iter().zip(wakes).enumerate() {
         let (commands, command_rx) = mpsc::sync_channel(COMMAND_QUEUE);
@@ -117,6 +133,7 @@ pub fn run(mut options: NodeOptions) -> anyhow::Result<()> {
             id,
             engine,
             io,
+            demux: services.demux(id),
             cluster: Arc::clone(&cluster),
             commands: command_rx,
             events: options.control_stdio.then(|| event_tx.clone()),
@@ -140,6 +157,41 @@ pub fn run(mut options: NodeOptions) -> anyhow::Result<()> {
         });
     }
     drop(event_tx);
+    {
+        // LAN announcers are dialled like `dial` commands, through shard 0.
+        let commands = shards[0].commands.clone();
+        let wake = Arc::clone(&shards[0].wake);
+        let index = Arc::clone(&cluster);
+        services.start_lan(
+            &options.discovery,
+            &id40,
+            Box::new(move |addr| {
+                if commands.try_send(ShardCommand::Dial(addr)).is_ok() {
+                    wake();
+                }
+            }),
+            Box::new(move |id: &str| {
+                control::peer_id(id).is_ok_and(|id8| index.locate(&id8).is_some())
+            }),
+            &stop,
+        );
+    }
+    // The control plane starts once the shards run; its own runtime, off the hot path.
+    let http = match options.http.take().map(|config| {
+        let node = NodeSelf {
+            id40: options.identity.id_hex(),
+            udp: local,
+            public_addr: options.engine.public_addr,
+            relay: options.engine.relay,
+        };
+        ControlPlane::start(config, node)
+    }) {
+        Some(Err(e)) => {
+            stop.store(true, Ordering::Relaxed);
+            return Err(e);
+        }
+        started => started.and_then(Result::ok),
+    };
     tracing::info!(
         id = %options.identity.id_hex(),
         udp = %local,
@@ -155,7 +207,15 @@ pub fn run(mut options: NodeOptions) -> anyhow::Result<()> {
         router.to_shard(0, ShardCommand::Dial(addr));
     }
     if options.control_stdio {
-        control_loop(&router, local, &options.identity, event_rx, &stop);
+        let http_addr = http.as_ref().map(ControlPlane::local_addr);
+        control_loop(
+            &router,
+            local,
+            http_addr,
+            &options.identity,
+            event_rx,
+            &stop,
+        );
     } else {
         while !stop.load(Ordering::Relaxed) {
             std::thread::sleep(Duration::from_millis(50));
@@ -170,6 +230,10 @@ pub fn run(mut options: NodeOptions) -> anyhow::Result<()> {
     let deadline = Instant::now() + DRAIN;
     for shard in &shards {
         (shard.wake)();
+    }
+    services.join(deadline);
+    if let Some(http) = http {
+        http.stop(deadline);
     }
     for shard in shards {
         // Shards notice the stop flag within one wait; a stuck one must not hold the exit.
@@ -267,6 +331,7 @@ impl Router<'_> {
 fn control_loop(
     router: &Router<'_>,
     local: SocketAddr,
+    http: Option<SocketAddr>,
     identity: &Identity,
     events: Receiver<(ShardId, Event)>,
     stop: &AtomicBool,
@@ -277,7 +342,12 @@ fn control_loop(
         // A closed stdout only loses events; the node keeps serving.
         let _ = writeln!(out, "{value}").and_then(|()| out.flush());
     };
-    emit(json!({"event": "ready", "id": identity.id_hex(), "port": local.port()}));
+    emit(json!({
+        "event": "ready",
+        "id": identity.id_hex(),
+        "port": local.port(),
+        "http_port": http.map(|a| a.port()),
+    }));
     while !stop.load(Ordering::Relaxed) {
         match lines.recv_timeout(Duration::from_millis(10)) {
             Ok(line) => match control::parse_command(&line) {

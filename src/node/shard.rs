@@ -7,6 +7,7 @@ use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::dht::service::Demux;
 use crate::io::DatagramIo;
 use crate::node::cluster::ClusterShared;
 use crate::swarm::cluster::ShardId;
@@ -47,6 +48,8 @@ pub struct Shard {
     pub id: ShardId,
     pub engine: Engine,
     pub io: Box<dyn DatagramIo + Send>,
+    /// Takes the DHT and STUN datagrams that share the port.
+    pub demux: Demux,
     pub cluster: Arc<ClusterShared>,
     pub commands: Receiver<ShardCommand>,
     pub events: Option<EventSink>,
@@ -74,6 +77,7 @@ impl Shard {
             if now >= self.engine.poll_timeout() {
                 self.engine.handle_timeout(now);
             }
+            self.demux.tick(now);
             self.transmit();
             self.forward_events();
         }
@@ -84,14 +88,16 @@ impl Shard {
 
     fn receive(&mut self, timeout: Duration) {
         let engine = &mut self.engine;
+        let demux = &mut self.demux;
         // One clock reading per batch: datagrams of a batch arrived together.
         let mut now = None;
         let result = self.io.recv_batch(timeout, &mut |src, data| {
             let now = *now.get_or_insert_with(Instant::now);
             let src = SocketAddr::new(src.ip().to_canonical(), src.port());
-            // DHT JSON and STUN share the port; until those services run, the engine counts
-            // them as frames of unknown type.
-            engine.handle_datagram(now, src, data);
+            // DHT JSON and STUN share the port.
+            if !demux.take(engine, now, src, data) {
+                engine.handle_datagram(now, src, data);
+            }
         });
         if let Err(e) = result {
             tracing::warn!(shard = self.id, error = %e, "receive failed");
@@ -102,6 +108,7 @@ impl Shard {
         let io = &mut self.io;
         self.engine
             .drain_transmits(|dst, bytes| io.queue_send(dst, bytes));
+        self.demux.flush(&mut **io);
         if let Err(e) = self.io.flush() {
             tracing::debug!(shard = self.id, error = %e, "send failed");
         }

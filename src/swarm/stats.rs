@@ -28,10 +28,14 @@ pub enum DropReason {
     EventQueueFull,
     TooLarge,
     RateLimited,
+    /// DHT JSON that is not a valid DHT message.
+    Dht,
+    /// STUN that is not a valid Binding request or indication.
+    Stun,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 22] = [
+    pub const ALL: [DropReason; 24] = [
         DropReason::Malformed,
         DropReason::UnknownType,
         DropReason::UnknownPeer,
@@ -54,6 +58,8 @@ impl DropReason {
         DropReason::EventQueueFull,
         DropReason::TooLarge,
         DropReason::RateLimited,
+        DropReason::Dht,
+        DropReason::Stun,
     ];
 
     pub fn name(self) -> &'static str {
@@ -80,6 +86,8 @@ impl DropReason {
             DropReason::EventQueueFull => "event_queue_full",
             DropReason::TooLarge => "too_large",
             DropReason::RateLimited => "rate_limited",
+            DropReason::Dht => "dht",
+            DropReason::Stun => "stun",
         }
     }
 }
@@ -93,6 +101,8 @@ pub struct Stats {
     pub handshakes: u64,
     pub data_delivered: u64,
     pub relay_forwards: u64,
+    /// STUN Binding responses sent.
+    pub stun_responses: u64,
     frames: [u64; FrameKind::ALL.len()],
     drops: [u64; DropReason::ALL.len()],
 }

@@ -1,0 +1,418 @@
+use super::*;
+use rand::SeedableRng;
+use serde_json::{json, Value};
+
+fn addr(n: u8) -> SocketAddr {
+    SocketAddr::from(([10, 0, 0, n], 4000 + u16::from(n)))
+}
+
+fn dht(seed: u64, now: Instant) -> Dht {
+    dht_with(seed, now, DhtConfig::default())
+}
+
+fn dht_with(seed: u64, now: Instant, config: DhtConfig) -> Dht {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let id = NodeId::random(&mut rng);
+    Dht::new(config, id, now, rng)
+}
+
+/// Hands `msg` to `dht` from `src`; returns what it sent, parsed.
+fn send(dht: &mut Dht, now: Instant, src: SocketAddr, msg: &Value) -> Vec<(SocketAddr, Value)> {
+    let bytes = serde_json::to_vec(msg).unwrap();
+    send_raw(dht, now, src, &bytes).1
+}
+
+fn send_raw(
+    dht: &mut Dht,
+    now: Instant,
+    src: SocketAddr,
+    bytes: &[u8],
+) -> (usize, Vec<(SocketAddr, Value)>) {
+    dht.handle_datagram(now, src, bytes);
+    let mut out = Vec::new();
+    let mut total = 0;
+    dht.drain_transmits(|dst, b| {
+        if dst == src {
+            total += b.len();
+        }
+        out.push((dst, serde_json::from_slice(b).unwrap()))
+    });
+    (total, out)
+}
+
+fn drain(dht: &mut Dht) -> Vec<(SocketAddr, Value)> {
+    let mut out = Vec::new();
+    dht.drain_transmits(|dst, b| out.push((dst, serde_json::from_slice(b).unwrap())));
+    out
+}
+
+fn node_id(n: u8) -> NodeId {
+    NodeId::of_key(&format!("node {n}"))
+}
+
+fn hex_id(n: u8) -> String {
+    node_id(n).to_hex()
+}
+
+/// Makes `addr(n)` (claiming id `node_id(n)`) known and verified: it pings, answers our
+/// PING. False when its bucket is full.
+fn try_befriend(dht: &mut Dht, now: Instant, n: u8) -> bool {
+    let src = addr(n);
+    let out = send(
+        dht,
+        now,
+        src,
+        &json!({"type": 1, "from": hex_id(n), "rpcId": "00000001"}),
+    );
+    let Some((_, ping)) = out.iter().find(|(d, m)| *d == src && m["type"] == 1) else {
+        return false;
+    };
+    let pong = json!({"type": 2, "from": hex_id(n), "rpcId": ping["rpcId"]});
+    assert!(send(dht, now, src, &pong).is_empty());
+    dht.table().contains(&node_id(n))
+}
+
+fn befriend(dht: &mut Dht, now: Instant, n: u8) {
+    assert!(try_befriend(dht, now, n), "node {n} not admitted");
+}
+
+#[test]
+fn ping_gets_pong_with_the_rpc_id_and_a_ping_back() {
+    let t0 = Instant::now();
+    let mut d = dht(1, t0);
+    let out = send(
+        &mut d,
+        t0,
+        addr(1),
+        &json!({"type": 1, "from": hex_id(1), "rpcId": "a1b2c3d4"}),
+    );
+    assert_eq!(out.len(), 2, "{out:?}");
+    assert_eq!(
+        out[0].1,
+        json!({"type": 2, "from": d.id().to_hex(), "rpcId": "a1b2c3d4"})
+    );
+    assert_eq!(out[1].1["type"], 1);
+    // Not in the table until it answers.
+    assert!(d.table().is_empty());
+    let pong = json!({"type": 2, "from": hex_id(1), "rpcId": out[1].1["rpcId"]});
+    send(&mut d, t0, addr(1), &pong);
+    assert!(d.table().contains(&node_id(1)));
+    assert!(d.is_verified(addr(1).ip(), t0));
+    // A PING without rpcId is answered with a null one, as SimpleDHT does.
+    let out = send(&mut d, t0, addr(1), &json!({"type": 1, "from": hex_id(1)}));
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].1["rpcId"], Value::Null);
+}
+
+#[test]
+fn a_pong_from_another_address_proves_nothing() {
+    let t0 = Instant::now();
+    let mut d = dht(1, t0);
+    let out = send(
+        &mut d,
+        t0,
+        addr(1),
+        &json!({"type": 1, "from": hex_id(1), "rpcId": "00000001"}),
+    );
+    let pong = json!({"type": 2, "from": hex_id(1), "rpcId": out[1].1["rpcId"]});
+    send(&mut d, t0, addr(2), &pong);
+    assert!(d.table().is_empty());
+    assert!(!d.is_verified(addr(1).ip(), t0) && !d.is_verified(addr(2).ip(), t0));
+    assert_eq!(d.stats().unsolicited, 1);
+}
+
+#[test]
+fn replies_to_unverified_sources_stay_within_three_times_the_request() {
+    let t0 = Instant::now();
+    let mut d = dht(1, t0);
+    for n in 1..=60 {
+        try_befriend(&mut d, t0, n);
+    }
+    assert!(d.table().len() > 2 * K, "{}", d.table().len());
+    let stranger = SocketAddr::from(([192, 0, 2, 1], 999));
+    let target = node_id(7);
+    let req =
+        json!({"type": 4, "from": hex_id(200), "target": target.to_hex(), "rpcId": "0badc0de"});
+    let bytes = serde_json::to_vec(&req).unwrap();
+    let (total, out) = send_raw(&mut d, t0, stranger, &bytes);
+    assert!(total <= 3 * bytes.len(), "{total} > 3 × {}", bytes.len());
+    let reply = &out.iter().find(|(_, m)| m["type"] == 5).unwrap().1;
+    let nodes = reply["nodes"].as_array().unwrap();
+    assert!(!nodes.is_empty() && nodes.len() < K, "{}", nodes.len());
+    assert_eq!(d.stats().replies_truncated, 1);
+    // It answers our PING, and gets the full list next time.
+    let ping = &out.iter().find(|(_, m)| m["type"] == 1).unwrap().1;
+    send(
+        &mut d,
+        t0,
+        stranger,
+        &json!({"type": 2, "from": hex_id(200), "rpcId": ping["rpcId"]}),
+    );
+    let out = send(&mut d, t0, stranger, &req);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].1["nodes"].as_array().unwrap().len(), K);
+    // The closest first, by XOR distance to the target.
+    let ids: Vec<NodeId> = out[0].1["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| NodeId::from_hex(n["id"].as_str().unwrap()).unwrap())
+        .collect();
+    let mut sorted = ids.clone();
+    sorted.sort_by_key(|id| id.distance(&target));
+    assert_eq!(ids, sorted);
+    if d.table().contains(&target) {
+        assert_eq!(ids[0], target);
+    }
+}
+
+#[test]
+fn tiny_requests_from_strangers_get_nothing_bigger() {
+    let t0 = Instant::now();
+    let mut d = dht(1, t0);
+    for n in 1..=5 {
+        befriend(&mut d, t0, n);
+    }
+    let stranger = SocketAddr::from(([192, 0, 2, 1], 999));
+    for req in [
+        &br#"{"type":1}"#[..],
+        br#"{"type":1,"rpcId":1}"#,
+        br#"{"type":4,"target":"0101010101010101010101010101010101010101"}"#,
+        br#"{"type":6,"key":"0101010101010101010101010101010101010101"}"#,
+    ] {
+        let (total, _) = send_raw(&mut d, t0, stranger, req);
+        assert!(
+            total <= 3 * req.len(),
+            "{total} for {}",
+            String::from_utf8_lossy(req)
+        );
+    }
+    assert!(d.stats().replies_withheld >= 2);
+}
+
+#[test]
+fn stores_wait_for_the_sender_to_answer() {
+    let t0 = Instant::now();
+    let mut d = dht(1, t0);
+    let key = NodeId::of_key("topic:abc:def");
+    let store = json!({"type": 3, "from": hex_id(1), "key": key.to_hex(), "value": "{\"id\": 1}"});
+    let out = send(&mut d, t0, addr(1), &store);
+    assert_eq!(out.len(), 1, "only our PING: {out:?}");
+    assert_eq!(d.value(&key, t0), None);
+    let pong = json!({"type": 2, "from": hex_id(1), "rpcId": out[0].1["rpcId"]});
+    send(&mut d, t0, addr(1), &pong);
+    assert_eq!(d.value(&key, t0), Some("\"{\\\"id\\\": 1}\""));
+    // FIND_VALUE returns it as SimpleDHT would.
+    let find = json!({"type": 6, "from": hex_id(1), "key": key.to_hex(), "rpcId": "00000009"});
+    let out = send(&mut d, t0, addr(1), &find);
+    assert_eq!(
+        out[0].1,
+        json!({"type": 7, "from": d.id().to_hex(), "value": "{\"id\": 1}", "rpcId": "00000009"})
+    );
+    // Verified senders store at once.
+    let key2 = NodeId::of_key("other");
+    send(
+        &mut d,
+        t0,
+        addr(1),
+        &json!({"type": 3, "from": hex_id(1), "key": key2.to_hex(), "value": 5}),
+    );
+    assert_eq!(d.value(&key2, t0), Some("5"));
+}
+
+#[test]
+fn held_stores_are_dropped_when_the_sender_stays_silent() {
+    let t0 = Instant::now();
+    let mut d = dht(1, t0);
+    let key = NodeId::of_key("k");
+    send(
+        &mut d,
+        t0,
+        addr(1),
+        &json!({"type": 3, "key": key.to_hex(), "value": "v"}),
+    );
+    let mut now = t0;
+    for _ in 0..40 {
+        now += Duration::from_millis(250);
+        d.handle_timeout(now);
+        drain(&mut d);
+    }
+    assert_eq!(d.stats().store_unverified_dropped, 1);
+    assert_eq!(d.value(&key, now), None);
+    assert_eq!(d.pending_requests(), 0);
+}
+
+#[test]
+fn values_expire_and_are_capped_per_ip() {
+    let t0 = Instant::now();
+    let config = DhtConfig {
+        value_ttl: Duration::from_secs(2),
+        max_values_per_ip: 3,
+        ..DhtConfig::default()
+    };
+    let mut d = dht_with(1, t0, config);
+    befriend(&mut d, t0, 1);
+    for i in 0..5 {
+        let key = NodeId::of_key(&format!("k{i}"));
+        send(
+            &mut d,
+            t0,
+            addr(1),
+            &json!({"type": 3, "from": hex_id(1), "key": key.to_hex(), "value": i}),
+        );
+    }
+    assert_eq!(d.storage().len(), 3);
+    assert_eq!(d.stats().store_per_ip_full, 2);
+    let key = NodeId::of_key("k0");
+    assert_eq!(d.value(&key, t0 + Duration::from_secs(1)), Some("0"));
+    let later = t0 + Duration::from_secs(2);
+    assert_eq!(d.value(&key, later), None);
+    // FIND_VALUE for an expired key answers with nodes.
+    let out = send(
+        &mut d,
+        later,
+        addr(1),
+        &json!({"type": 6, "from": hex_id(1), "key": key.to_hex(), "rpcId": "00000001"}),
+    );
+    assert_eq!(out[0].1["type"], 5);
+    d.handle_timeout(later + Duration::from_secs(10));
+    assert!(d.storage().is_empty());
+    // Oversized values are refused.
+    let big = "x".repeat(2000);
+    send(
+        &mut d,
+        later,
+        addr(1),
+        &json!({"type": 3, "from": hex_id(1), "key": key.to_hex(), "value": big}),
+    );
+    assert_eq!(d.stats().store_too_large, 1);
+}
+
+#[test]
+fn silent_table_nodes_are_evicted() {
+    let t0 = Instant::now();
+    let config = DhtConfig {
+        stale_after: Duration::from_secs(30),
+        ..DhtConfig::default()
+    };
+    let mut d = dht_with(1, t0, config);
+    befriend(&mut d, t0, 1);
+    befriend(&mut d, t0, 2);
+    let mut now = t0;
+    for _ in 0..400 {
+        now += Duration::from_millis(250);
+        d.handle_timeout(now);
+        for (dst, m) in drain(&mut d) {
+            // Node 2 answers, node 1 is gone.
+            if dst == addr(2) && m["type"] == 1 {
+                send(
+                    &mut d,
+                    now,
+                    dst,
+                    &json!({"type": 2, "from": hex_id(2), "rpcId": m["rpcId"]}),
+                );
+            }
+        }
+    }
+    assert!(!d.table().contains(&node_id(1)));
+    assert!(d.table().contains(&node_id(2)));
+    assert!(d.stats().nodes_evicted >= 1);
+}
+
+#[test]
+fn garbage_is_counted_and_never_panics() {
+    let t0 = Instant::now();
+    let mut d = dht(1, t0);
+    let mut rng = StdRng::seed_from_u64(7);
+    let mut malformed = 0;
+    for i in 0..5000 {
+        let len = rng.gen_range(1..300);
+        let mut bytes: Vec<u8> = (0..len).map(|_| rng.gen()).collect();
+        bytes[0] = b'{';
+        if i % 3 == 0 {
+            // Mostly valid JSON with hostile fields.
+            bytes = format!(
+                r#"{{"type": {}, "from": "{}", "key": {}, "nodes": [{{"id": 1}}], "rpcId": [{}]}}"#,
+                rng.gen_range(0..9),
+                hex_id(rng.gen()),
+                rng.gen::<u32>(),
+                rng.gen::<u8>()
+            )
+            .into_bytes();
+        }
+        if let Outcome::Malformed(_) = d.handle_datagram(t0, addr(1), &bytes) {
+            malformed += 1;
+        }
+        drain(&mut d);
+    }
+    assert!(malformed > 3000);
+    assert_eq!(d.stats().malformed + d.stats().too_large, malformed);
+    assert!(d.table().is_empty() && d.storage().is_empty());
+}
+
+/// A lossless network of DHT nodes at distinct addresses, stepped in virtual time.
+struct Net {
+    nodes: Vec<(SocketAddr, Dht)>,
+    now: Instant,
+}
+
+impl Net {
+    fn deliver(&mut self) {
+        for _ in 0..1000 {
+            let mut moving = Vec::new();
+            for (src, d) in &mut self.nodes {
+                let src = *src;
+                d.drain_transmits(|dst, b| moving.push((src, dst, b.to_vec())));
+            }
+            if moving.is_empty() {
+                return;
+            }
+            for (src, dst, bytes) in moving {
+                if let Some((_, d)) = self.nodes.iter_mut().find(|(a, _)| *a == dst) {
+                    d.handle_datagram(self.now, src, &bytes);
+                }
+            }
+        }
+        panic!("the network never went quiet");
+    }
+
+    fn run(&mut self, duration: Duration) {
+        let end = self.now + duration;
+        while self.now < end {
+            self.now += Duration::from_millis(250);
+            for (_, d) in &mut self.nodes {
+                d.handle_timeout(self.now);
+            }
+            self.deliver();
+        }
+    }
+}
+
+#[test]
+fn nodes_join_through_a_bootstrap_node_and_announce_to_each_other() {
+    let t0 = Instant::now();
+    let mut net = Net {
+        nodes: (1..=12).map(|n| (addr(n), dht(u64::from(n), t0))).collect(),
+        now: t0,
+    };
+    let seed = addr(1);
+    for (i, (_, d)) in net.nodes.iter_mut().enumerate().skip(1) {
+        d.announce(&format!("topic:abc:{i}"), format!("\"value {i}\""));
+        d.bootstrap(t0, &[seed]);
+    }
+    net.deliver();
+    net.run(Duration::from_secs(30));
+    for (a, d) in &net.nodes {
+        assert!(d.table().len() >= 5, "{a}: {} nodes", d.table().len());
+    }
+    // Every announced value sits at the K closest nodes: with 12 nodes, at all the others.
+    for i in 1..12 {
+        let key = NodeId::of_key(&format!("topic:abc:{i}"));
+        let holders = net
+            .nodes
+            .iter()
+            .filter(|(_, d)| d.value(&key, net.now) == Some(&format!("\"value {i}\"")))
+            .count();
+        assert_eq!(holders, 12, "topic {i}");
+    }
+}

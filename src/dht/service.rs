@@ -1,0 +1,438 @@
+//! How the node runs its DHT: one [`Dht`] for the whole node behind a mutex
+//! ([`SharedDht`]; DHT traffic is light next to Setowire's, so the shards share it rather
+//! than partition it), the per-shard [`Demux`] that takes DHT JSON and STUN off the shared
+//! UDP port, an optional separate DHT port served by a small thread, and the keys the node
+//! announces for its topics.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+
+use crate::config::NodeConfig;
+use crate::io::DatagramIo;
+use crate::lan::{self, LanDiscovery};
+use crate::proto::frame::{classify, DatagramClass};
+use crate::stun;
+use crate::swarm::cluster::ShardId;
+use crate::swarm::config::EngineConfig;
+use crate::swarm::engine::Engine;
+use crate::swarm::ratelimit::{IpLimiter, Rate};
+use crate::swarm::stats::DropReason;
+
+use super::id::{topic_hash, NodeId};
+use super::message::MAX_DATAGRAM;
+use super::rpc::{Dht, DhtConfig, Outcome};
+
+/// What the node's discovery services need from the configuration.
+#[derive(Debug, Clone, Default)]
+pub struct DiscoveryOptions {
+    pub dht: DhtConfig,
+    /// A second UDP address serving only the DHT.
+    pub dht_listen: Option<SocketAddr>,
+    /// Topics announced in the DHT and on the LAN.
+    pub topics: Vec<Vec<u8>>,
+    /// LAN multicast discovery.
+    pub lan: bool,
+}
+
+impl DiscoveryOptions {
+    pub fn from_config(config: &NodeConfig) -> Self {
+        Self {
+            dht: DhtConfig {
+                value_ttl: Duration::from_secs(config.dht_value_ttl_secs),
+                max_values_bytes: config.dht_max_values_bytes,
+                max_values_per_ip: config.dht_max_values_per_ip,
+                ..DhtConfig::default()
+            },
+            dht_listen: config.dht_listen,
+            topics: config.topics.clone(),
+            lan: config.lan,
+        }
+    }
+}
+
+/// The node's discovery services: its DHT (shared by the shards, also on `dht_listen` when
+/// set) and LAN discovery, with the threads they run on.
+pub struct Services {
+    dht: Arc<SharedDht>,
+    threads: Vec<JoinHandle<()>>,
+    /// Where LAN peers and DHT records should reach the node.
+    reachable: SocketAddr,
+}
+
+impl Services {
+    /// Creates the DHT with a random id, has it announce the topics and join the DHT
+    /// through `bootstrap`, and opens `dht_listen`. `local`: the bound UDP address.
+    pub fn start(
+        options: &DiscoveryOptions,
+        engine: &EngineConfig,
+        id40: &str,
+        local: SocketAddr,
+        bootstrap: &[SocketAddr],
+        stop: &Arc<AtomicBool>,
+        epoch: Instant,
+    ) -> anyhow::Result<Self> {
+        let mut rng = StdRng::from_entropy();
+        let id = NodeId::random(&mut rng);
+        let mut dht = Dht::new(options.dht.clone(), id, epoch, rng);
+        let reachable = if local.ip().is_unspecified() {
+            SocketAddr::new(lan::local_ip_guess(), local.port())
+        } else {
+            local
+        };
+        let public = engine.public_addr.unwrap_or(reachable);
+        for (key, value) in announcements(id40, &options.topics, public, reachable, engine.relay) {
+            dht.announce(&key, value);
+        }
+        dht.bootstrap(epoch, bootstrap);
+        let dht = SharedDht::new(dht, epoch);
+        let mut threads = Vec::new();
+        if let Some(addr) = options.dht_listen {
+            let (bound, thread) = spawn_listener(
+                addr,
+                Arc::clone(&dht),
+                engine.unauth_rate,
+                engine.rate_limit_ips,
+                Arc::clone(stop),
+            )
+            .with_context(|| format!("binding the DHT port {addr}"))?;
+            tracing::info!(%bound, "DHT port");
+            threads.push(thread);
+        }
+        tracing::info!(dht_id = %id, topics = options.topics.len(), "DHT node");
+        Ok(Self {
+            dht,
+            threads,
+            reachable,
+        })
+    }
+
+    pub fn dht(&self) -> &Arc<SharedDht> {
+        &self.dht
+    }
+
+    /// The demultiplexer of shard `shard`; shard 0 runs the DHT's timers.
+    pub fn demux(&self, shard: ShardId) -> Demux {
+        Demux::new(Arc::clone(&self.dht), shard == 0)
+    }
+
+    /// Starts LAN discovery when `options.lan` is set: announcers to dial go to `dial`;
+    /// `connected(id40)` tells announcers the node is already connected to. A LAN socket
+    /// that cannot be opened is logged, not fatal (py-setowire also carries on without).
+    pub fn start_lan(
+        &mut self,
+        options: &DiscoveryOptions,
+        id40: &str,
+        dial: Box<dyn Fn(SocketAddr) + Send>,
+        connected: Box<dyn Fn(&str) -> bool + Send>,
+        stop: &Arc<AtomicBool>,
+    ) {
+        if !options.lan {
+            return;
+        }
+        let discovery = LanDiscovery::new(id40.to_owned(), self.reachable, &options.topics);
+        match lan::spawn(discovery, dial, connected, Arc::clone(stop)) {
+            Ok(thread) => {
+                tracing::info!(announce = %self.reachable, "LAN discovery on 239.0.0.1:45678");
+                self.threads.push(thread);
+            }
+            Err(e) => tracing::warn!(error = %e, "LAN discovery unavailable"),
+        }
+    }
+
+    /// Waits (until `deadline`) for the service threads, which stop with the node's flag.
+    pub fn join(self, deadline: Instant) {
+        for thread in self.threads {
+            while !thread.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            if thread.is_finished() {
+                let _ = thread.join();
+            }
+        }
+    }
+}
+
+/// The node's one DHT, shared by the shards and the optional DHT port.
+pub struct SharedDht {
+    dht: Mutex<Dht>,
+    epoch: Instant,
+    /// Milliseconds after `epoch` when the DHT's timer is due; read without the lock.
+    due_ms: AtomicU64,
+}
+
+impl SharedDht {
+    pub fn new(dht: Dht, epoch: Instant) -> Arc<Self> {
+        Arc::new(Self {
+            dht: Mutex::new(dht),
+            epoch,
+            due_ms: AtomicU64::new(0),
+        })
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, Dht> {
+        self.dht.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs `f` on the DHT; whatever it queues goes out on the next [`tick`](Self::tick).
+    pub fn update<R>(&self, f: impl FnOnce(&mut Dht) -> R) -> R {
+        let result = f(&mut self.lock());
+        self.due_ms.store(0, Ordering::Relaxed);
+        result
+    }
+
+    fn millis(&self, t: Instant) -> u64 {
+        t.saturating_duration_since(self.epoch).as_millis() as u64
+    }
+
+    fn note_due(&self, dht: &Dht) {
+        self.due_ms
+            .store(self.millis(dht.poll_timeout()), Ordering::Relaxed);
+    }
+
+    /// Handles one DHT datagram; replies go to `sink`.
+    pub fn handle(
+        &self,
+        now: Instant,
+        src: SocketAddr,
+        datagram: &[u8],
+        sink: &mut impl FnMut(SocketAddr, &[u8]),
+    ) -> Outcome {
+        let mut dht = self.lock();
+        let outcome = dht.handle_datagram(now, src, datagram);
+        dht.drain_transmits(&mut *sink);
+        self.note_due(&dht);
+        outcome
+    }
+
+    /// Runs the DHT's timers if they are due (a cheap atomic read otherwise).
+    pub fn tick(&self, now: Instant, sink: &mut impl FnMut(SocketAddr, &[u8])) {
+        if self.millis(now) < self.due_ms.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut dht = self.lock();
+        dht.handle_timeout(now);
+        dht.drain_transmits(&mut *sink);
+        self.note_due(&dht);
+    }
+}
+
+/// A shard's share of the services on its port: DHT JSON goes to the shared DHT, STUN is
+/// answered on the spot, both charged to the source IP's unauthenticated-traffic budget;
+/// everything else is left to the engine. Replies leave through the shard's own socket.
+pub struct Demux {
+    dht: Arc<SharedDht>,
+    /// Whether this shard runs the DHT's timers (one shard does).
+    drives_timers: bool,
+    out: Vec<(SocketAddr, Vec<u8>)>,
+    stun_buf: [u8; stun::MAX_RESPONSE],
+}
+
+impl Demux {
+    pub fn new(dht: Arc<SharedDht>, drives_timers: bool) -> Self {
+        Self {
+            dht,
+            drives_timers,
+            out: Vec::new(),
+            stun_buf: [0; stun::MAX_RESPONSE],
+        }
+    }
+
+    /// Takes `datagram` if it is DHT JSON or STUN (true), or leaves it to the engine.
+    pub fn take(
+        &mut self,
+        engine: &mut Engine,
+        now: Instant,
+        src: SocketAddr,
+        data: &[u8],
+    ) -> bool {
+        match classify(data) {
+            DatagramClass::Setowire => false,
+            DatagramClass::DhtJson => {
+                if !engine.allow_unauthenticated(now, src) {
+                    engine.drop(DropReason::RateLimited);
+                    return true;
+                }
+                let out = &mut self.out;
+                let outcome = self.dht.handle(now, src, data, &mut |dst, bytes| {
+                    out.push((dst, bytes.to_vec()));
+                });
+                if let Outcome::Malformed(_) = outcome {
+                    engine.drop(DropReason::Dht);
+                }
+                true
+            }
+            DatagramClass::Stun => {
+                if !engine.allow_unauthenticated(now, src) {
+                    engine.drop(DropReason::RateLimited);
+                    return true;
+                }
+                match stun::answer(data, src, &mut self.stun_buf) {
+                    Ok(Some(n)) => {
+                        engine.stats.stun_responses += 1;
+                        self.out.push((src, self.stun_buf[..n].to_vec()));
+                    }
+                    Ok(None) => {}
+                    Err(_) => engine.drop(DropReason::Stun),
+                }
+                true
+            }
+        }
+    }
+
+    /// Runs the DHT's timers when this shard drives them and they are due.
+    pub fn tick(&mut self, now: Instant) {
+        if self.drives_timers {
+            let out = &mut self.out;
+            self.dht
+                .tick(now, &mut |dst, bytes| out.push((dst, bytes.to_vec())));
+        }
+    }
+
+    /// Hands what the services queued to the shard's socket.
+    pub fn flush(&mut self, io: &mut dyn DatagramIo) {
+        for (dst, bytes) in self.out.drain(..) {
+            io.queue_send(dst, &bytes);
+        }
+    }
+}
+
+/// Serves the DHT on its own UDP socket (config `dht_listen`) from a small thread until
+/// `stop` is set. Returns the bound address.
+pub fn spawn_listener(
+    addr: SocketAddr,
+    dht: Arc<SharedDht>,
+    rate: Rate,
+    max_ips: usize,
+    stop: Arc<AtomicBool>,
+) -> io::Result<(SocketAddr, JoinHandle<()>)> {
+    let socket = UdpSocket::bind(addr)?;
+    socket.set_read_timeout(Some(Duration::from_millis(100)))?;
+    let local = socket.local_addr()?;
+    let thread = std::thread::Builder::new()
+        .name("dht-listen".into())
+        .spawn(move || {
+            // One byte more than accepted, so that longer datagrams show as too large.
+            let mut buf = vec![0u8; MAX_DATAGRAM + 1];
+            let mut limiter = IpLimiter::new(rate, max_ips, Instant::now());
+            while !stop.load(Ordering::Relaxed) {
+                let (len, src) = match socket.recv_from(&mut buf) {
+                    Ok(got) => got,
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            io::ErrorKind::WouldBlock
+                                | io::ErrorKind::TimedOut
+                                | io::ErrorKind::Interrupted
+                        ) =>
+                    {
+                        continue
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "DHT socket receive failed");
+                        std::thread::sleep(Duration::from_millis(100));
+                        continue;
+                    }
+                };
+                let now = Instant::now();
+                let src = SocketAddr::new(src.ip().to_canonical(), src.port());
+                if !limiter.allow(src.ip(), now) {
+                    dht.lock().count_rate_limited();
+                    continue;
+                }
+                dht.handle(now, src, &buf[..len], &mut |dst, bytes| {
+                    let _ = socket.send_to(bytes, dst);
+                });
+            }
+        })?;
+    Ok((local, thread))
+}
+
+/// The DHT keys and values (JSON text) the node announces for `topics`, as py-setowire
+/// peers do: `topic:{th}:{id40}` → `{id, ip, port, lip, lport, nat}` and, for a relay,
+/// `relay:{th}:{id40}` → `{id, ip, port}`, each value a JSON string holding JSON.
+pub fn announcements(
+    id40: &str,
+    topics: &[Vec<u8>],
+    public: SocketAddr,
+    local: SocketAddr,
+    relay: bool,
+) -> Vec<(String, String)> {
+    let quoted = |ip: IpAddr| format!("\"{ip}\"");
+    let mut out = Vec::new();
+    for topic in topics {
+        let th = topic_hash(topic);
+        let me = format!(
+            "{{\"id\": \"{id40}\", \"ip\": {}, \"port\": {}, \"lip\": {}, \"lport\": {}, \
+             \"nat\": \"open\"}}",
+            quoted(public.ip()),
+            public.port(),
+            quoted(local.ip()),
+            local.port()
+        );
+        out.push((format!("topic:{th}:{id40}"), json_string(&me)));
+        if relay {
+            let me = format!(
+                "{{\"id\": \"{id40}\", \"ip\": {}, \"port\": {}}}",
+                quoted(public.ip()),
+                public.port()
+            );
+            out.push((format!("relay:{th}:{id40}"), json_string(&me)));
+        }
+    }
+    out
+}
+
+fn json_string(s: &str) -> String {
+    serde_json::Value::String(s.to_owned()).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn announcements_follow_py_setowire() {
+        let id = "ab".repeat(20);
+        let list = announcements(
+            &id,
+            &[vec![1, 2]],
+            "203.0.113.5:49737".parse().unwrap(),
+            "10.0.0.5:49737".parse().unwrap(),
+            true,
+        );
+        assert_eq!(list.len(), 2);
+        assert_eq!(list[0].0, format!("topic:f47de373dc27:{id}"));
+        assert_eq!(list[1].0, format!("relay:f47de373dc27:{id}"));
+        let inner: String = serde_json::from_str(&list[0].1).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&inner).unwrap();
+        assert_eq!(v["id"], id.as_str());
+        assert_eq!(
+            (v["ip"].as_str(), v["port"].as_u64()),
+            (Some("203.0.113.5"), Some(49737))
+        );
+        assert_eq!(
+            (v["lip"].as_str(), v["lport"].as_u64()),
+            (Some("10.0.0.5"), Some(49737))
+        );
+        let inner: String = serde_json::from_str(&list[1].1).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&inner).unwrap();
+        assert_eq!(v.as_object().unwrap().len(), 3);
+        let no_relay = announcements(
+            &id,
+            &[vec![1], vec![2]],
+            "[2001:db8::1]:1".parse().unwrap(),
+            "[2001:db8::1]:1".parse().unwrap(),
+            false,
+        );
+        assert_eq!(no_relay.len(), 2);
+        assert!(no_relay.iter().all(|(k, _)| k.starts_with("topic:")));
+    }
+}

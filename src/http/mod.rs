@@ -1,0 +1,329 @@
+//! The control plane's public HTTP listener: HTTP bootstrap (`POST /announce`, `GET /peers`)
+//! and a piping-server compatible rendezvous on every other path.
+//!
+//! It runs on a small tokio runtime of its own (two worker threads), off the shards' hot path:
+//! it reads only what the runtime hands it at start (the node's id and addresses) and keeps
+//! its own state behind short-lived locks. [`ControlPlane::start`] binds the listener (port 0
+//! picks a free port) and serves; [`ControlPlane::stop`] stops accepting, ends requests that
+//! are still waiting for a partner, gives running transfers until a deadline and then drops
+//! whatever is left.
+
+pub mod bootstrap;
+mod listener;
+pub mod piping;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use tokio::sync::oneshot;
+
+use crate::config::NodeConfig;
+use crate::swarm::ratelimit::{IpLimiter, Rate};
+
+pub use bootstrap::BootstrapConfig;
+pub use listener::ConnAddrs;
+pub use piping::PipingConfig;
+
+/// Worker threads of the control plane's runtime.
+const WORKER_THREADS: usize = 2;
+
+/// Everything the public HTTP listener needs, from the `http_*` and `piping_*` keys.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+    /// Open connections at most; more wait in the kernel's accept backlog.
+    pub max_connections: usize,
+    /// Requests per second from one IP (all paths), with a burst.
+    pub rate_per_ip: Rate,
+    /// Source IPs the limiter tracks at once.
+    pub rate_limit_ips: usize,
+    pub bootstrap: BootstrapConfig,
+    pub piping: PipingConfig,
+}
+
+impl HttpConfig {
+    /// The listener `config` asks for; `None` when `http_listen` is off.
+    pub fn from_node_config(config: &NodeConfig) -> Option<HttpConfig> {
+        let listen = config.http_listen?;
+        Some(HttpConfig {
+            listen,
+            max_connections: config.http_max_connections,
+            rate_per_ip: Rate {
+                per_second: config.http_rate_per_ip as f32,
+                burst: config.http_burst_per_ip as f32,
+            },
+            rate_limit_ips: config.rate_limit_ips,
+            bootstrap: BootstrapConfig {
+                ttl: Duration::from_secs(config.http_announce_ttl_secs),
+                max_entries: config.http_max_announces,
+                default_limit: config.http_peers_default_limit,
+                max_limit: config.http_peers_max_limit,
+                max_body: config.http_announce_max_bytes,
+                check_source: config.http_announce_check_source,
+            },
+            piping: PipingConfig {
+                rendezvous_prefix: config.piping_rendezvous_prefix.clone(),
+                max_paths: config.piping_max_paths,
+                max_waiting_per_path: config.piping_max_waiting_per_path,
+                max_body: config.piping_max_body_bytes,
+                idle_timeout: Duration::from_secs(config.piping_idle_timeout_secs),
+            },
+        })
+    }
+}
+
+/// What the bootstrap tells clients about the node itself.
+#[derive(Debug, Clone)]
+pub struct NodeSelf {
+    /// The full id, 40 hex digits.
+    pub id40: String,
+    /// The bound UDP address (may be a wildcard).
+    pub udp: SocketAddr,
+    /// The configured public address, if any.
+    pub public_addr: Option<SocketAddr>,
+    /// Whether the node answers RELAY_REQ.
+    pub relay: bool,
+}
+
+impl NodeSelf {
+    /// The UDP address a client that reached us on `conn_local` should dial: the public
+    /// address, else the bound one, else (bound to a wildcard) the IP the client connected to
+    /// with the UDP port. `None` when that IP cannot reach the UDP socket (an IPv6 connection
+    /// to a node whose UDP socket is IPv4 only).
+    pub fn dial_addr(&self, conn_local: SocketAddr) -> Option<SocketAddr> {
+        if let Some(public) = self.public_addr {
+            return Some(public);
+        }
+        if !self.udp.ip().is_unspecified() {
+            return Some(self.udp);
+        }
+        let ip = conn_local.ip().to_canonical();
+        match (self.udp.ip(), ip) {
+            (IpAddr::V4(_), IpAddr::V6(_)) => None,
+            _ => Some(SocketAddr::new(ip, self.udp.port())),
+        }
+    }
+}
+
+/// State shared by the handlers.
+pub(crate) struct AppState {
+    pub(crate) node: NodeSelf,
+    pub(crate) bootstrap: bootstrap::Registry,
+    pub(crate) piping: Arc<piping::Rendezvous>,
+    limiter: Mutex<IpLimiter>,
+}
+
+/// The running control plane.
+pub struct ControlPlane {
+    runtime: Option<tokio::runtime::Runtime>,
+    shutdown: Option<oneshot::Sender<()>>,
+    served: Option<tokio::task::JoinHandle<()>>,
+    piping: Arc<piping::Rendezvous>,
+    local_addr: SocketAddr,
+}
+
+impl ControlPlane {
+    /// Binds `config.listen` and starts serving on a runtime of its own.
+    pub fn start(config: HttpConfig, node: NodeSelf) -> anyhow::Result<ControlPlane> {
+        let std_listener = std::net::TcpListener::bind(config.listen)
+            .with_context(|| format!("binding HTTP {}", config.listen))?;
+        std_listener.set_nonblocking(true)?;
+        let local_addr = std_listener.local_addr()?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(WORKER_THREADS)
+            .thread_name("http")
+            .enable_io()
+            .enable_time()
+            .build()
+            .context("starting the HTTP runtime")?;
+        let listener = {
+            let _guard = runtime.enter();
+            tokio::net::TcpListener::from_std(std_listener)?
+        };
+        let piping = Arc::new(piping::Rendezvous::new(config.piping.clone()));
+        let state = Arc::new(AppState {
+            node,
+            bootstrap: bootstrap::Registry::new(config.bootstrap.clone()),
+            piping: Arc::clone(&piping),
+            limiter: Mutex::new(IpLimiter::new(
+                config.rate_per_ip,
+                config.rate_limit_ips,
+                Instant::now(),
+            )),
+        });
+        // A peer that leaves data unacknowledged this long is gone: never shorter than 30 s.
+        let user_timeout = config.piping.idle_timeout.max(Duration::from_secs(30));
+        let listener =
+            listener::CappedListener::new(listener, config.max_connections, user_timeout);
+        let app = router(state).into_make_service_with_connect_info::<ConnAddrs>();
+        let (shutdown, signal) = oneshot::channel::<()>();
+        let served = runtime.spawn(async move {
+            let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+                let _ = signal.await;
+            });
+            if let Err(e) = serve.await {
+                tracing::error!("http: {e}");
+            }
+        });
+        tracing::info!(http = %local_addr, "HTTP bootstrap and piping listening");
+        Ok(ControlPlane {
+            runtime: Some(runtime),
+            shutdown: Some(shutdown),
+            served: Some(served),
+            piping,
+            local_addr,
+        })
+    }
+
+    /// The bound address (with the port picked when `listen` had port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stops accepting connections, ends requests still waiting for a partner, lets running
+    /// transfers go on until `deadline`, then drops what is left. Returns by `deadline` plus
+    /// a few milliseconds.
+    pub fn stop(mut self, deadline: Instant) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        self.piping.close();
+        if let (Some(runtime), Some(served)) = (self.runtime.as_ref(), self.served.take()) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let _ = runtime.block_on(async { tokio::time::timeout(left, served).await });
+        }
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_timeout(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/announce", post(bootstrap::announce))
+        .route("/peers", get(bootstrap::peers))
+        .fallback(piping::handle)
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&state),
+            rate_limit,
+        ))
+        .with_state(state)
+}
+
+/// Answers 429 to a source IP over its request rate.
+async fn rate_limit(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(conn): ConnectInfo<ConnAddrs>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let allowed = state
+        .limiter
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .allow(conn.remote.ip(), Instant::now());
+    if allowed {
+        return next.run(request).await;
+    }
+    let path = request.uri().path();
+    let mut response = if path == "/announce" || path == "/peers" {
+        json_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many requests from this address",
+        )
+    } else {
+        text(
+            StatusCode::TOO_MANY_REQUESTS,
+            "[ERROR] Too many requests from this address; try again later.\n".to_owned(),
+        )
+    };
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response
+}
+
+/// `{"error": message}` with `status`.
+pub(crate) fn json_error(status: StatusCode, message: &str) -> Response {
+    let body = serde_json::json!({ "error": message }).to_string();
+    (
+        status,
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// A plain-text answer as piping-server writes them: text/plain, any origin.
+pub(crate) fn text(status: StatusCode, body: String) -> Response {
+    (
+        status,
+        [
+            (header::CONTENT_TYPE, "text/plain"),
+            (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(udp: &str, public: Option<&str>) -> NodeSelf {
+        NodeSelf {
+            id40: "ab".repeat(20),
+            udp: udp.parse().unwrap(),
+            public_addr: public.map(|p| p.parse().unwrap()),
+            relay: true,
+        }
+    }
+
+    #[test]
+    fn dial_addr_prefers_public_then_bound_then_connection() {
+        let conn: SocketAddr = "192.0.2.9:8737".parse().unwrap();
+        assert_eq!(
+            node("0.0.0.0:49737", Some("203.0.113.1:1000")).dial_addr(conn),
+            Some("203.0.113.1:1000".parse().unwrap())
+        );
+        assert_eq!(
+            node("127.0.0.1:5000", None).dial_addr(conn),
+            Some("127.0.0.1:5000".parse().unwrap())
+        );
+        assert_eq!(
+            node("0.0.0.0:49737", None).dial_addr(conn),
+            Some("192.0.2.9:49737".parse().unwrap())
+        );
+        let mapped: SocketAddr = "[::ffff:192.0.2.9]:8737".parse().unwrap();
+        assert_eq!(
+            node("0.0.0.0:49737", None).dial_addr(mapped),
+            Some("192.0.2.9:49737".parse().unwrap())
+        );
+        let v6: SocketAddr = "[2001:db8::1]:8737".parse().unwrap();
+        assert_eq!(node("0.0.0.0:49737", None).dial_addr(v6), None);
+        assert_eq!(
+            node("[::]:49737", None).dial_addr(v6),
+            Some("[2001:db8::1]:49737".parse().unwrap())
+        );
+    }
+}
