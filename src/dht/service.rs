@@ -322,6 +322,7 @@ pub fn spawn_listener(
             // One byte more than accepted, so that longer datagrams show as too large.
             let mut buf = vec![0u8; MAX_DATAGRAM + 1];
             let mut limiter = IpLimiter::new(rate, max_ips, Instant::now());
+            let mut replies: Vec<(SocketAddr, Vec<u8>)> = Vec::new();
             while !stop.load(Ordering::Relaxed) {
                 let (len, src) = match socket.recv_from(&mut buf) {
                     Ok(got) => got,
@@ -347,9 +348,13 @@ pub fn spawn_listener(
                     dht.lock().count_rate_limited();
                     continue;
                 }
+                // Sent once the DHT's lock is released.
                 dht.handle(now, src, &buf[..len], &mut |dst, bytes| {
-                    let _ = socket.send_to(bytes, dst);
+                    replies.push((dst, bytes.to_vec()));
                 });
+                for (dst, bytes) in replies.drain(..) {
+                    let _ = socket.send_to(&bytes, dst);
+                }
             }
         })?;
     Ok((local, thread))
