@@ -199,6 +199,16 @@ fn answers_have_the_shapes_of_simple_dht_answers() {
     reference.ping(&addr);
     client.put("shape-key", json!("shape-value"));
     let from = client.id.clone();
+    // The node adds a sender to its table only once it answered the node's own PING, which
+    // may take a moment on a loaded machine: wait (bounded) until it lists someone.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while client
+        .rpc(&addr, find_node(&from, &"0".repeat(40)))
+        .is_none_or(|(reply, _)| reply["nodes"].as_array().is_none_or(Vec::is_empty))
+    {
+        assert!(std::time::Instant::now() < deadline, "the node never listed a node");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
     let cases = [
         json!({"type": 1, "from": from}),
         find_node(&from, &"0".repeat(40)),
