@@ -206,7 +206,10 @@ fn answers_have_the_shapes_of_simple_dht_answers() {
         .rpc(&addr, find_node(&from, &"0".repeat(40)))
         .is_none_or(|(reply, _)| reply["nodes"].as_array().is_none_or(Vec::is_empty))
     {
-        assert!(std::time::Instant::now() < deadline, "the node never listed a node");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the node never listed a node"
+        );
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     let cases = [
