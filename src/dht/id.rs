@@ -28,14 +28,8 @@ impl NodeId {
 
     /// Parses exactly 40 hex digits (either case).
     pub fn from_hex(text: &str) -> Option<NodeId> {
-        let bytes = text.as_bytes();
-        if bytes.len() != ID_BYTES * 2 {
-            return None;
-        }
         let mut id = [0u8; ID_BYTES];
-        for (out, pair) in id.iter_mut().zip(bytes.chunks_exact(2)) {
-            *out = (hex_digit(pair[0])? << 4) | hex_digit(pair[1])?;
-        }
+        hex::decode_to_slice(text, &mut id).ok()?;
         Some(NodeId(id))
     }
 
@@ -96,15 +90,6 @@ impl Distance {
             zeros += 8;
         }
         zeros
-    }
-}
-
-fn hex_digit(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
     }
 }
 
