@@ -138,7 +138,7 @@ impl UringIo {
             socket,
             v6,
             waker,
-            recv_armed: true,
+            recv_armed: false,
             waker_armed: false,
             woken: false,
             backlog,
@@ -191,7 +191,7 @@ impl UringIo {
         bufs.register(&ring)
             .map_err(|e| refused("provided buffer ring (Linux 5.19)", e))?;
 
-        // Start the multishot receive now: a kernel without it (before 6.0) fails the entry
+        // Try the multishot receive now: a kernel without it (before 6.0) fails the entry
         // at once, which is our cue to fall back.
         // SAFETY: all zeroes is a valid msghdr; only the lengths are used.
         let mut recv_hdr: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
@@ -210,12 +210,48 @@ impl UringIo {
             let err = io::Error::from_raw_os_error(-failed.result());
             return Err(refused("multishot recvmsg (Linux 6.0)", err));
         }
+        let early = Self::cancel_probe(&mut ring, early).map_err(|e| refused("cancel", e))?;
         Ok(Setup {
             ring,
             bufs,
             recv_hdr,
             early,
         })
+    }
+
+    /// Cancels the multishot receive started to probe the kernel. The kernel does a
+    /// multishot receive's work in the thread that submitted it, and backends are opened on
+    /// the thread that starts the node; the shard arms its own receive on its first wait.
+    /// Returns the completions worth keeping (datagrams that arrived meanwhile).
+    fn cancel_probe(
+        ring: &mut IoUring,
+        mut early: Vec<cqueue::Entry>,
+    ) -> io::Result<Vec<cqueue::Entry>> {
+        let ended = |c: &cqueue::Entry| c.user_data() == UD_RECV && !cqueue::more(c.flags());
+        if early.iter().any(ended) {
+            early.retain(|c| !ended(c));
+            return Ok(early);
+        }
+        let cancel = opcode::AsyncCancel::new(UD_RECV).build().user_data(UD_CANCEL);
+        // SAFETY: a cancel entry refers to no memory of ours.
+        unsafe { ring.submission().push(&cancel) }
+            .map_err(|_| io::Error::from_raw_os_error(libc::EBUSY))?;
+        // The receive ends with a final completion; a few rounds are plenty, bounded anyway.
+        for _ in 0..8 {
+            ring.submit_and_wait(1)?;
+            let mut done = false;
+            for c in ring.completion() {
+                if ended(&c) {
+                    done = true;
+                } else if c.user_data() == UD_RECV {
+                    early.push(c);
+                }
+            }
+            if done {
+                return Ok(early);
+            }
+        }
+        Err(io::Error::from_raw_os_error(libc::ETIMEDOUT))
     }
 
     /// Pushes the multishot receive and the waker poll if they are not running.
