@@ -61,9 +61,10 @@ pub struct Engine {
     pub(crate) identity: Identity,
     pub(crate) id8: Id8,
     pub(crate) config: EngineConfig,
-    pub(crate) peers: HashMap<Id8, Peer>,
-    /// Source address (primary or alias) → peer.
-    pub(crate) by_addr: HashMap<SocketAddr, Id8>,
+    pub(crate) peers: HashMap<Id8, Peer, ahash::RandomState>,
+    /// Source address (primary or alias) → peer. Looked up for every datagram: a fast hash,
+    /// randomly keyed because the addresses are chosen by the senders.
+    pub(crate) by_addr: HashMap<SocketAddr, Id8, ahash::RandomState>,
     /// Number of peers with `in_mesh` set.
     pub(crate) mesh_size: usize,
     pub(crate) mesh_degree: usize,
@@ -135,8 +136,8 @@ impl Engine {
         Self {
             id8: identity.id8(),
             identity,
-            peers: HashMap::new(),
-            by_addr: HashMap::new(),
+            peers: HashMap::default(),
+            by_addr: HashMap::default(),
             mesh_size: 0,
             mesh_degree: config.mesh_degree,
             cluster,

@@ -52,7 +52,9 @@ impl TokenBucket {
 /// instead of growing the table.
 pub struct IpLimiter {
     rate: Rate,
-    buckets: HashMap<IpAddr, TokenBucket>,
+    /// Keyed with a random seed (sources are chosen by whoever sends to us) and fast: this
+    /// lookup happens for every datagram from an address without a session.
+    buckets: HashMap<IpAddr, TokenBucket, ahash::RandomState>,
     capacity: usize,
     overflow: TokenBucket,
 }
@@ -61,7 +63,7 @@ impl IpLimiter {
     pub fn new(rate: Rate, capacity: usize, now: Instant) -> Self {
         Self {
             rate,
-            buckets: HashMap::new(),
+            buckets: HashMap::default(),
             capacity: capacity.max(1),
             overflow: TokenBucket::full(rate, now),
         }
