@@ -232,7 +232,9 @@ impl UringIo {
             early.retain(|c| !ended(c));
             return Ok(early);
         }
-        let cancel = opcode::AsyncCancel::new(UD_RECV).build().user_data(UD_CANCEL);
+        let cancel = opcode::AsyncCancel::new(UD_RECV)
+            .build()
+            .user_data(UD_CANCEL);
         // SAFETY: a cancel entry refers to no memory of ours.
         unsafe { ring.submission().push(&cancel) }
             .map_err(|_| io::Error::from_raw_os_error(libc::EBUSY))?;
