@@ -78,8 +78,8 @@ pub struct NodeConfig {
     pub piping_max_waiting_per_path: usize,
     pub piping_max_body_bytes: u64,
     pub piping_idle_timeout_secs: u64,
-    /// Admin API and metrics address.
-    pub admin_listen: SocketAddr,
+    /// Admin API and metrics address; `None`: no admin listener.
+    pub admin_listen: Option<SocketAddr>,
     /// Bearer token of the admin API; `None` when the key is empty.
     pub admin_token: Option<String>,
     /// Separate UDP address that also serves the DHT; `None`: DHT on `udp_listen` only.
@@ -729,8 +729,9 @@ config_keys! {
     piping_idle_timeout_secs: Scalar, "piping-idle-timeout-secs", "SECS",
         "Piping wait for a partner, and longest pause in a transfer",
         parse = |r: &RawValue| int_in(r, 1, 86_400), emit = |n: &u64| int_value(*n);
-    admin_listen: Scalar, "admin-listen", "ADDR", "Admin API and metrics address",
-        parse = parse_addr, emit = |a: &SocketAddr| str_value(a.to_string());
+    admin_listen: Scalar, "admin-listen", "ADDR|off", "Admin API and metrics address",
+        parse = parse_listen,
+        emit = |a: &Option<SocketAddr>| str_value(a.map_or("off".to_owned(), |a| a.to_string()));
     admin_token: Scalar, "admin-token", "TOKEN", "Bearer token of the admin API (empty: none)",
         parse = parse_token, emit = |t: &Option<String>| str_value(t.clone().unwrap_or_default());
     dht_listen: Scalar, "dht-listen", "ADDR", "Separate UDP address for the DHT (empty: none)",
@@ -839,6 +840,18 @@ fn check_combination(config: &NodeConfig) -> Result<(), ConfigError> {
                 config.peer_timeout_secs, config.ping_interval_ms
             ),
         });
+    }
+    if let (Some(admin), None) = (config.admin_listen, &config.admin_token) {
+        if !admin.ip().to_canonical().is_loopback() {
+            return Err(ConfigError::Conflict {
+                key: "admin_listen",
+                other: "admin_token",
+                reason: format!(
+                    "the admin API on {admin} is reachable from other hosts: set admin_token \
+                     (or SETOWIRE_ADMIN_TOKEN), or listen on a loopback address"
+                ),
+            });
+        }
     }
     if config.http_peers_default_limit > config.http_peers_max_limit {
         return Err(ConfigError::Conflict {
@@ -1167,7 +1180,7 @@ mod tests {
             ),
             (20, 200, "/p2p-")
         );
-        assert_eq!(config.admin_listen, "127.0.0.1:9737".parse().unwrap());
+        assert_eq!(config.admin_listen, Some("127.0.0.1:9737".parse().unwrap()));
         assert_eq!(config.admin_token, None);
         assert_eq!(config.dht_listen, None);
         assert_eq!(config.public_addr, None);

@@ -4,6 +4,7 @@
 //! (the peer engine). Both are sans-IO: they own no socket, clock or thread, and are driven
 //! by the caller with datagrams, timestamps and commands.
 
+pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod control;
@@ -12,6 +13,7 @@ pub mod http;
 pub mod identity_file;
 pub mod io;
 pub mod lan;
+pub mod metrics;
 pub mod node;
 pub mod proto;
 pub mod stun;

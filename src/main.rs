@@ -3,6 +3,7 @@
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::process::ExitCode;
 
+use setowire_node::admin::AdminConfig;
 use setowire_node::cli::{self, CliAction};
 use setowire_node::config::{LogFormat, NodeConfig};
 use setowire_node::dht::service::DiscoveryOptions;
@@ -55,6 +56,7 @@ fn main() -> ExitCode {
         control_stdio,
         discovery: DiscoveryOptions::from_config(&config),
         http: HttpConfig::from_node_config(&config),
+        admin: AdminConfig::from_node_config(&config),
     };
     match runtime::run(options) {
         Ok(()) => ExitCode::SUCCESS,

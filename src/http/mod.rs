@@ -133,6 +133,15 @@ pub struct ControlPlane {
 impl ControlPlane {
     /// Binds `config.listen` and starts serving on a runtime of its own.
     pub fn start(config: HttpConfig, node: NodeSelf) -> anyhow::Result<ControlPlane> {
+        Self::start_with_metrics(config, node, Arc::default())
+    }
+
+    /// Like [`start`](Self::start), counting requests and piping into `metrics`.
+    pub fn start_with_metrics(
+        config: HttpConfig,
+        node: NodeSelf,
+        metrics: Arc<crate::metrics::HttpMetrics>,
+    ) -> anyhow::Result<ControlPlane> {
         let std_listener = std::net::TcpListener::bind(config.listen)
             .with_context(|| format!("binding HTTP {}", config.listen))?;
         std_listener.set_nonblocking(true)?;
@@ -163,7 +172,21 @@ impl ControlPlane {
         let user_timeout = config.piping.idle_timeout.max(Duration::from_secs(30));
         let listener =
             listener::CappedListener::new(listener, config.max_connections, user_timeout);
-        let app = router(state).into_make_service_with_connect_info::<ConnAddrs>();
+        let weak = Arc::downgrade(&state);
+        metrics.set_bootstrap_peers(Box::new(move || {
+            weak.upgrade().map_or(0, |state| {
+                state
+                    .bootstrap
+                    .list(usize::MAX, Instant::now(), |_| true)
+                    .len()
+            })
+        }));
+        let app = router(state)
+            .layer(middleware::from_fn_with_state(
+                metrics,
+                crate::metrics::count_http,
+            ))
+            .into_make_service_with_connect_info::<ConnAddrs>();
         let (shutdown, signal) = oneshot::channel::<()>();
         let served = runtime.spawn(async move {
             let serve = axum::serve(listener, app).with_graceful_shutdown(async move {

@@ -15,10 +15,12 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use serde_json::{json, Value};
 
+use crate::admin::{AdminConfig, AdminServer, NodeHandle, NodeInfo, ShardLink};
 use crate::control::{self, Command};
 use crate::dht::service::{DiscoveryOptions, Services};
 use crate::http::{ControlPlane, HttpConfig, NodeSelf};
 use crate::io::{bind_reuseport, open_backend, BackendChoice};
+use crate::metrics::{NodeMetrics, ShardHooks};
 use crate::node::cluster::{ClusterShared, Wake};
 use crate::node::shard::{Shard, ShardCommand, DRAIN};
 use crate::proto::identity::Identity;
@@ -50,6 +52,8 @@ pub struct NodeOptions {
     pub discovery: DiscoveryOptions,
     /// The public HTTP listener (bootstrap and piping); `None`: off.
     pub http: Option<HttpConfig>,
+    /// The admin listener (metrics, API, status page); `None`: off.
+    pub admin: Option<AdminConfig>,
 }
 
 struct ShardHandle {
@@ -118,6 +122,9 @@ pub fn run(mut options: NodeOptions) -> anyhow::Result<()> {
         &stop,
         start,
     )?;
+    let mut metrics = NodeMetrics::new(shard_count, backend, options.engine.max_peers, start);
+    metrics.dht = Some(Arc::clone(services.dht()));
+    let metrics = Arc::new(metrics);
     let mut shards = Vec::with_capacity(shard_count);
     for (id, ((io, _), wake)) in backends.into_iter().zip(wakes).enumerate() {
         let (commands, command_rx) = mpsc::sync_channel(COMMAND_QUEUE);
@@ -138,6 +145,7 @@ pub fn run(mut options: NodeOptions) -> anyhow::Result<()> {
             commands: command_rx,
             events: options.control_stdio.then(|| event_tx.clone()),
             stop: Arc::clone(&stop),
+            hooks: ShardHooks::new(&metrics, id),
         };
         let core = (options.pin_cores && cores.len() >= shard_count).then(|| cores[id]);
         let thread = std::thread::Builder::new()
@@ -184,7 +192,7 @@ pub fn run(mut options: NodeOptions) -> anyhow::Result<()> {
             public_addr: options.engine.public_addr,
             relay: options.engine.relay,
         };
-        ControlPlane::start(config, node)
+        ControlPlane::start_with_metrics(config, node, Arc::clone(&metrics.http))
     }) {
         Some(Err(e)) => {
             stop.store(true, Ordering::Relaxed);
@@ -192,26 +200,57 @@ pub fn run(mut options: NodeOptions) -> anyhow::Result<()> {
         }
         started => started.and_then(Result::ok),
     };
+    let node = Arc::new(NodeHandle::new(
+        shards
+            .iter()
+            .map(|s| ShardLink {
+                commands: s.commands.clone(),
+                wake: Arc::clone(&s.wake),
+            })
+            .collect(),
+        Arc::clone(&cluster),
+    ));
+    let http_addr = http.as_ref().map(ControlPlane::local_addr);
+    let admin = match options.admin.take().map(|config| {
+        let info = NodeInfo {
+            id40: options.identity.id_hex(),
+            udp: local,
+            http: http_addr,
+            public_addr: options.engine.public_addr,
+            relay: options.engine.relay,
+            flood: options.engine.flood,
+            store_forward: options.engine.store_forward,
+            store_max_value_bytes: options.engine.store_max_value,
+        };
+        let dht = Arc::clone(services.dht());
+        AdminServer::start(config, info, Arc::clone(&node), Arc::clone(&metrics), dht)
+    }) {
+        Some(Err(e)) => {
+            stop.store(true, Ordering::Relaxed);
+            return Err(e);
+        }
+        started => started.and_then(Result::ok),
+    };
+    let admin_addr = admin.as_ref().map(AdminServer::local_addr);
     tracing::info!(
         id = %options.identity.id_hex(),
         udp = %local,
         shards = shard_count,
         io_backend = %backend,
+        http = %http_addr.map_or("off".to_owned(), |a| a.to_string()),
+        admin = %admin_addr.map_or("off".to_owned(), |a| a.to_string()),
         "node started"
     );
-    let router = Router {
-        shards: &shards,
-        cluster: &cluster,
-    };
+    let router = Router { node: &node };
     for addr in options.dial {
         router.to_shard(0, ShardCommand::Dial(addr));
     }
     if options.control_stdio {
-        let http_addr = http.as_ref().map(ControlPlane::local_addr);
         control_loop(
             &router,
             local,
             http_addr,
+            admin_addr,
             &options.identity,
             event_rx,
             &stop,
@@ -235,6 +274,9 @@ pub fn run(mut options: NodeOptions) -> anyhow::Result<()> {
     if let Some(http) = http {
         http.stop(deadline);
     }
+    if let Some(admin) = admin {
+        admin.stop(deadline);
+    }
     for shard in shards {
         // Shards notice the stop flag within one wait; a stuck one must not hold the exit.
         while !shard.thread.is_finished() && Instant::now() < deadline {
@@ -250,22 +292,16 @@ pub fn run(mut options: NodeOptions) -> anyhow::Result<()> {
 
 /// Sends control commands to the shard that can carry them out.
 struct Router<'a> {
-    shards: &'a [ShardHandle],
-    cluster: &'a ClusterShared,
+    node: &'a NodeHandle,
 }
 
 impl Router<'_> {
     fn to_shard(&self, shard: ShardId, cmd: ShardCommand) {
-        let handle = &self.shards[shard];
-        if handle.commands.send(cmd).is_ok() {
-            (handle.wake)();
-        }
+        self.node.to_shard(shard, cmd);
     }
 
-    fn to_all(&self, mut cmd: impl FnMut() -> ShardCommand) {
-        for shard in 0..self.shards.len() {
-            self.to_shard(shard, cmd());
-        }
+    fn to_all(&self, cmd: impl FnMut() -> ShardCommand) {
+        self.node.to_all(cmd);
     }
 
     /// Carries out one command; what it answers is written through `emit`.
@@ -298,15 +334,7 @@ impl Router<'_> {
                 },
             ),
             Command::Peers => {
-                let (tx, rx) = mpsc::sync_channel(self.shards.len());
-                self.to_all(|| ShardCommand::Peers(tx.clone()));
-                let mut peers = Vec::new();
-                for _ in 0..self.shards.len() {
-                    match rx.recv_timeout(Duration::from_secs(2)) {
-                        Ok((shard, list)) => peers.extend(list.into_iter().map(|p| (shard, p))),
-                        Err(_) => return Err("a shard did not answer".to_owned()),
-                    }
-                }
+                let peers = self.node.peers(Duration::from_secs(2))?;
                 emit(control::render_peers(&peers));
             }
             Command::Disconnect { peer } => {
@@ -320,9 +348,8 @@ impl Router<'_> {
     }
 
     fn cluster_locate(&self, peer: &crate::proto::identity::Id8) -> Result<ShardId, String> {
-        self.cluster
+        self.node
             .locate(peer)
-            .map(|p| p.shard)
             .ok_or_else(|| "no such peer".to_owned())
     }
 }
@@ -332,6 +359,7 @@ fn control_loop(
     router: &Router<'_>,
     local: SocketAddr,
     http: Option<SocketAddr>,
+    admin: Option<SocketAddr>,
     identity: &Identity,
     events: Receiver<(ShardId, Event)>,
     stop: &AtomicBool,
@@ -347,6 +375,7 @@ fn control_loop(
         "id": identity.id_hex(),
         "port": local.port(),
         "http_port": http.map(|a| a.port()),
+        "admin_port": admin.map(|a| a.port()),
     }));
     while !stop.load(Ordering::Relaxed) {
         match lines.recv_timeout(Duration::from_millis(10)) {

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::dht::service::Demux;
 use crate::io::DatagramIo;
+use crate::metrics::{ShardHooks, PUBLISH_EVERY};
 use crate::node::cluster::ClusterShared;
 use crate::swarm::cluster::ShardId;
 use crate::swarm::engine::Engine;
@@ -39,6 +40,14 @@ pub enum ShardCommand {
     Disconnect(crate::proto::identity::Id8),
     /// Lists this shard's peers on the reply channel.
     Peers(SyncSender<(ShardId, Vec<PeerInfo>)>),
+    /// Broadcasts and answers how many peers it went to.
+    BroadcastCounted(Arc<[u8]>, SyncSender<usize>),
+    /// Fetches and answers with the value, or `None` when the fetch failed.
+    FetchWait {
+        key: String,
+        timeout: Duration,
+        reply: SyncSender<Option<Vec<u8>>>,
+    },
 }
 
 /// Where a shard's events go; bounded, full means dropped (the control plane is slow).
@@ -54,6 +63,8 @@ pub struct Shard {
     pub commands: Receiver<ShardCommand>,
     pub events: Option<EventSink>,
     pub stop: Arc<AtomicBool>,
+    /// Metrics and admin API waiters.
+    pub hooks: ShardHooks,
 }
 
 impl Shard {
@@ -80,22 +91,53 @@ impl Shard {
             self.demux.tick(now);
             self.transmit();
             self.forward_events();
+            self.publish(now);
         }
         self.engine.disconnect_all();
         self.transmit();
         self.forward_events();
+        self.publish(Instant::now());
+        self.hooks.metrics.mark_stopped();
+    }
+
+    /// Copies the counters to the shard's metrics, at most every [`PUBLISH_EVERY`].
+    fn publish(&mut self, now: Instant) {
+        if now < self.hooks.next_publish {
+            return;
+        }
+        self.hooks.next_publish = now + PUBLISH_EVERY;
+        let peers = self.engine.peer_count();
+        self.hooks.metrics.publish(
+            self.hooks.epoch,
+            now,
+            self.engine.stats(),
+            &self.io.stats(),
+            peers,
+        );
     }
 
     fn receive(&mut self, timeout: Duration) {
         let engine = &mut self.engine;
         let demux = &mut self.demux;
+        let handshake_seconds = &self.hooks.handshake_seconds;
         // One clock reading per batch: datagrams of a batch arrived together.
         let mut now = None;
         let result = self.io.recv_batch(timeout, &mut |src, data| {
             let now = *now.get_or_insert_with(Instant::now);
             let src = SocketAddr::new(src.ip().to_canonical(), src.port());
             // DHT JSON and STUN share the port.
-            if !demux.take(engine, now, src, data) {
+            if demux.take(engine, now, src, data) {
+                return;
+            }
+            // HELLO and HELLO_ACK: time the one that completes a handshake.
+            if matches!(data.first(), Some(0xA1 | 0xA2)) {
+                let before = engine.stats().handshakes;
+                let started = Instant::now();
+                engine.handle_datagram(now, src, data);
+                if engine.stats().handshakes > before {
+                    handshake_seconds.observe(started.elapsed().as_secs_f64());
+                }
+            } else {
                 engine.handle_datagram(now, src, data);
             }
         });
@@ -116,6 +158,13 @@ impl Shard {
 
     fn forward_events(&mut self) {
         while let Some(event) = self.engine.poll_event() {
+            if !self.hooks.fetch_waiters.is_empty() {
+                match &event {
+                    Event::Fetched { key, value } => self.hooks.fetch_done(key, Some(value)),
+                    Event::FetchFailed { key } => self.hooks.fetch_done(key, None),
+                    _ => {}
+                }
+            }
             let Some(sink) = &self.events else { continue };
             if let Err(TrySendError::Disconnected(_)) = sink.try_send((self.id, event)) {
                 self.events = None;
@@ -147,6 +196,17 @@ impl Shard {
             }
             ShardCommand::Peers(reply) => {
                 let _ = reply.send((self.id, engine.peers().collect()));
+            }
+            ShardCommand::BroadcastCounted(payload, reply) => {
+                let _ = reply.try_send(engine.broadcast(&payload));
+            }
+            ShardCommand::FetchWait {
+                key,
+                timeout,
+                reply,
+            } => {
+                self.hooks.fetch_waiters.push((key.clone(), reply));
+                engine.fetch_within(now, &key, timeout);
             }
         }
     }

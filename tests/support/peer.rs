@@ -214,8 +214,9 @@ pub fn spawn_node(net: &TestNet, args: &[&str]) -> ControlPeer {
 #[track_caller]
 pub fn spawn_node_on(net: &TestNet, udp_listen: &str, args: &[&str]) -> ControlPeer {
     let mut cmd = net.command(env!("CARGO_BIN_EXE_setowire-node"));
-    // HTTP on a free loopback port unless `args` say otherwise (later flags win).
+    // HTTP and admin on free loopback ports unless `args` say otherwise (later flags win).
     cmd.args(["--udp-listen", udp_listen, "--http-listen", "127.0.0.1:0"])
+        .args(["--admin-listen", "127.0.0.1:0"])
         .args(["--control", "stdio"])
         .args(args)
         .env("RUST_LOG", "debug");

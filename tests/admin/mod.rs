@@ -1,0 +1,60 @@
+//! Helpers shared by the admin listener tests: a node with its admin port, and curl.
+#![allow(dead_code)]
+
+use crate::http_client::{curl, Reply};
+use crate::support::is_event;
+use crate::support::net::TestNet;
+use crate::support::peer::{spawn_node, ControlPeer};
+
+/// A node with an admin listener on a free loopback port; returns it and `http://127.0.0.1:PORT`.
+#[track_caller]
+pub fn node_with_admin(net: &TestNet, args: &[&str]) -> (ControlPeer, String) {
+    let mut node = spawn_node(net, args);
+    let ready = node
+        .proc
+        .events_so_far()
+        .into_iter()
+        .find(|e| is_event(e, "ready"))
+        .expect("ready event");
+    let port = ready["admin_port"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no admin_port in {ready}"));
+    (node, format!("http://127.0.0.1:{port}"))
+}
+
+/// `curl` with an optional bearer token.
+pub fn get(net: &TestNet, url: &str, token: Option<&str>) -> Reply {
+    let auth = token.map(|t| format!("Authorization: Bearer {t}"));
+    let mut args: Vec<&str> = Vec::new();
+    if let Some(auth) = &auth {
+        args.extend(["-H", auth.as_str()]);
+    }
+    args.push(url);
+    curl(net, &args)
+}
+
+/// Any method, with an optional body and token.
+pub fn request(
+    net: &TestNet,
+    method: &str,
+    url: &str,
+    body: Option<&[u8]>,
+    token: Option<&str>,
+) -> Reply {
+    let auth = token.map(|t| format!("Authorization: Bearer {t}"));
+    let body = body.map(|b| String::from_utf8(b.to_vec()).expect("text body"));
+    let mut args: Vec<&str> = vec!["-X", method];
+    if let Some(auth) = &auth {
+        args.extend(["-H", auth.as_str()]);
+    }
+    if let Some(body) = &body {
+        args.extend([
+            "-H",
+            "Content-Type: application/octet-stream",
+            "--data-binary",
+            body.as_str(),
+        ]);
+    }
+    args.push(url);
+    curl(net, &args)
+}

@@ -1,0 +1,303 @@
+//! `GET /metrics` on the admin listener with real traffic: a py-setowire 0.1.0 peer
+//! connected and exchanging data, HTTP bootstrap and a piping transfer. Checks that every
+//! exported family is there with sensible values, and that the text is valid Prometheus
+//! exposition format (a strict line check).
+
+#[macro_use]
+mod support;
+mod admin;
+mod http_client;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use admin::{get, node_with_admin};
+use http_client::{curl, curl_spawn, curl_with_stdin, finish};
+use support::net::TestNet;
+use support::pattern_bytes;
+use support::peer::PyPeer;
+
+/// One sample: name, labels, value.
+type Sample = (String, BTreeMap<String, String>, f64);
+
+/// Parses the text format strictly: `# HELP name text`, `# TYPE name kind`, and samples
+/// `name{label="value",...} number` whose family was declared by a TYPE line before.
+fn parse(text: &str) -> (BTreeMap<String, String>, Vec<Sample>) {
+    let mut types = BTreeMap::new();
+    let mut samples = Vec::new();
+    let name_ok = |n: &str| {
+        !n.is_empty()
+            && n.chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
+            && n.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+    };
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (name, _) = rest.split_once(' ').unwrap_or((rest, ""));
+            assert!(name_ok(name), "bad HELP line {line:?}");
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').expect("TYPE name kind");
+            assert!(name_ok(name), "bad TYPE line {line:?}");
+            assert!(
+                ["counter", "gauge", "histogram", "summary", "untyped"].contains(&kind),
+                "bad TYPE line {line:?}"
+            );
+            assert!(
+                types.insert(name.to_owned(), kind.to_owned()).is_none(),
+                "TYPE twice: {line}"
+            );
+            continue;
+        }
+        assert!(
+            !line.starts_with('#') && !line.is_empty(),
+            "unexpected line {line:?}"
+        );
+        let (series, value) = line.rsplit_once(' ').expect("name value");
+        let value: f64 = match value {
+            "+Inf" => f64::INFINITY,
+            "-Inf" => f64::NEG_INFINITY,
+            v => v
+                .parse()
+                .unwrap_or_else(|_| panic!("bad value in {line:?}")),
+        };
+        let (name, labels) = match series.split_once('{') {
+            Some((name, rest)) => {
+                let body = rest
+                    .strip_suffix('}')
+                    .unwrap_or_else(|| panic!("bad labels {line:?}"));
+                let mut labels = BTreeMap::new();
+                for pair in body.split("\",").filter(|p| !p.is_empty()) {
+                    let (k, v) = pair
+                        .split_once("=\"")
+                        .unwrap_or_else(|| panic!("bad label {line:?}"));
+                    assert!(name_ok(k), "bad label name in {line:?}");
+                    labels.insert(k.to_owned(), v.trim_end_matches('"').to_owned());
+                }
+                (name, labels)
+            }
+            None => (series, BTreeMap::new()),
+        };
+        assert!(name_ok(name), "bad metric name in {line:?}");
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| {
+                name.strip_suffix(s)
+                    .filter(|f| types.get(*f).is_some_and(|t| t == "histogram"))
+            })
+            .unwrap_or(name);
+        assert!(
+            types.contains_key(family),
+            "sample before its TYPE: {line:?}"
+        );
+        samples.push((name.to_owned(), labels, value));
+    }
+    (types, samples)
+}
+
+fn sum(samples: &[Sample], name: &str, filter: &[(&str, &str)]) -> f64 {
+    samples
+        .iter()
+        .filter(|(n, labels, _)| {
+            n == name
+                && filter
+                    .iter()
+                    .all(|(k, v)| labels.get(*k).map(String::as_str) == Some(*v))
+        })
+        .map(|(_, _, v)| v)
+        .sum()
+}
+
+#[test]
+fn metrics_cover_the_node_with_real_traffic() {
+    let net = TestNet::new();
+    let (mut node, admin) = node_with_admin(&net, &["--shards", "2"]);
+    let ready = node
+        .proc
+        .events_so_far()
+        .into_iter()
+        .find(|e| support::is_event(e, "ready"))
+        .unwrap();
+    let http = format!("http://127.0.0.1:{}", ready["http_port"].as_u64().unwrap());
+    let mut py = PyPeer::spawn(&net, &[]).into_inner();
+    py.dial_peer(&node);
+    node.wait_connection(&py.id8);
+    py.wait_connection(&node.id8);
+    for i in 0..5 {
+        let payload = pattern_bytes(100 + i, 64);
+        py.broadcast(&payload);
+        node.wait_data_eq(&py.id8, &payload);
+    }
+    // HTTP bootstrap and one piping transfer.
+    assert_eq!(curl(&net, &[&format!("{http}/peers")]).status, 200);
+    let receiver = curl_spawn(&net, &[&format!("{http}/metrics-test-pipe")]);
+    std::thread::sleep(Duration::from_millis(200));
+    let body = pattern_bytes(9, 5000);
+    let sender = curl_with_stdin(
+        &net,
+        &["-T", "-", &format!("{http}/metrics-test-pipe")],
+        &body,
+    );
+    assert_eq!(sender.status, 200, "{sender:?}");
+    let received = finish(receiver, Duration::from_secs(30));
+    assert!(received.body.ends_with(&body), "{}", received.status);
+
+    // The shards publish every 100 ms: wait until the data shows.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (types, samples) = loop {
+        let reply = get(&net, &format!("{admin}/metrics"), None);
+        assert_eq!(reply.status, 200);
+        assert!(reply
+            .header("content-type")
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4"));
+        let (types, samples) = parse(&reply.text());
+        if sum(&samples, "setowire_data_delivered_total", &[]) >= 5.0
+            && sum(&samples, "setowire_peers", &[]) == 1.0
+        {
+            break (types, samples);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "data never showed:\n{}",
+            reply.text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+
+    let expected = [
+        ("setowire_peers", "gauge"),
+        ("setowire_handshakes_total", "counter"),
+        ("setowire_datagrams_received_total", "counter"),
+        ("setowire_datagrams_sent_total", "counter"),
+        ("setowire_bytes_received_total", "counter"),
+        ("setowire_bytes_sent_total", "counter"),
+        ("setowire_frames_received_total", "counter"),
+        ("setowire_drops_total", "counter"),
+        ("setowire_relay_forwards_total", "counter"),
+        ("setowire_data_delivered_total", "counter"),
+        ("setowire_dht_requests_total", "counter"),
+        ("setowire_dht_values", "gauge"),
+        ("setowire_dht_nodes", "gauge"),
+        ("setowire_stun_responses_total", "counter"),
+        ("setowire_http_bootstrap_peers", "gauge"),
+        ("setowire_http_requests_total", "counter"),
+        ("setowire_piping_transfers_total", "counter"),
+        ("setowire_piping_bytes_total", "counter"),
+        ("setowire_io_backend", "gauge"),
+        ("setowire_handshake_duration_seconds", "histogram"),
+        ("setowire_max_peers", "gauge"),
+        ("setowire_build_info", "gauge"),
+        ("setowire_start_time_seconds", "gauge"),
+        ("process_cpu_seconds_total", "counter"),
+        ("process_resident_memory_bytes", "gauge"),
+        ("process_open_fds", "gauge"),
+    ];
+    for (name, kind) in expected {
+        assert_eq!(types.get(name).map(String::as_str), Some(kind), "{name}");
+    }
+
+    // Per-shard families carry exactly shards 0 and 1.
+    let shards: BTreeSet<&str> = samples
+        .iter()
+        .filter(|(n, _, _)| n == "setowire_peers")
+        .map(|(_, l, _)| l["shard"].as_str())
+        .collect();
+    assert_eq!(shards, BTreeSet::from(["0", "1"]));
+    // Labels stay bounded: no peer ids or addresses anywhere.
+    let allowed = [
+        "shard",
+        "type",
+        "reason",
+        "backend",
+        "route",
+        "code_class",
+        "version",
+        "le",
+    ];
+    for (name, labels, _) in &samples {
+        for key in labels.keys() {
+            assert!(allowed.contains(&key.as_str()), "{name} has label {key}");
+        }
+    }
+    let text_all: String = samples.iter().map(|s| format!("{s:?}")).collect();
+    assert!(!text_all.contains(&py.id8) && !text_all.contains(&py.port.to_string()));
+
+    assert_eq!(sum(&samples, "setowire_peers", &[]), 1.0);
+    assert!(sum(&samples, "setowire_handshakes_total", &[]) >= 1.0);
+    assert!(sum(&samples, "setowire_datagrams_received_total", &[]) >= 6.0);
+    assert!(sum(&samples, "setowire_datagrams_sent_total", &[]) >= 1.0);
+    assert!(sum(&samples, "setowire_bytes_received_total", &[]) >= 5.0 * 64.0);
+    assert!(sum(&samples, "setowire_bytes_sent_total", &[]) > 0.0);
+    assert!(
+        sum(
+            &samples,
+            "setowire_frames_received_total",
+            &[("type", "hello")]
+        ) >= 1.0
+    );
+    assert!(
+        sum(
+            &samples,
+            "setowire_frames_received_total",
+            &[("type", "data")]
+        ) >= 5.0
+    );
+    assert!(sum(&samples, "setowire_data_delivered_total", &[]) >= 5.0);
+    assert_eq!(
+        samples
+            .iter()
+            .filter(|(n, _, _)| n == "setowire_drops_total")
+            .count(),
+        2 * 24,
+        "every reason on every shard"
+    );
+    assert!(sum(&samples, "setowire_handshake_duration_seconds_count", &[]) >= 1.0);
+    let hs_sum = sum(&samples, "setowire_handshake_duration_seconds_sum", &[]);
+    assert!(hs_sum > 0.0 && hs_sum < 1.0, "handshake seconds {hs_sum}");
+    assert_eq!(sum(&samples, "setowire_io_backend", &[]), 1.0);
+    let status = get(&net, &format!("{admin}/api/v1/status"), None).json();
+    let backend = status["io_backend"].as_str().unwrap();
+    assert_eq!(
+        sum(&samples, "setowire_io_backend", &[("backend", backend)]),
+        1.0
+    );
+    assert_eq!(sum(&samples, "setowire_max_peers", &[]), 100_000.0);
+    assert_eq!(
+        sum(
+            &samples,
+            "setowire_build_info",
+            &[("version", env!("CARGO_PKG_VERSION"))]
+        ),
+        1.0
+    );
+    let start = sum(&samples, "setowire_start_time_seconds", &[]);
+    assert!(start > 1.6e9, "start time {start}");
+    for kind in ["ping", "store", "find_node", "find_value", "other"] {
+        assert!(samples
+            .iter()
+            .any(|(n, l, _)| n == "setowire_dht_requests_total" && l["type"] == kind));
+    }
+    assert!(
+        sum(
+            &samples,
+            "setowire_http_requests_total",
+            &[("route", "peers"), ("code_class", "2xx")]
+        ) >= 1.0
+    );
+    assert!(
+        sum(
+            &samples,
+            "setowire_http_requests_total",
+            &[("route", "piping"), ("code_class", "2xx")]
+        ) >= 2.0
+    );
+    assert_eq!(sum(&samples, "setowire_piping_transfers_total", &[]), 1.0);
+    assert!(sum(&samples, "setowire_piping_bytes_total", &[]) >= 5000.0);
+    assert!(sum(&samples, "process_resident_memory_bytes", &[]) > 1e6);
+    assert!(sum(&samples, "process_open_fds", &[]) >= 3.0);
+    assert!(sum(&samples, "process_cpu_seconds_total", &[]) >= 0.0);
+}
