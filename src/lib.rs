@@ -15,6 +15,7 @@ pub mod io;
 pub mod lan;
 pub mod metrics;
 pub mod node;
+pub mod process_metrics;
 pub mod proto;
 pub mod stun;
 pub mod swarm;

@@ -304,9 +304,7 @@ impl NodeMetrics {
         let registry = Registry::new();
         registry.register(Box::new(NodeCollector::new(Arc::clone(self))?))?;
         registry.register(Box::new(self.handshake_seconds.clone()))?;
-        registry.register(Box::new(
-            prometheus::process_collector::ProcessCollector::for_self(),
-        ))?;
+        registry.register(Box::new(crate::process_metrics::ProcessCollector::new()?))?;
         Ok(registry)
     }
 }
