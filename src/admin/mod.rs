@@ -28,7 +28,8 @@ use axum::routing::{get, post, put};
 use axum::Router;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
-use tokio::sync::oneshot;
+
+use crate::http::server::{self, Served};
 
 use crate::config::NodeConfig;
 use crate::dht::service::SharedDht;
@@ -112,9 +113,7 @@ struct AdminState {
 
 /// The running admin listener.
 pub struct AdminServer {
-    runtime: Option<tokio::runtime::Runtime>,
-    shutdown: Option<oneshot::Sender<()>>,
-    served: Option<tokio::task::JoinHandle<()>>,
+    served: Served,
     local_addr: SocketAddr,
 }
 
@@ -127,22 +126,7 @@ impl AdminServer {
         metrics: Arc<NodeMetrics>,
         dht: Arc<SharedDht>,
     ) -> anyhow::Result<AdminServer> {
-        let std_listener = std::net::TcpListener::bind(config.listen)
-            .with_context(|| format!("binding the admin listener {}", config.listen))?;
-        std_listener.set_nonblocking(true)?;
-        let local_addr = std_listener.local_addr()?;
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .max_blocking_threads(8)
-            .thread_name("admin")
-            .enable_io()
-            .enable_time()
-            .build()
-            .context("starting the admin runtime")?;
-        let listener = {
-            let _guard = runtime.enter();
-            tokio::net::TcpListener::from_std(std_listener)?
-        };
+        let (runtime, listener, local_addr) = server::bind(config.listen, "admin", 1)?;
         let registry = metrics.registry().context("registering metrics")?;
         let state = Arc::new(AdminState {
             info,
@@ -155,12 +139,11 @@ impl AdminServer {
             dht,
         });
         let app = router(state);
-        let (shutdown, signal) = oneshot::channel::<()>();
-        let served = runtime.spawn(async move {
-            let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
-                let _ = signal.await;
-            });
-            if let Err(e) = serve.await {
+        let served = Served::spawn(runtime, |stop| async move {
+            if let Err(e) = axum::serve(listener, app)
+                .with_graceful_shutdown(stop)
+                .await
+            {
                 tracing::error!("admin: {e}");
             }
         });
@@ -169,12 +152,7 @@ impl AdminServer {
             token = config.token.is_some(),
             "admin API, metrics and status page listening"
         );
-        Ok(AdminServer {
-            runtime: Some(runtime),
-            shutdown: Some(shutdown),
-            served: Some(served),
-            local_addr,
-        })
+        Ok(AdminServer { served, local_addr })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -182,25 +160,8 @@ impl AdminServer {
     }
 
     /// Stops accepting, lets requests in flight finish until `deadline`, then drops them.
-    pub fn stop(mut self, deadline: Instant) {
-        if let Some(shutdown) = self.shutdown.take() {
-            let _ = shutdown.send(());
-        }
-        if let (Some(runtime), Some(served)) = (self.runtime.as_ref(), self.served.take()) {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let _ = runtime.block_on(async { tokio::time::timeout(left, served).await });
-        }
-        if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_timeout(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for AdminServer {
-    fn drop(&mut self) {
-        if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_background();
-        }
+    pub fn stop(self, deadline: Instant) {
+        self.served.stop(deadline);
     }
 }
 

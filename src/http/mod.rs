@@ -11,22 +11,22 @@
 pub mod bootstrap;
 mod listener;
 pub mod piping;
+pub mod server;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use tokio::sync::oneshot;
 
 use crate::config::NodeConfig;
 use crate::swarm::ratelimit::{IpLimiter, Rate};
+use server::Served;
 
 pub use bootstrap::BootstrapConfig;
 pub use listener::ConnAddrs;
@@ -123,9 +123,7 @@ pub(crate) struct AppState {
 
 /// The running control plane.
 pub struct ControlPlane {
-    runtime: Option<tokio::runtime::Runtime>,
-    shutdown: Option<oneshot::Sender<()>>,
-    served: Option<tokio::task::JoinHandle<()>>,
+    served: Served,
     piping: Arc<piping::Rendezvous>,
     local_addr: SocketAddr,
 }
@@ -142,21 +140,7 @@ impl ControlPlane {
         node: NodeSelf,
         metrics: Arc<crate::metrics::HttpMetrics>,
     ) -> anyhow::Result<ControlPlane> {
-        let std_listener = std::net::TcpListener::bind(config.listen)
-            .with_context(|| format!("binding HTTP {}", config.listen))?;
-        std_listener.set_nonblocking(true)?;
-        let local_addr = std_listener.local_addr()?;
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(WORKER_THREADS)
-            .thread_name("http")
-            .enable_io()
-            .enable_time()
-            .build()
-            .context("starting the HTTP runtime")?;
-        let listener = {
-            let _guard = runtime.enter();
-            tokio::net::TcpListener::from_std(std_listener)?
-        };
+        let (runtime, listener, local_addr) = server::bind(config.listen, "http", WORKER_THREADS)?;
         let piping = Arc::new(piping::Rendezvous::new(config.piping.clone()));
         let state = Arc::new(AppState {
             node,
@@ -187,20 +171,17 @@ impl ControlPlane {
                 crate::metrics::count_http,
             ))
             .into_make_service_with_connect_info::<ConnAddrs>();
-        let (shutdown, signal) = oneshot::channel::<()>();
-        let served = runtime.spawn(async move {
-            let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
-                let _ = signal.await;
-            });
-            if let Err(e) = serve.await {
+        let served = Served::spawn(runtime, |stop| async move {
+            if let Err(e) = axum::serve(listener, app)
+                .with_graceful_shutdown(stop)
+                .await
+            {
                 tracing::error!("http: {e}");
             }
         });
         tracing::info!(http = %local_addr, "HTTP bootstrap and piping listening");
         Ok(ControlPlane {
-            runtime: Some(runtime),
-            shutdown: Some(shutdown),
-            served: Some(served),
+            served,
             piping,
             local_addr,
         })
@@ -214,26 +195,9 @@ impl ControlPlane {
     /// Stops accepting connections, ends requests still waiting for a partner, lets running
     /// transfers go on until `deadline`, then drops what is left. Returns by `deadline` plus
     /// a few milliseconds.
-    pub fn stop(mut self, deadline: Instant) {
-        if let Some(shutdown) = self.shutdown.take() {
-            let _ = shutdown.send(());
-        }
+    pub fn stop(self, deadline: Instant) {
         self.piping.close();
-        if let (Some(runtime), Some(served)) = (self.runtime.as_ref(), self.served.take()) {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let _ = runtime.block_on(async { tokio::time::timeout(left, served).await });
-        }
-        if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_timeout(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for ControlPlane {
-    fn drop(&mut self) {
-        if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_background();
-        }
+        self.served.stop(deadline);
     }
 }
 
