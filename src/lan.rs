@@ -212,13 +212,7 @@ pub fn spawn(
                             dial(addr);
                         }
                     }
-                    Err(e)
-                        if matches!(
-                            e.kind(),
-                            io::ErrorKind::WouldBlock
-                                | io::ErrorKind::TimedOut
-                                | io::ErrorKind::Interrupted
-                        ) => {}
+                    Err(e) if crate::io::is_wait_over(&e) => {}
                     Err(e) => {
                         tracing::debug!(error = %e, "LAN receive failed");
                         std::thread::sleep(Duration::from_millis(100));

@@ -326,16 +326,7 @@ pub fn spawn_listener(
             while !stop.load(Ordering::Relaxed) {
                 let (len, src) = match socket.recv_from(&mut buf) {
                     Ok(got) => got,
-                    Err(e)
-                        if matches!(
-                            e.kind(),
-                            io::ErrorKind::WouldBlock
-                                | io::ErrorKind::TimedOut
-                                | io::ErrorKind::Interrupted
-                        ) =>
-                    {
-                        continue
-                    }
+                    Err(e) if crate::io::is_wait_over(&e) => continue,
                     Err(e) => {
                         tracing::warn!(error = %e, "DHT socket receive failed");
                         std::thread::sleep(Duration::from_millis(100));

@@ -130,6 +130,15 @@ pub trait DatagramIo {
     fn stats(&self) -> IoStats;
 }
 
+/// True for the errors a blocking receive with a timeout returns when nothing arrived in
+/// time (or a signal interrupted it): try again, nothing is wrong.
+pub fn is_wait_over(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+    )
+}
+
 /// Opens the backend for a shard's socket (as made by [`bind_reuseport`]).
 ///
 /// `Auto` tries io_uring and falls back to mmsg when io_uring is refused for any reason
