@@ -7,8 +7,6 @@ cd "$(dirname "$0")/.."
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
-# Slow tests (a peer timing out after a minute) are marked ignored for quick local runs;
-# the suite runs them too.
-cargo test --workspace --lib --bins --tests -- --include-ignored
+cargo test --workspace --lib --bins --tests
 # Each criterion benchmark once, as a smoke test (criterion refuses libtest's flags).
 cargo test --workspace --benches
