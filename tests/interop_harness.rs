@@ -28,6 +28,15 @@ fn assert_bytes_eq(got: &[u8], want: &[u8], what: &str) {
     }
 }
 
+/// A namespace with two py-setowire peers, `a` having dialled `b`, both connected.
+fn connected_pair() -> (TestNet, PyPeer, PyPeer) {
+    let net = TestNet::new();
+    let mut a = PyPeer::spawn(&net, &[]);
+    let mut b = PyPeer::spawn(&net, &[]);
+    connect(&mut a, &mut b);
+    (net, a, b)
+}
+
 #[test]
 fn two_peers_connect() {
     let net = TestNet::new();
@@ -86,10 +95,7 @@ fn seeded_identity_matches_the_spec() {
 
 #[test]
 fn small_broadcast_arrives_as_data() {
-    let net = TestNet::new();
-    let mut a = PyPeer::spawn(&net, &[]);
-    let mut b = PyPeer::spawn(&net, &[]);
-    connect(&mut a, &mut b);
+    let (_net, mut a, mut b) = connected_pair();
 
     a.broadcast(b"hello from a");
     assert_eq!(b.wait_data_from(&a.id8), b"hello from a");
@@ -116,10 +122,7 @@ fn small_broadcast_arrives_as_data() {
 
 #[test]
 fn identical_payloads_are_delivered_once() {
-    let net = TestNet::new();
-    let mut a = PyPeer::spawn(&net, &[]);
-    let mut b = PyPeer::spawn(&net, &[]);
-    connect(&mut a, &mut b);
+    let (_net, mut a, mut b) = connected_pair();
 
     // The receiver de-duplicates by payload content (Bloom filter, 5 min), not
     // by seq: the second copy is dropped. Delivery is in seq order, so once
@@ -134,10 +137,7 @@ fn identical_payloads_are_delivered_once() {
 
 #[test]
 fn fragmented_payloads_arrive_intact() {
-    let net = TestNet::new();
-    let mut a = PyPeer::spawn(&net, &[]);
-    let mut b = PyPeer::spawn(&net, &[]);
-    connect(&mut a, &mut b);
+    let (_net, mut a, mut b) = connected_pair();
 
     // 1200 is the largest unfragmented payload; above it the baseline sends
     // cleartext FRAG pieces of <= 1188 bytes (no seq, so no ordering with DATA).
@@ -158,10 +158,7 @@ fn fragmented_payloads_arrive_intact() {
 
 #[test]
 fn store_then_fetch() {
-    let net = TestNet::new();
-    let mut a = PyPeer::spawn(&net, &[]);
-    let mut b = PyPeer::spawn(&net, &[]);
-    connect(&mut a, &mut b);
+    let (_net, mut a, mut b) = connected_pair();
 
     let small = b"small value".to_vec();
     let big = pattern_bytes(9000, 9000); // 10 CHUNK pieces of <= 900 bytes
@@ -199,10 +196,7 @@ fn store_then_fetch() {
 
 #[test]
 fn quit_sends_a_goaway_the_baseline_ignores() {
-    let net = TestNet::new();
-    let mut a = PyPeer::spawn(&net, &[]);
-    let mut b = PyPeer::spawn(&net, &[]);
-    connect(&mut a, &mut b);
+    let (_net, mut a, mut b) = connected_pair();
 
     // destroy() sends a 1-byte GOAWAY, then lingers 2 s (DRAIN_TIMEOUT) before
     // closing its socket.
@@ -280,10 +274,7 @@ fn two_byte_goaway_drops_the_peer_at_once() {
 #[test]
 // Takes over a minute (the baseline's 60 s peer timeout); other tests run beside it.
 fn silent_peer_times_out_after_a_minute() {
-    let net = TestNet::new();
-    let mut a = PyPeer::spawn(&net, &[]);
-    let mut b = PyPeer::spawn(&net, &[]);
-    connect(&mut a, &mut b);
+    let (_net, mut a, mut b) = connected_pair();
     let t = Instant::now();
     assert!(b.quit().success());
     let ev = a.wait_event(Duration::from_secs(90), |e| is_event(e, "disconnect"));
@@ -294,10 +285,7 @@ fn silent_peer_times_out_after_a_minute() {
 
 #[test]
 fn send_window_opens_only_on_return_traffic() {
-    let net = TestNet::new();
-    let mut a = PyPeer::spawn(&net, &[]);
-    let mut b = PyPeer::spawn(&net, &[]);
-    connect(&mut a, &mut b);
+    let (_net, mut a, mut b) = connected_pair();
 
     // The congestion window starts at 16 DATA frames in flight; only DATA or a
     // PONG from the receiver acknowledges one (and grows the window by one).
