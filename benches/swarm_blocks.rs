@@ -1,6 +1,11 @@
 //! Per-message cost of the peer engine's building blocks: the content hash and duplicate
-//! filter every DATA payload passes, the send queue every frame passes, and reassembly of a
-//! fragmented payload.
+//! filter every DATA payload passes, the send queue every frame passes, and fragmentation and
+//! reassembly of a payload too long for one datagram.
+//!
+//! `pieces/fragment_9000B` sends a 9000-byte payload as `Engine::send` does: a random
+//! fragment id, `pieces()` of `FRAG_PIECE_LEN`, each FRAG frame encoded straight into the
+//! `OutQueue`, then the queue drained. BATCH encoding on its own is `encode/batch_of_8` in
+//! `benches/frames.rs`.
 //!
 //! Run: `cargo bench --bench swarm_blocks`.
 
@@ -9,6 +14,9 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use rand::rngs::StdRng;
+use rand::{RngCore, SeedableRng};
+use setowire_node::proto::frame::{Fragment, Frame};
 use setowire_node::swarm::dedupe::{content_hash, SeenFilter};
 use setowire_node::swarm::outqueue::OutQueue;
 use setowire_node::swarm::pieces::{pieces, PieceAssembler, PieceLimits, FRAG_PIECE_LEN};
@@ -100,5 +108,42 @@ fn reassembly(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, hashing, seen_filter, out_queue, reassembly);
+fn fragmentation(c: &mut Criterion) {
+    let payload: Vec<u8> = (0..9000).map(|i| i as u8).collect();
+    let dst = SocketAddr::from(([10, 0, 0, 1], 4000));
+    let mut rng = StdRng::seed_from_u64(7);
+    let mut queue = OutQueue::new(256 * 1024);
+    let mut group = c.benchmark_group("pieces");
+    group.throughput(Throughput::Bytes(payload.len() as u64));
+    // Eight FRAG datagrams of at most 1200 bytes: too large to share a BATCH.
+    group.bench_function("fragment_9000B", |b| {
+        b.iter(|| {
+            let mut frag_id = [0u8; 8];
+            rng.fill_bytes(&mut frag_id);
+            for (index, total, piece) in pieces(black_box(&payload), FRAG_PIECE_LEN) {
+                let frame = Frame::Frag(Fragment {
+                    frag_id,
+                    index,
+                    total,
+                    piece,
+                });
+                let queued = queue.push_with(dst, frame.encoded_len(), |buf| frame.encode(buf));
+                assert!(matches!(queued, Ok(true)));
+            }
+            let mut bytes = 0;
+            queue.drain(|_, d| bytes += d.len());
+            bytes
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    hashing,
+    seen_filter,
+    out_queue,
+    fragmentation,
+    reassembly
+);
 criterion_main!(benches);

@@ -112,6 +112,11 @@ pub struct NodeConfig {
     pub pex_interval_secs: u64,
     pub relay_announce_secs: u64,
     pub gossip_fanout: usize,
+    pub mesh_degree: usize,
+    /// Never above `mesh_degree`.
+    pub mesh_low: usize,
+    /// Never below `mesh_degree`.
+    pub mesh_high: usize,
     pub store_max_entries: usize,
     pub store_max_bytes: usize,
     /// Never above `store_max_bytes`.
@@ -779,6 +784,12 @@ config_keys! {
         parse = |r: &RawValue| int_in(r, 1, 86_400), emit = |n: &u64| int_value(*n);
     gossip_fanout: Scalar, "gossip-fanout", "N", "Peers a newcomer is introduced to (0: none)",
         parse = |r: &RawValue| int_in(r, 0, 1024), emit = |n: &usize| int_value(*n);
+    mesh_degree: Scalar, "mesh-degree", "N", "Peers per shard that application data is flooded to",
+        parse = |r: &RawValue| int_in(r, 1, 100_000), emit = |n: &usize| int_value(*n);
+    mesh_low: Scalar, "mesh-low", "N", "The mesh is topped up below this many peers",
+        parse = |r: &RawValue| int_in(r, 1, 100_000), emit = |n: &usize| int_value(*n);
+    mesh_high: Scalar, "mesh-high", "N", "The mesh may grow to this many peers",
+        parse = |r: &RawValue| int_in(r, 1, 100_000), emit = |n: &usize| int_value(*n);
     store_max_entries: Scalar, "store-max-entries", "N", "Most values in the store",
         parse = positive, emit = |n: &usize| int_value(*n);
     store_max_bytes: Scalar, "store-max-bytes", "BYTES", "Most bytes of values in the store",
@@ -830,6 +841,16 @@ fn check_combination(config: &NodeConfig) -> Result<(), ConfigError> {
                 ),
             });
         }
+    }
+    if !(config.mesh_low <= config.mesh_degree && config.mesh_degree <= config.mesh_high) {
+        return Err(ConfigError::Conflict {
+            key: "mesh_degree",
+            other: "mesh_low",
+            reason: format!(
+                "the mesh needs mesh_low ({}) <= mesh_degree ({}) <= mesh_high ({})",
+                config.mesh_low, config.mesh_degree, config.mesh_high
+            ),
+        });
     }
     if config.peer_timeout_secs.saturating_mul(1000) <= config.ping_interval_ms {
         return Err(ConfigError::Conflict {
@@ -1098,6 +1119,9 @@ impl NodeConfig {
             pex_interval: Duration::from_secs(self.pex_interval_secs),
             relay_announce_interval: Duration::from_secs(self.relay_announce_secs),
             gossip_fanout: self.gossip_fanout,
+            mesh_degree: self.mesh_degree,
+            mesh_low: self.mesh_low,
+            mesh_high: self.mesh_high,
             store_max_entries: self.store_max_entries,
             store_max_bytes: self.store_max_bytes,
             store_max_value: self.store_max_value_bytes,
@@ -1249,6 +1273,19 @@ mod tests {
         }
         let table: Vec<&str> = KEYS.iter().map(|k| k.name).collect();
         assert_eq!(keys, table);
+    }
+
+    #[test]
+    fn mesh_bounds_must_enclose_the_degree() {
+        let e = err_text(NodeConfig::from_toml("mesh_degree = 20"));
+        assert!(e.contains("mesh_high"), "{e}");
+        let config =
+            NodeConfig::from_toml("mesh_degree = 500\nmesh_low = 500\nmesh_high = 500").unwrap();
+        let engine = config.engine_config();
+        assert_eq!(
+            (engine.mesh_degree, engine.mesh_low, engine.mesh_high),
+            (500, 500, 500)
+        );
     }
 
     #[test]

@@ -1,0 +1,180 @@
+//! Cost of the table lookups on the node's hot paths:
+//!
+//! - `dht_closest/N`: `RoutingTable::closest(target, 20)` — every FIND_NODE and FIND_VALUE
+//!   answer and every step of an iterative lookup — on a table of N contacts, 20 in each of
+//!   the first N / 20 buckets. 3000 is near the most a table can hold (3131: the deepest
+//!   buckets have fewer than 20 possible ids). Its cost grows with the table size, which is
+//!   why both sizes are measured.
+//! - `peer_index_locate/{hit,miss}`: `PeerIndex::locate` (node-wide id → shard and address) with
+//!   100 000 peers, for an id present and one absent.
+//! - `by_addr/{hit,miss}`: the lookup every received datagram starts with in the engine, source
+//!   address → peer, in a `HashMap<SocketAddr, Id8, ahash::RandomState>` of 100 000 peers.
+//!
+//! Lookups walk the keys in a shuffled order rather than repeating one, so the table is read
+//! the way a stream of datagrams from many peers reads it (mostly outside L1 and L2).
+//!
+//! Run: `cargo bench --bench lookups`.
+
+use std::collections::HashMap;
+use std::hint::black_box;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, RngCore, SeedableRng};
+use setowire_node::dht::id::NodeId;
+use setowire_node::dht::message::Contact;
+use setowire_node::dht::routing::{Admission, RoutingTable, K};
+use setowire_node::proto::identity::Id8;
+use setowire_node::swarm::cluster::{PeerIndex, PeerLocation};
+
+/// Peers in the node-wide tables.
+const PEERS: usize = 100_000;
+/// Contacts in the routing tables measured.
+const TABLE_SIZES: [usize; 2] = [1000, 3000];
+/// Targets looked up in turn.
+const TARGETS: usize = 1024;
+
+/// A random id that falls in bucket `bucket` of `me`: the first `bucket` bits shared, the
+/// next one flipped, the rest random.
+fn id_in_bucket(me: &NodeId, bucket: usize, rng: &mut StdRng) -> NodeId {
+    let mut id = NodeId::random(rng);
+    for bit in 0..=bucket {
+        let (byte, mask) = (bit / 8, 0x80u8 >> (bit % 8));
+        let mine = me.0[byte] & mask;
+        let want = if bit == bucket { mine ^ mask } else { mine };
+        id.0[byte] = (id.0[byte] & !mask) | want;
+    }
+    id
+}
+
+fn random_addr(rng: &mut StdRng) -> SocketAddr {
+    SocketAddr::V4(SocketAddrV4::new(
+        Ipv4Addr::from(rng.gen::<u32>()),
+        rng.gen_range(1024..=u16::MAX),
+    ))
+}
+
+fn routing_table(size: usize, rng: &mut StdRng) -> RoutingTable {
+    let me = NodeId::random(rng);
+    let mut table = RoutingTable::new(me);
+    let now = Instant::now();
+    let stale_after = Duration::from_secs(900);
+    while table.len() < size {
+        let contact = Contact {
+            id: id_in_bucket(&me, table.len() / K, rng),
+            addr: random_addr(rng),
+        };
+        // The deep buckets have few ids to draw from: a repeat is simply drawn again.
+        let admission = table.admit(contact, now, stale_after);
+        assert!(matches!(
+            admission,
+            Admission::Added | Admission::AddressConflict
+        ));
+    }
+    assert_eq!(table.max_bucket_len(), K);
+    assert_eq!(table.len(), size);
+    table
+}
+
+fn dht_closest(c: &mut Criterion) {
+    let mut rng = StdRng::seed_from_u64(1);
+    let targets: Vec<NodeId> = (0..TARGETS).map(|_| NodeId::random(&mut rng)).collect();
+    let mut group = c.benchmark_group("dht_closest");
+    group.throughput(Throughput::Elements(1));
+    for size in TABLE_SIZES {
+        let table = routing_table(size, &mut rng);
+        let mut i = 0;
+        group.bench_function(format!("{size}"), |b| {
+            b.iter(|| {
+                i = (i + 1) % TARGETS;
+                table.closest(black_box(&targets[i]), K)
+            })
+        });
+    }
+    group.finish();
+}
+
+fn random_id8(rng: &mut StdRng) -> Id8 {
+    let mut id = [0u8; 8];
+    rng.fill_bytes(&mut id);
+    id
+}
+
+/// `count` distinct keys made by `make`, and as many others that are not among them.
+fn keys<T: Copy + Eq + std::hash::Hash>(
+    count: usize,
+    rng: &mut StdRng,
+    make: impl Fn(&mut StdRng) -> T,
+) -> (Vec<T>, Vec<T>) {
+    let mut seen = std::collections::HashSet::new();
+    let mut all = Vec::with_capacity(2 * count);
+    while all.len() < 2 * count {
+        let key = make(rng);
+        if seen.insert(key) {
+            all.push(key);
+        }
+    }
+    let absent = all.split_off(count);
+    (all, absent)
+}
+
+/// Benchmarks `lookup` of keys `present` (in shuffled order) and `absent`.
+fn bench_lookups<T, R>(
+    c: &mut Criterion,
+    group: &str,
+    rng: &mut StdRng,
+    mut present: Vec<T>,
+    absent: Vec<T>,
+    mut lookup: impl FnMut(&T) -> Option<R>,
+) {
+    present.shuffle(rng);
+    let mut group = c.benchmark_group(group);
+    group.throughput(Throughput::Elements(1));
+    for (name, queries, expect) in [("hit", &present, true), ("miss", &absent, false)] {
+        assert!(queries.iter().all(|q| lookup(q).is_some() == expect));
+        let mut i = 0;
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                i = if i + 1 == queries.len() { 0 } else { i + 1 };
+                lookup(black_box(&queries[i]))
+            })
+        });
+    }
+    group.finish();
+}
+
+fn peer_index(c: &mut Criterion) {
+    let mut rng = StdRng::seed_from_u64(2);
+    let (ids, absent) = keys(PEERS, &mut rng, random_id8);
+    let mut index = PeerIndex::new(17, 1024);
+    for (i, id8) in ids.iter().enumerate() {
+        index.insert(PeerLocation {
+            id8: *id8,
+            addr: random_addr(&mut rng),
+            shard: i % 8,
+        });
+    }
+    assert_eq!(index.len(), PEERS);
+    bench_lookups(c, "peer_index_locate", &mut rng, ids, absent, |id8| {
+        index.locate(id8)
+    });
+}
+
+fn by_addr(c: &mut Criterion) {
+    let mut rng = StdRng::seed_from_u64(3);
+    let (addrs, absent) = keys(PEERS, &mut rng, random_addr);
+    let mut table: HashMap<SocketAddr, Id8, ahash::RandomState> = HashMap::default();
+    for addr in &addrs {
+        table.insert(*addr, random_id8(&mut rng));
+    }
+    assert_eq!(table.len(), PEERS);
+    bench_lookups(c, "by_addr", &mut rng, addrs, absent, |addr| {
+        table.get(addr).copied()
+    });
+}
+
+criterion_group!(benches, dht_closest, peer_index, by_addr);
+criterion_main!(benches);
