@@ -223,6 +223,20 @@ impl Swarm {
         self.send_frame(slot, &Frame::Goaway);
     }
 
+    /// Every peer with a session says GOAWAY, as a peer that shuts down does, so the target
+    /// does not hold them (and their mesh places) until they time out.
+    pub fn leave(&mut self) {
+        for slot in 0..self.len() {
+            if self.connected[slot as usize] {
+                match &mut self.peers {
+                    Peers::Raw(_) => self.send_goaway(slot),
+                    Peers::Full(_) => self.engine(slot).disconnect_all(),
+                }
+            }
+        }
+        self.flush(Instant::now());
+    }
+
     /// Gives every peer a session with the target, a window of handshakes at a time; returns
     /// how many have one when all did or `deadline` passed.
     pub fn connect_all(&mut self, deadline: Instant, stop: &dyn Fn() -> bool) -> usize {
@@ -488,4 +502,5 @@ pub fn drive(
         swarm.turn(now, wait, work, rec);
     }
     work.expire(Instant::now() + ctx.opts.timeout, swarm, rec);
+    swarm.leave();
 }

@@ -57,10 +57,12 @@ pub const DIAL_MEMORY: Duration = Duration::from_secs(6);
 
 /// Node-wide peer index and recently-connected list; shared by a node's shards and used
 /// alone by a single engine.
+/// Looked up for relaying and introductions across shards: fast hashes, randomly keyed because
+/// ids and addresses are chosen by the peers.
 #[derive(Default)]
 pub struct PeerIndex {
-    by_id: HashMap<Id8, PeerLocation>,
-    by_addr: HashMap<SocketAddr, Id8>,
+    by_id: HashMap<Id8, PeerLocation, ahash::RandomState>,
+    by_addr: HashMap<SocketAddr, Id8, ahash::RandomState>,
     recent: VecDeque<Id8>,
     recent_cap: usize,
     dials: HashMap<SocketAddr, Instant>,

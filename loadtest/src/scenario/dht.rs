@@ -608,7 +608,9 @@ fn drive(ctx: &Ctx, net: &mut PeerNet, state: &mut State, rec: &mut Recorder) {
         net.flush();
         let wait = pacer.next_in(now).min(Duration::from_millis(10));
         if !wait.is_zero() {
-            net.wait(wait);
+            // poll(2) counts whole milliseconds: less would spin, taking the CPU from a
+            // target on the same machine. A millisecond's operations then go out together.
+            net.wait(wait.max(Duration::from_millis(1)));
         }
         // Answers first, then expiry: after a stall of this thread, answers waiting in the
         // socket are not counted lost.
