@@ -104,6 +104,11 @@ pub struct Options {
     #[arg(long)]
     pub payload: Option<usize>,
 
+    /// `dht`: every this many operations of a client, one is a STORE followed by a
+    /// FIND_VALUE of it; the others are FIND_NODE (0: FIND_NODE only).
+    #[arg(long, default_value_t = 4)]
+    pub dht_store_every: u64,
+
     /// `ping`: send bare PINGs with no handshake, so that any responder (a UDP echo that
     /// answers PING with PONG) can be measured the same way.
     #[arg(long)]

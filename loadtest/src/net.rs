@@ -381,12 +381,18 @@ fn poll(fds: &[i32], events: libc::c_short, timeout: Duration) -> bool {
             revents: 0,
         })
         .collect();
-    // SAFETY: `pollfds` is a live array of that many entries.
+    // ppoll, not poll: a wait of less than a millisecond must wait, not spin.
+    let timeout = libc::timespec {
+        tv_sec: timeout.as_secs().min(i32::MAX as u64) as _,
+        tv_nsec: timeout.subsec_nanos() as _,
+    };
+    // SAFETY: `pollfds` is a live array of that many entries; the timespec outlives the call.
     let rc = unsafe {
-        libc::poll(
+        libc::ppoll(
             pollfds.as_mut_ptr(),
             pollfds.len() as _,
-            timeout.as_millis().min(i32::MAX as u128) as _,
+            &timeout,
+            std::ptr::null(),
         )
     };
     rc > 0

@@ -99,6 +99,12 @@ fn draw(report: &Report, path: &Path) -> Result<(), Box<dyn std::error::Error>> 
         .border_style(BLACK.mix(0.3))
         .draw()?;
 
+    // Enough decimals to tell the labels apart, and no more.
+    let decimals = match latency_max {
+        m if m >= 20.0 => 0,
+        m if m >= 2.0 => 1,
+        _ => 2,
+    };
     let mut latency_chart = ChartBuilder::on(&panels[1])
         .margin(12)
         .x_label_area_size(36)
@@ -109,7 +115,7 @@ fn draw(report: &Report, path: &Path) -> Result<(), Box<dyn std::error::Error>> 
         .x_desc("seconds since the load started")
         .y_desc("latency (ms)")
         .x_label_formatter(&seconds_label)
-        .y_label_formatter(&|y| format!("{y:.1}"))
+        .y_label_formatter(&|y| format!("{y:.0$}", decimals))
         .light_line_style(WHITE.mix(0.0))
         .draw()?;
     let top = latency_chart.y_range().end;

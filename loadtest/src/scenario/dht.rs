@@ -11,8 +11,8 @@
 //!   FIND_VALUE, done when FOUND_VAL brings back exactly the value just stored, an error when
 //!   it brings another one or FOUND_NODE (the value is not there).
 //!
-//! `SETOWIRE_SIM_DHT_STORE_EVERY=N` makes every Nth operation of a client a STORE+FIND_VALUE
-//! (default 4; 0: FIND_NODE only).
+//! `--dht-store-every N` makes every Nth operation of a client a STORE+FIND_VALUE (default 4;
+//! 0: FIND_NODE only).
 //!
 //! Before the load, each client PINGs the target and answers the PING the node sends back to
 //! addresses it has not heard from: the node keeps STOREs from an unverified address (and
@@ -38,9 +38,6 @@ use crate::net::{batch_was_full, Inbox, PeerNet};
 use crate::report::Recorder;
 use crate::run::{Ctx, DRAIN, SETUP_LIMIT};
 
-/// Every this many operations of a client, one is a STORE followed by a FIND_VALUE.
-const DEFAULT_STORE_EVERY: u64 = 4;
-const STORE_EVERY_ENV: &str = "SETOWIRE_SIM_DHT_STORE_EVERY";
 /// Bytes of a stored value (the JSON string's contents) without `--payload`.
 const DEFAULT_VALUE_BYTES: usize = 32;
 /// Largest value: the node stores values of up to 1200 bytes of JSON text.
@@ -108,16 +105,6 @@ impl Mix {
             store_every,
             keys,
             value_bytes,
-        }
-    }
-
-    fn store_every_from_env() -> anyhow::Result<u64> {
-        match std::env::var(STORE_EVERY_ENV) {
-            Err(_) => Ok(DEFAULT_STORE_EVERY),
-            Ok(text) => text
-                .trim()
-                .parse()
-                .map_err(|_| anyhow::anyhow!("{STORE_EVERY_ENV} must be a whole number")),
         }
     }
 
@@ -452,7 +439,7 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<Recorder>> {
     let mix = Mix::new(
         opts.options.peers,
         opts.options.payload,
-        Mix::store_every_from_env()?,
+        opts.options.dht_store_every,
     );
     let threads = opts.options.threads.min(opts.options.peers);
     let barrier = Barrier::new(threads);
@@ -608,9 +595,7 @@ fn drive(ctx: &Ctx, net: &mut PeerNet, state: &mut State, rec: &mut Recorder) {
         net.flush();
         let wait = pacer.next_in(now).min(Duration::from_millis(10));
         if !wait.is_zero() {
-            // poll(2) counts whole milliseconds: less would spin, taking the CPU from a
-            // target on the same machine. A millisecond's operations then go out together.
-            net.wait(wait.max(Duration::from_millis(1)));
+            net.wait(wait);
         }
         // Answers first, then expiry: after a stall of this thread, answers waiting in the
         // socket are not counted lost.
