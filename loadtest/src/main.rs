@@ -1,6 +1,7 @@
 //! `setowire-sim`: a swarm of virtual Setowire peers for load-testing a node.
 
 mod cli;
+mod deadlines;
 mod net;
 mod plot;
 mod progress;

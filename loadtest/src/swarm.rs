@@ -207,6 +207,13 @@ impl Swarm {
         }
     }
 
+    /// Gives raw peer `slot` a new X25519 identity: to the target, a peer never seen before.
+    pub fn renew_identity(&mut self, slot: u32) {
+        if let Peers::Raw(ids) = &mut self.peers {
+            ids[slot as usize] = Identity::generate();
+        }
+    }
+
     /// Sends peer `slot`'s HELLO to the target (raw swarms).
     pub fn send_hello(&mut self, slot: u32) {
         let id = self.identity(slot);

@@ -1,8 +1,9 @@
-//! `handshake`: new sessions per second. Each operation is a HELLO from a peer without a
-//! session and ends when the target's HELLO_ACK comes back; a GOAWAY then ends the session
-//! so the peer's next HELLO costs the target a whole new handshake (its X25519 included).
-//! The peers' keys are made once: the target's work per handshake is the same, and the
-//! generator's own Diffie-Hellman is kept out of the measurement.
+//! `handshake`: new peers per second. Each operation is a HELLO from a peer the target has
+//! never seen (a fresh X25519 key pair) and ends when the target's HELLO_ACK comes back; a
+//! GOAWAY then ends the session. The target pays for everything a newcomer costs it: the
+//! Diffie-Hellman, the session, and introducing the newcomer to its other peers. The
+//! generator only makes the key pair (a fixed-base multiplication, a fraction of a
+//! Diffie-Hellman) and never derives the session itself.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -10,6 +11,7 @@ use std::time::{Duration, Instant};
 use setowire_node::proto::frame::Frame;
 
 use super::{run_swarm, Setup, Worker};
+use crate::deadlines::Deadlines;
 use crate::report::Recorder;
 use crate::run::Ctx;
 use crate::swarm::{Swarm, Workload};
@@ -22,7 +24,7 @@ struct Handshakes {
     free: VecDeque<u32>,
     /// When each peer's HELLO went out, while it waits for the answer.
     started: Vec<Option<Instant>>,
-    order: VecDeque<(Instant, u32)>,
+    order: Deadlines<u32>,
     outstanding: usize,
     timeout: Duration,
 }
@@ -33,7 +35,7 @@ impl Handshakes {
         Self {
             free: (0..n).collect(),
             started: vec![None; n as usize],
-            order: VecDeque::new(),
+            order: Deadlines::default(),
             outstanding: 0,
             timeout: ctx.opts.timeout,
         }
@@ -46,9 +48,10 @@ impl Workload for Handshakes {
             rec.note("no_free_peer", 1);
             return false;
         };
+        swarm.renew_identity(slot);
         swarm.send_hello(slot);
         self.started[slot as usize] = Some(now);
-        self.order.push_back((now, slot));
+        self.order.push(now, slot);
         self.outstanding += 1;
         rec.sent(now, 1);
         true
@@ -78,23 +81,18 @@ impl Workload for Handshakes {
     }
 
     fn expire(&mut self, now: Instant, swarm: &mut Swarm, rec: &mut Recorder) {
-        let Some(cutoff) = now.checked_sub(self.timeout) else {
-            return;
-        };
-        while let Some(&(at, slot)) = self.order.front() {
-            if at >= cutoff {
-                break;
-            }
-            self.order.pop_front();
-            if self.started[slot as usize] == Some(at) {
-                self.started[slot as usize] = None;
-                self.outstanding -= 1;
+        let (started, outstanding, free) =
+            (&mut self.started, &mut self.outstanding, &mut self.free);
+        self.order.expire(now, self.timeout, |at, slot| {
+            if started[slot as usize] == Some(at) {
+                started[slot as usize] = None;
+                *outstanding -= 1;
                 rec.lost(at, 1);
                 // Its HELLO may yet be answered: make sure the next one is a new handshake.
                 swarm.send_goaway(slot);
-                self.free.push_back(slot);
+                free.push_back(slot);
             }
-        }
+        });
     }
 
     fn outstanding(&self) -> usize {

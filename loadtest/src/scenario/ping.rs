@@ -1,11 +1,12 @@
 //! `ping`: PING→PONG round trips, over sessions or (`--raw`) from strangers.
 
 use std::collections::VecDeque;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use setowire_node::proto::frame::Frame;
 
 use super::{run_swarm, Setup, Worker};
+use crate::deadlines::Deadlines;
 use crate::report::Recorder;
 use crate::run::Ctx;
 use crate::swarm::{Swarm, Workload};
@@ -24,7 +25,7 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<Recorder>> {
 pub struct InOrder {
     per_peer: Vec<VecDeque<Instant>>,
     /// Every request in the order sent, for expiry; entries already answered are skipped.
-    sent: VecDeque<(Instant, u32)>,
+    sent: Deadlines<u32>,
     outstanding: usize,
 }
 
@@ -32,14 +33,14 @@ impl InOrder {
     pub fn new(peers: u32) -> Self {
         Self {
             per_peer: vec![VecDeque::new(); peers as usize],
-            sent: VecDeque::new(),
+            sent: Deadlines::default(),
             outstanding: 0,
         }
     }
 
     pub fn push(&mut self, now: Instant, slot: u32) {
         self.per_peer[slot as usize].push_back(now);
-        self.sent.push_back((now, slot));
+        self.sent.push(now, slot);
         self.outstanding += 1;
     }
 
@@ -50,20 +51,18 @@ impl InOrder {
         Some(at)
     }
 
-    /// Requests sent before `cutoff` and still unanswered: given up, each with its send time.
-    pub fn expire(&mut self, cutoff: Instant, mut lost: impl FnMut(Instant, u32)) {
-        while let Some(&(at, slot)) = self.sent.front() {
-            if at >= cutoff {
-                break;
-            }
-            self.sent.pop_front();
-            let queue = &mut self.per_peer[slot as usize];
+    /// Requests older than `timeout` and still unanswered: given up, each with its send time
+    /// and peer.
+    pub fn expire(&mut self, now: Instant, timeout: Duration, mut lost: impl FnMut(Instant, u32)) {
+        let (per_peer, outstanding) = (&mut self.per_peer, &mut self.outstanding);
+        self.sent.expire(now, timeout, |at, slot| {
+            let queue = &mut per_peer[slot as usize];
             if queue.front() == Some(&at) {
                 queue.pop_front();
-                self.outstanding -= 1;
+                *outstanding -= 1;
                 lost(at, slot);
             }
-        }
+        });
     }
 
     pub fn outstanding(&self) -> usize {
@@ -80,7 +79,7 @@ pub struct Pings {
     /// Closed loop: a peer for each PING that may go out now (each peer `--in-flight` times
     /// at first, again whenever one of its PINGs is answered or lost).
     ready: Option<VecDeque<u32>>,
-    timeout: std::time::Duration,
+    timeout: Duration,
     started: Instant,
 }
 
@@ -161,15 +160,13 @@ impl Workload for Pings {
     }
 
     fn expire(&mut self, now: Instant, _swarm: &mut Swarm, rec: &mut Recorder) {
-        if let Some(cutoff) = now.checked_sub(self.timeout) {
-            let mut freed = Vec::new();
-            self.pending.expire(cutoff, |at, slot| {
-                rec.lost(at, 1);
-                freed.push(slot);
-            });
-            for slot in freed {
-                self.free(slot);
-            }
+        let mut freed = Vec::new();
+        self.pending.expire(now, self.timeout, |at, slot| {
+            rec.lost(at, 1);
+            freed.push(slot);
+        });
+        for slot in freed {
+            self.free(slot);
         }
     }
 
@@ -194,7 +191,7 @@ mod tests {
         assert_eq!(q.outstanding(), 3);
         assert_eq!(q.answer(0), Some(t0));
         let mut lost = Vec::new();
-        q.expire(t0 + ms(2), |at, slot| lost.push((at, slot)));
+        q.expire(t0 + ms(12), ms(10), |at, slot| lost.push((at, slot)));
         assert_eq!(lost, vec![(t0 + ms(1), 1)]);
         assert_eq!(q.outstanding(), 1);
         assert_eq!(q.answer(1), None);

@@ -2,12 +2,12 @@
 //! a RELAY_REQ from one peer naming its partner, and ends when both have their RELAY_FWD
 //! naming the other, as a full-cone relay sends them.
 
-use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use setowire_node::proto::frame::{Endpoint, Frame};
 
 use super::{run_swarm, Setup, Worker};
+use crate::deadlines::Deadlines;
 use crate::report::Recorder;
 use crate::run::Ctx;
 use crate::swarm::{Swarm, Workload};
@@ -23,7 +23,7 @@ pub struct Introductions {
     /// Per pair: when its request went out, and which of the two got their RELAY_FWD (bit 0
     /// the even peer, bit 1 the odd one).
     pending: Vec<Option<(Instant, u8)>>,
-    order: VecDeque<(Instant, u32)>,
+    order: Deadlines<u32>,
     outstanding: usize,
     timeout: Duration,
 }
@@ -38,7 +38,7 @@ impl Introductions {
             pairs,
             next: 0,
             pending: vec![None; (n / 2) as usize],
-            order: VecDeque::new(),
+            order: Deadlines::default(),
             outstanding: 0,
             timeout: ctx.opts.timeout,
         }
@@ -68,7 +68,7 @@ impl Workload for Introductions {
             };
             swarm.send_frame(asker, &request);
             self.pending[pair as usize] = Some((now, 0));
-            self.order.push_back((now, pair));
+            self.order.push(now, pair);
             self.outstanding += 1;
             rec.sent(now, 1);
             return true;
@@ -107,20 +107,14 @@ impl Workload for Introductions {
     }
 
     fn expire(&mut self, now: Instant, _swarm: &mut Swarm, rec: &mut Recorder) {
-        let Some(cutoff) = now.checked_sub(self.timeout) else {
-            return;
-        };
-        while let Some(&(at, pair)) = self.order.front() {
-            if at >= cutoff {
-                break;
-            }
-            self.order.pop_front();
-            if matches!(self.pending[pair as usize], Some((t, _)) if t == at) {
-                self.pending[pair as usize] = None;
-                self.outstanding -= 1;
+        let (pending, outstanding) = (&mut self.pending, &mut self.outstanding);
+        self.order.expire(now, self.timeout, |at, pair| {
+            if matches!(pending[pair as usize], Some((t, _)) if t == at) {
+                pending[pair as usize] = None;
+                *outstanding -= 1;
                 rec.lost(at, 1);
             }
-        }
+        });
     }
 
     fn outstanding(&self) -> usize {

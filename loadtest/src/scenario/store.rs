@@ -3,7 +3,7 @@
 //! store-and-forward does), then has a reader fetch it (WANT to the target, CHUNK back) and
 //! checks the bytes. Values above one CHUNK piece travel as several pieces both ways.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -13,6 +13,7 @@ use setowire_node::swarm::event::Event;
 use setowire_node::swarm::pieces::CHUNK_PIECE_LEN;
 
 use super::{run_swarm, Setup, Worker};
+use crate::deadlines::Deadlines;
 use crate::report::Recorder;
 use crate::run::Ctx;
 use crate::swarm::{Swarm, Workload};
@@ -63,7 +64,7 @@ pub struct Stores {
     /// CHUNK frames a value travels in.
     pieces: u16,
     ops: HashMap<String, Op>,
-    order: VecDeque<(Instant, String)>,
+    order: Deadlines<String>,
     /// Keys the target asked a writer for: their readers fetch on the next tick, after the
     /// writer's CHUNKs went out.
     to_fetch: Vec<String>,
@@ -82,7 +83,7 @@ impl Stores {
             next: 0,
             value_len,
             ops: HashMap::new(),
-            order: VecDeque::new(),
+            order: Deadlines::default(),
             to_fetch: Vec::new(),
             last_retry_scan: Instant::now(),
             timeout: ctx.opts.timeout,
@@ -108,7 +109,7 @@ impl Workload for Stores {
             rec.note("store_refused", 1);
             return true;
         }
-        self.order.push_back((now, key.clone()));
+        self.order.push(now, key.clone());
         self.ops.insert(
             key,
             Op {
@@ -194,18 +195,12 @@ impl Workload for Stores {
     }
 
     fn expire(&mut self, now: Instant, _: &mut Swarm, rec: &mut Recorder) {
-        let Some(cutoff) = now.checked_sub(self.timeout) else {
-            return;
-        };
-        while let Some((at, _)) = self.order.front() {
-            if *at >= cutoff {
-                break;
-            }
-            let (at, key) = self.order.pop_front().expect("peeked");
-            if self.ops.remove(&key).is_some() {
+        let ops = &mut self.ops;
+        self.order.expire(now, self.timeout, |at, key| {
+            if ops.remove(&key).is_some() {
                 rec.lost(at, 1);
             }
-        }
+        });
     }
 
     fn outstanding(&self) -> usize {
