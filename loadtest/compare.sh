@@ -1,28 +1,43 @@
 #!/usr/bin/env bash
 # compare.sh: setowire-node against its floors and its reference, on this machine, in one go.
 #
-#   loadtest/compare.sh            (a few minutes; ROUNDS=5 SECONDS_PER_RUN=2 by default)
+#   loadtest/compare.sh            (about 5 minutes after the build; ROUNDS=5 by default)
 #
 # Targets, all started first and kept up for the whole run, all on 127.0.0.1:
 #   node-uring-1 / node-uring-N   setowire-node, io_uring backend, 1 shard / one per core
 #   node-mmsg-1  / node-mmsg-N    setowire-node, recvmmsg/sendmmsg backend, same
+#   node-mmsg-1-fanout0           node-mmsg-1 with --gossip-fanout 0 (handshake only): the
+#                                 handshake without introductions, i.e. the crypto path alone
 #   py-setowire                   py-setowire 0.1.0's Swarm (loadtest/pyseto_target.py)
 #   py-dht                        py-setowire 0.1.0's SimpleDHT (pyseto_target.py --dht)
 #   echo-mmsg / echo-naive        the UDP floors: bare batched / one-syscall-per-datagram
 #                                 PING→PONG responders (loadtest/src/bin/echo-*.rs)
+# The nodes run without the control interface (no --control stdio), so they print no JSON
+# event per connect/disconnect; their UDP port comes from the "node started" log line
+# (--log-format json, stderr) and a watcher on the FIFO below stops them with SIGTERM.
 # Scenarios, each run against every target in rounds, the order rotating from round to round
 # so that no target always goes first (or right after the heaviest one):
 #   ping       setowire-sim ping --raw: replies/s, node ÷ echo-mmsg, ÷ echo-naive, ÷ py-setowire
 #   handshake  new sessions/s (1-shard nodes, py-setowire), and per shard ÷ the X25519 bound
-#              (1e9 / ns of one Diffie-Hellman, `cargo bench --bench crypto`, measured here)
+#              (1e9 / ns of one Diffie-Hellman, `cargo bench --bench crypto`, measured here:
+#              its fastest sample, as the bench is timed by the wall clock on a shared machine)
 #   dht        JSON DHT operations/s: node ÷ py-setowire's SimpleDHT
-# Medians over the rounds. Table on stdout and in target/compare/summary.md; every report
-# under target/compare/json/, every target's output under target/compare/logs/.
+# Two measures for each: the rate setowire-sim sees (capped by the generator, which shares
+# the CPUs with the target), and the target's own CPU time per operation: utime+stime of the
+# target process (all its threads; /proc/PID/stat fields 14+15) read just before and just
+# after each setowire-sim run, divided by every operation completed in that run (the sum of
+# the report's per-second timeline: warm-up, measured window and drain), and the capacity it
+# implies (operations per CPU-second of the target). Medians over the rounds. Table on stdout
+# and in target/compare/summary.md; every report under target/compare/json/, the CPU readings
+# in target/compare/cpu.tsv, every target's output under target/compare/logs/.
 #
 # Environment: ROUNDS (5), SECONDS_PER_RUN (2: ping and dht), HANDSHAKE_SECONDS (3),
-# WARMUP (0.5), SKIP_BENCH=1 (no X25519 bound), PYTHON (python3 that makes the venv).
+# WARMUP (0.5), SKIP_BENCH=1 (no X25519 bound), PYTHON (python3 that makes the venv),
+# NODE_EVENTS=1 (run the nodes with --control stdio as before: a JSON event line on stdout per
+# connect and disconnect, into target/compare/logs/NODE.out).
 # Needs: cargo, python3 (stdlib only here; the venv gets py-setowire==0.1.0 from PyPI).
-# All traffic stays on loopback; every target exits when this script does (its stdin closes).
+# All traffic stays on loopback; every target exits when this script does (its stdin closes,
+# or for a node without the control interface, its watcher sends SIGTERM).
 
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,21 +47,46 @@ SECONDS_PER_RUN=${SECONDS_PER_RUN:-2}
 HANDSHAKE_SECONDS=${HANDSHAKE_SECONDS:-3}
 WARMUP=${WARMUP:-0.5}
 PYTHON=${PYTHON:-python3}
+NODE_EVENTS=${NODE_EVENTS:-0}
+# After setowire-sim exits, how long the target gets to finish what is still queued (the
+# peers' GOAWAYs) before its CPU time is read again.
+SETTLE=0.05
 OUT=target/compare
 VENV=target/compare-venv
-BIN=target/release
+# The binaries are copied here right after the build: the working tree (and target/) may be
+# rebuilt by someone else while this runs, and every figure must come from one build.
+BIN=$OUT/bin
 SIM=$BIN/setowire-sim
 NCPU=$(nproc)
+CLK_TCK=$(getconf CLK_TCK)
 SECONDS=0
 
 say() { printf '== %s\n' "$*" >&2; }
 
-rm -rf "$OUT/json" "$OUT/logs"
-mkdir -p "$OUT/json" "$OUT/logs"
+rm -rf "$OUT/json" "$OUT/logs" "$OUT/cpu.tsv" "$OUT/bin"
+mkdir -p "$OUT/json" "$OUT/logs" "$OUT/bin"
 
 # ---- build -------------------------------------------------------------------------------
 say "building (release)"
 cargo build --release -p setowire-node -p setowire-loadtest
+cp target/release/{setowire-node,setowire-sim,echo-mmsg,echo-naive} "$BIN/"
+BENCH_EXE=""
+if [[ "${SKIP_BENCH:-0}" != 1 ]]; then
+    # Built now and run directly later: `cargo bench` would rebuild it from whatever the
+    # tree holds by then, and inside the timed part.
+    BENCH_EXE=$(cargo bench --bench crypto --no-run --message-format=json-render-diagnostics | python3 -c '
+import json, sys
+for line in sys.stdin:
+    try:
+        m = json.loads(line)
+    except ValueError:
+        continue
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "crypto" and m.get("executable"):
+        print(m["executable"])
+')
+    cp "$BENCH_EXE" "$BIN/crypto-bench"
+    BENCH_EXE=$BIN/crypto-bench
+fi
 
 # ---- py-setowire venv --------------------------------------------------------------------
 if ! "$VENV/bin/python" -c 'import importlib.metadata as m; assert m.version("py-setowire") == "0.1.0"' 2>/dev/null; then
@@ -56,15 +96,28 @@ if ! "$VENV/bin/python" -c 'import importlib.metadata as m; assert m.version("py
     "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check py-setowire==0.1.0
 fi
 
+BUILD_SECS=$SECONDS
+
 # ---- X25519 bound ------------------------------------------------------------------------
 X25519_NS=""
+X25519_MEAN_NS=""
 if [[ "${SKIP_BENCH:-0}" != 1 ]]; then
-    say "measuring X25519 (cargo bench --bench crypto -- x25519)"
+    say "measuring X25519 (benches/crypto.rs, built above: --bench x25519)"
     # Own baseline name: criterion's default "base" (others' comparisons) stays untouched.
-    if cargo bench --bench crypto -- x25519 --warm-up-time 1 --measurement-time 3 \
+    # Run from the repository root, as cargo bench does: results under target/criterion.
+    if "$BENCH_EXE" --bench x25519 --warm-up-time 1 --measurement-time 3 \
         --save-baseline compare-sh >"$OUT/logs/bench-x25519.log" 2>&1; then
-        X25519_NS=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["mean"]["point_estimate"])' \
-            target/criterion/bare_x25519_diffie_hellman/new/estimates.json)
+        # The bound is the fastest of criterion's samples (ns per DH): the bench is timed by
+        # the wall clock, so on a shared machine its mean also counts the time it was
+        # preempted, which the targets' CPU-time figures never do. The mean is shown beside it.
+        read -r X25519_NS X25519_MEAN_NS < <(python3 - target/criterion/bare_x25519_diffie_hellman/compare-sh <<'EOF'
+import json, os, sys
+d = sys.argv[1]
+s = json.load(open(os.path.join(d, "sample.json")))
+mean = json.load(open(os.path.join(d, "estimates.json")))["mean"]["point_estimate"]
+print(min(t / i for t, i in zip(s["times"], s["iters"])), mean)
+EOF
+) || true
     else
         say "X25519 bench failed (see $OUT/logs/bench-x25519.log); no bound"
     fi
@@ -94,26 +147,45 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# start_target NAME SHARDS CMD...: runs CMD, waits for its {"event":"ready","port":N}.
+# start_target NAME SHARDS STOP CMD...: runs CMD, waits for its {"event":"ready","port":N} on
+# stdout or (a node without --control) its JSON "node started" log line on stderr. STOP is
+# how it ends with this script: "stdin" (it exits when its stdin closes) or "sigterm" (a
+# watcher that reads the FIFO sends it SIGTERM at EOF).
 start_target() {
-    local name=$1 shards=$2
-    shift 2
+    local name=$1 shards=$2 stop=$3
+    shift 3
     NAMES+=("$name")
     SHARDS[$name]=$shards
     "$@" <"$CTL" >"$OUT/logs/$name.out" 2>"$OUT/logs/$name.err" 3>&- &
     PID[$name]=$!
+    if [[ $stop == sigterm ]]; then
+        local pid=${PID[$name]}
+        { cat >/dev/null; kill -TERM "$pid" 2>/dev/null || true; } <"$CTL" 3>&- &
+    fi
     local i port=""
     for ((i = 0; i < 300; i++)); do # 30 s at most
-        port=$(python3 - "$OUT/logs/$name.out" <<'EOF' 2>/dev/null || true
+        port=$(python3 - "$OUT/logs/$name.out" "$OUT/logs/$name.err" <<'EOF' 2>/dev/null || true
 import json, sys
-for line in open(sys.argv[1]):
-    try:
-        ev = json.loads(line)
-    except ValueError:
-        continue
+
+def events(path):
+    with open(path) as f:
+        for line in f:
+            try:
+                ev = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(ev, dict):
+                yield ev
+
+for ev in events(sys.argv[1]):
     if ev.get("event") == "ready":
         print(ev["port"])
-        break
+        sys.exit()
+for ev in events(sys.argv[2]):
+    fields = ev.get("fields") or {}
+    if fields.get("message") == "node started" and fields.get("udp"):
+        print(fields["udp"].rsplit(":", 1)[1])
+        sys.exit()
 EOF
 )
         [[ -n "$port" ]] && break
@@ -132,21 +204,43 @@ EOF
 }
 
 NODE_FLAGS=(--udp-listen 127.0.0.1:0 --http-listen 127.0.0.1:0 --admin-listen 127.0.0.1:0
-    --control stdio --unauth-rate-per-ip 100000000 --unauth-burst-per-ip 100000000)
+    --unauth-rate-per-ip 100000000 --unauth-burst-per-ip 100000000)
+# start_node NAME SHARDS FLAGS...
+start_node() {
+    local name=$1 shards=$2
+    shift 2
+    if [[ $NODE_EVENTS == 1 ]]; then
+        start_target "$name" "$shards" stdin $BIN/setowire-node "${NODE_FLAGS[@]}" --control stdio "$@"
+    else
+        start_target "$name" "$shards" sigterm $BIN/setowire-node "${NODE_FLAGS[@]}" --log-format json "$@"
+    fi
+}
 for backend in io_uring mmsg; do
     short=${backend/io_/}
-    start_target "node-$short-1" 1 $BIN/setowire-node "${NODE_FLAGS[@]}" --shards 1 --io-backend "$backend"
+    start_node "node-$short-1" 1 --shards 1 --io-backend "$backend"
     if ((NCPU > 1)); then
-        start_target "node-$short-$NCPU" "$NCPU" $BIN/setowire-node "${NODE_FLAGS[@]}" \
-            --shards "$NCPU" --io-backend "$backend"
+        start_node "node-$short-$NCPU" "$NCPU" --shards "$NCPU" --io-backend "$backend"
     fi
 done
-start_target py-setowire 1 "$VENV/bin/python" loadtest/pyseto_target.py
-start_target py-dht 1 "$VENV/bin/python" loadtest/pyseto_target.py --dht
-start_target echo-mmsg 1 $BIN/echo-mmsg
-start_target echo-naive 1 $BIN/echo-naive
+start_node node-mmsg-1-fanout0 1 --shards 1 --io-backend mmsg --gossip-fanout 0
+start_target py-setowire 1 stdin "$VENV/bin/python" loadtest/pyseto_target.py
+start_target py-dht 1 stdin "$VENV/bin/python" loadtest/pyseto_target.py --dht
+start_target echo-mmsg 1 stdin $BIN/echo-mmsg
+start_target echo-naive 1 stdin $BIN/echo-naive
 
 up() { [[ ${STATUS[$1]} == up ]] && kill -0 "${PID[$1]}" 2>/dev/null; }
+
+# read_ticks PID: TICKS = utime + stime of the whole process (every thread, the ones that
+# have exited included), in clock ticks; empty when it is gone. No fork: cheap and quiet.
+read_ticks() {
+    TICKS=""
+    local stat
+    { read -r stat <"/proc/$1/stat"; } 2>/dev/null || return 0
+    stat=${stat##*) } # comm may hold spaces; from here on, field 3 comes first
+    local -a f
+    read -ra f <<<"$stat"
+    TICKS=$((f[11] + f[12])) # fields 14 (utime) and 15 (stime)
+}
 
 # run_rounds SCENARIO "TARGET..." SIM-ARGS...: every round, every target once, rotating.
 # A failed run is logged and left out of the medians.
@@ -169,10 +263,19 @@ run_rounds() {
             local addr=127.0.0.1:${PORT[$t]} json="$OUT/json/$scenario-$t-r$r.json"
             local -a where=(--target "$addr")
             [[ $scenario == dht ]] && where=(--dht-target "$addr")
+            read_ticks "${PID[$t]}"
+            local ticks0=$TICKS wall0=$EPOCHREALTIME
             if ! timeout 120 "$SIM" "$scenario" "${where[@]}" "$@" --quiet --json "$json" \
                 >"$OUT/logs/sim-$scenario-$t-r$r.log" 2>&1 3>&-; then
                 say "  $t: setowire-sim failed: $(tail -n 1 "$OUT/logs/sim-$scenario-$t-r$r.log")"
                 rm -f "$json"
+            fi
+            sleep "$SETTLE"
+            read_ticks "${PID[$t]}"
+            local ticks1=$TICKS wall1=$EPOCHREALTIME
+            if [[ -f $json && -n $ticks0 && -n $ticks1 ]]; then
+                printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$scenario" "$t" "$r" \
+                    "$ticks0" "$ticks1" "$wall0" "$wall1" >>"$OUT/cpu.tsv"
             fi
         done
     done
@@ -182,6 +285,7 @@ ALL_NODES=""
 ONE_SHARD_NODES=""
 for t in "${NAMES[@]}"; do
     case $t in
+    node-*-fanout0) ;;
     node-*-1) ONE_SHARD_NODES+=" $t"; ALL_NODES+=" $t" ;;
     node-*) ALL_NODES+=" $t" ;;
     esac
@@ -189,7 +293,7 @@ done
 
 run_rounds ping "$ALL_NODES py-setowire echo-mmsg echo-naive" \
     --raw --peers 64 --in-flight 4 --duration "$SECONDS_PER_RUN" --warmup "$WARMUP"
-run_rounds handshake "$ONE_SHARD_NODES py-setowire" \
+run_rounds handshake "$ONE_SHARD_NODES node-mmsg-1-fanout0 py-setowire" \
     --peers 256 --duration "$HANDSHAKE_SECONDS" --warmup "$WARMUP"
 run_rounds dht "$ONE_SHARD_NODES py-dht" \
     --peers 64 --in-flight 4 --duration "$SECONDS_PER_RUN" --warmup "$WARMUP"
@@ -199,27 +303,75 @@ run_rounds dht "$ONE_SHARD_NODES py-dht" \
     for t in "${NAMES[@]}"; do printf '%s\t%s\t%s\n' "$t" "${SHARDS[$t]}" "${STATUS[$t]}"; done
 } >"$OUT/targets.tsv"
 
-WALL=$SECONDS
-python3 - "$OUT" "$X25519_NS" "$ROUNDS" "$SECONDS_PER_RUN" "$HANDSHAKE_SECONDS" "$NCPU" "$WALL" <<'EOF' | tee "$OUT/summary.md"
+MEASURE_SECS=$((SECONDS - BUILD_SECS))
+python3 - "$OUT" "$X25519_NS" "$X25519_MEAN_NS" "$ROUNDS" "$SECONDS_PER_RUN" "$HANDSHAKE_SECONDS" "$NCPU" "$BUILD_SECS" "$MEASURE_SECS" \
+    "$CLK_TCK" "$NODE_EVENTS" "$SETTLE" <<'EOF' | tee "$OUT/summary.md"
 import glob, json, os, re, statistics, sys
 
-out, x_ns, rounds, secs, hs_secs, ncpu, wall = sys.argv[1:]
+out, x_ns, x_mean_ns, rounds, secs, hs_secs, ncpu, build_secs, measure_secs, clk_tck, node_events, settle = sys.argv[1:]
+clk = float(clk_tck)
 targets = {}
 for line in open(os.path.join(out, "targets.tsv")):
     name, shards, status = line.rstrip("\n").split("\t", 2)
     targets[name] = (int(shards), status)
 
-runs = {}  # (scenario, target) -> [report]
+runs = {}  # (scenario, target) -> {round: report}
 for path in sorted(glob.glob(os.path.join(out, "json", "*.json"))):
-    m = re.match(r"(ping|handshake|dht)-(.+)-r\d+\.json$", os.path.basename(path))
+    m = re.match(r"(ping|handshake|dht)-(.+)-r(\d+)\.json$", os.path.basename(path))
     if m:
         with open(path) as f:
-            runs.setdefault((m.group(1), m.group(2)), []).append(json.load(f))
+            runs.setdefault((m.group(1), m.group(2)), {})[int(m.group(3))] = json.load(f)
+
+# (scenario, target, round) -> (ticks before, ticks after, wall before, wall after)
+cpu = {}
+cpu_path = os.path.join(out, "cpu.tsv")
+if os.path.exists(cpu_path):
+    for line in open(cpu_path):
+        scenario, target, rnd, t0, t1, w0, w1 = line.rstrip("\n").split("\t")
+        cpu[(scenario, target, int(rnd))] = (int(t0), int(t1), float(w0.replace(",", ".")), float(w1.replace(",", ".")))
+
+def reports(scenario, target):
+    return list(runs.get((scenario, target), {}).values())
 
 def med(scenario, target, key):
-    reps = runs.get((scenario, target), [])
-    vals = [r["latency_ms"][key] if key in ("p50", "p99") else r[key] for r in reps]
+    vals = [r["latency_ms"][key] if key in ("p50", "p99") else r[key] for r in reports(scenario, target)]
     return statistics.median(vals) if vals else None
+
+def cpu_runs(scenario, target):
+    """Per run with a report and both CPU readings: (operations completed over the whole run,
+    target CPU seconds, wall seconds)."""
+    out = []
+    for rnd, rep in runs.get((scenario, target), {}).items():
+        c = cpu.get((scenario, target, rnd))
+        ops = sum(s["rate"] for s in rep.get("timeline", []))
+        if c is not None and ops > 0:
+            out.append((ops, (c[1] - c[0]) / clk, c[3] - c[2]))
+    return out
+
+def us_per_op(scenario, target):
+    vals = [c * 1e6 / o for o, c, _ in cpu_runs(scenario, target)]
+    return statistics.median(vals) if vals else None
+
+def per_cpu_s(scenario, target):
+    u = us_per_op(scenario, target)
+    return 1e6 / u if u else None
+
+def cores(scenario, target):
+    vals = [c / w for _, c, w in cpu_runs(scenario, target) if w > 0]
+    return statistics.median(vals) if vals else None
+
+def whole_ops(scenario, target):
+    vals = [o for o, _, _ in cpu_runs(scenario, target)]
+    return statistics.median(vals) if vals else None
+
+# A target's CPU between its own runs (timers, keep-alives: what it burns with no load), in
+# CPU-seconds per wall second, from the readings around its consecutive runs.
+idle = {}
+for t in targets:
+    rows = sorted((c for (sc, tt, _), c in cpu.items() if tt == t), key=lambda c: c[2])
+    dc = sum(b[0] - a[1] for a, b in zip(rows, rows[1:])) / clk
+    dw = sum(b[2] - a[3] for a, b in zip(rows, rows[1:]))
+    idle[t] = dc / dw if dw > 0 else None
 
 def fmt(v, digits=0):
     return "-" if v is None else f"{v:,.{digits}f}"
@@ -228,14 +380,28 @@ def ratio(a, b):
     return "-" if a is None or not b else f"{a / b:.2f}x"
 
 def spread(scenario, target):
-    vals = [r["rate"] for r in runs.get((scenario, target), [])]
+    vals = [r["rate"] for r in reports(scenario, target)]
     return f"{min(vals):,.0f}..{max(vals):,.0f}" if vals else "-"
 
 def note(scenario, target):
     if targets.get(target, (0, "up"))[1] != "up":
         return targets[target][1]
-    n = len(runs.get((scenario, target), []))
+    n = len(reports(scenario, target))
     return "" if n == int(rounds) else f"{n}/{rounds} runs"
+
+def cpu_note(scenario, target):
+    notes = [note(scenario, target)] if note(scenario, target) else []
+    r = cpu_runs(scenario, target)
+    if len(r) != len(reports(scenario, target)):
+        notes.append(f"CPU read in {len(r)} runs")
+    loss = med(scenario, target, "loss_ratio")
+    if loss is not None and loss >= 0.01:
+        notes.append(f"{loss:.0%} lost: their CPU is charged to the completed ops")
+    if r and idle.get(target):
+        share = idle[target] * statistics.median(w for _, _, w in r) / max(statistics.median(c for _, c, _ in r), 1e-9)
+        if share >= 0.01:
+            notes.append(f"idle CPU ≈ {share:.0%} of it")
+    return "; ".join(notes)
 
 def table(head, rows):
     print("| " + " | ".join(head) + " |")
@@ -244,13 +410,60 @@ def table(head, rows):
         print("| " + " | ".join(row) + " |")
     print()
 
-nodes = [t for t in targets if t.startswith("node-")]
-label = lambda t: f"{t} ({targets[t][0]} shard{'s' if targets[t][0] > 1 else ''})" if t.startswith("node-") else t
+def label(t):
+    if not t.startswith("node-"):
+        return t
+    n = targets[t][0]
+    extra = ", gossip_fanout 0" if t.endswith("-fanout0") else ""
+    return f"{t} ({n} shard{'s' if n > 1 else ''}{extra})"
+
+nodes = [t for t in targets if t.startswith("node-") and not t.endswith("-fanout0")]
+one_shard = [t for t in nodes if targets[t][0] == 1]
+fanout0 = [t for t in targets if t.endswith("-fanout0")]
 
 print(f"# setowire-node compared on this machine ({ncpu} CPUs)\n")
-print(f"Medians over {rounds} rounds (order rotating), loopback only. compare.sh wall time: {wall} s.\n")
+print(f"Medians over {rounds} rounds (order rotating), loopback only. compare.sh: build {build_secs} s, "
+      f"measurements {measure_secs} s (X25519 bench included).\n")
+print("Nodes run " + ("with `--control stdio` (a JSON event line per connect and disconnect on stdout)"
+      if node_events == "1" else
+      "without the control interface (no `--control stdio`): no JSON event line per connect/disconnect, "
+      "as py-setowire prints none either") + ".\n")
+print("Two measures. **Rate**: what setowire-sim sees in its measured window; on this machine the "
+      "generator shares the CPUs with the target and caps it (the echoes land there too). "
+      "**CPU basis**: the target's own CPU time per operation and the capacity it implies. "
+      "CPU = utime+stime of the whole target process (every thread: all shards of a multi-shard node), "
+      f"from /proc/PID/stat read just before setowire-sim starts and {settle} s after it exits, "
+      f"in {clk_tck} Hz clock ticks; operations = everything completed over that whole run "
+      "(sum of the report's per-second timeline: warm-up, measured window and drain, so more than the "
+      "rate's window). µs/op is the median of the per-run values; ops per CPU-second = 1e6 ÷ it; "
+      "target cores = its CPU seconds per wall second of the run (start-up and drain included). "
+      "The CPU basis is taken at the load the generator reaches (see target cores), not at saturation: "
+      "a batching target gets cheaper per operation as its load rises, so ops per CPU-second is a "
+      "conservative estimate of its capacity. A note flags a target whose idle CPU (between its own "
+      "runs) is ≥ 1% of its CPU in a run, or which lost ≥ 1% of its operations.\n")
 
-print(f"## ping --raw (64 peers x 4 in flight, {secs} s per run): replies/s\n")
+def cpu_table(scenario, rows_targets, ratio_cols, extra=None):
+    head = ["target", "ops (whole run)", "target CPU µs/op", "ops per CPU-second", "target cores"]
+    head += [name for name, _ in ratio_cols]
+    if extra:
+        head += [extra[0]]
+    head += ["note"]
+    rows = []
+    for t, shown in rows_targets:
+        if t not in targets:
+            continue
+        cap = per_cpu_s(scenario, t)
+        row = [shown, fmt(whole_ops(scenario, t)), fmt(us_per_op(scenario, t), 2), fmt(cap), fmt(cores(scenario, t), 2)]
+        row += [ratio(cap, base) for _, base in ratio_cols]
+        if extra:
+            row += [extra[1](t, cap)]
+        row.append(cpu_note(scenario, t))
+        rows.append(row)
+    table(head, rows)
+
+# ---- ping ----
+print(f"## ping --raw (64 peers x 4 in flight, {secs} s per run)\n")
+print("### Rate: replies/s\n")
 rate = {t: med("ping", t, "rate") for t in targets}
 rows = []
 for t in nodes + ["py-setowire", "echo-mmsg", "echo-naive"]:
@@ -262,16 +475,28 @@ for t in nodes + ["py-setowire", "echo-mmsg", "echo-naive"]:
                  ratio(r, rate.get("echo-mmsg")), ratio(r, rate.get("echo-naive")), ratio(r, rate.get("py-setowire")),
                  note("ping", t)])
 table(["target", "replies/s", "min..max", "p50 ms", "p99 ms", "loss %", "÷ echo-mmsg", "÷ echo-naive", "÷ py-setowire", "note"], rows)
+print("### CPU basis: replies per CPU-second of the target\n")
+cpu_table("ping", [(t, label(t)) for t in nodes + ["py-setowire", "echo-mmsg", "echo-naive"]],
+          [("÷ echo-mmsg", per_cpu_s("ping", "echo-mmsg")), ("÷ echo-naive", per_cpu_s("ping", "echo-naive")),
+           ("÷ py-setowire", per_cpu_s("ping", "py-setowire"))])
 
+# ---- handshake ----
 bound = 1e9 / float(x_ns) if x_ns else None
-print(f"## handshake (256 peers, {hs_secs} s per run): new sessions/s\n")
-print(f"X25519 bound: {fmt(bound)} Diffie-Hellman/s per core (bare/x25519_diffie_hellman, {fmt(float(x_ns) if x_ns else None, 1)} ns).\n"
+print(f"## handshake (256 peers, {hs_secs} s per run)\n")
+print(f"X25519 bound: {fmt(bound)} Diffie-Hellman/s per core = 1e9 ÷ {fmt(float(x_ns), 1)} ns, the fastest of "
+      f"criterion's samples of bare/x25519_diffie_hellman (their mean: {fmt(float(x_mean_ns) if x_mean_ns else None, 1)} ns; "
+      "the bench is timed by the wall clock, so its mean also counts time it was preempted on this shared "
+      "machine, which the CPU basis below never does).\n"
       if bound else "X25519 bound: not measured.\n")
-print("A node handshake also pays for its introductions (gossip_fanout, default 16: the newcomer "
-      "to recent peers and them to it); py-setowire gossips a peer id at most once in 30 s (GOSSIP_TTL).\n")
+print("Every handshake comes from a fresh identity (a new peer), then leaves with GOAWAY. A node "
+      "handshake also pays for introductions (gossip_fanout, default 16: the newcomer to recent peers "
+      "and them to it); py-setowire queues every new peer id to every open peer (its 30 s GOSSIP_TTL "
+      "never repeats an id here). node-mmsg-1-fanout0 (`--gossip-fanout 0`) is the handshake cost "
+      "without introductions: its ratio to the X25519 bound is the crypto path's.\n")
+print("### Rate: new sessions/s\n")
 hs_py = med("handshake", "py-setowire", "rate")
 rows = []
-for t in [n for n in nodes if targets[n][0] == 1] + ["py-setowire"]:
+for t in one_shard + fanout0 + ["py-setowire"]:
     if t not in targets:
         continue
     r = med("handshake", t, "rate")
@@ -280,11 +505,18 @@ for t in [n for n in nodes if targets[n][0] == 1] + ["py-setowire"]:
                  fmt(med("handshake", t, "loss_ratio") * 100 if r is not None else None, 3),
                  ratio(per_shard, bound), ratio(r, hs_py), note("handshake", t)])
 table(["target", "handshakes/s", "min..max", "p50 ms", "p99 ms", "loss %", "per shard ÷ X25519 bound", "÷ py-setowire", "note"], rows)
+print("### CPU basis: handshakes per CPU-second of the target\n")
+print("For a 1-shard node, handshakes per CPU-second is its per-shard (per-core) capacity; "
+      "÷ X25519 bound compares it with one bare Diffie-Hellman per core-second.\n")
+cpu_table("handshake", [(t, label(t)) for t in one_shard + fanout0 + ["py-setowire"]],
+          [("per CPU-second ÷ X25519 bound", bound), ("÷ py-setowire", per_cpu_s("handshake", "py-setowire"))])
 
-print(f"## dht (64 clients x 4 in flight, {secs} s per run): operations/s\n")
+# ---- dht ----
+print(f"## dht (64 clients x 4 in flight, {secs} s per run)\n")
+print("### Rate: operations/s\n")
 dht_py = med("dht", "py-dht", "rate")
 rows = []
-for t in [n for n in nodes if targets[n][0] == 1] + ["py-dht"]:
+for t in one_shard + ["py-dht"]:
     if t not in targets:
         continue
     r = med("dht", t, "rate")
@@ -294,5 +526,11 @@ for t in [n for n in nodes if targets[n][0] == 1] + ["py-dht"]:
                  fmt(med("dht", t, "loss_ratio") * 100 if r is not None else None, 3), fmt(errs),
                  ratio(r, dht_py), note("dht", t)])
 table(["target", "ops/s", "min..max", "p50 ms", "p99 ms", "loss %", "errors", "÷ SimpleDHT", "note"], rows)
+print("### CPU basis: operations per CPU-second of the target\n")
+cpu_table("dht", [(t, label(t)) for t in one_shard] + [("py-dht", "py-setowire SimpleDHT")],
+          [("÷ SimpleDHT", per_cpu_s("dht", "py-dht"))])
+
+print("Idle CPU of each target between its own runs (CPU-ms per wall second): " +
+      ", ".join(f"{t} {fmt(idle[t] * 1000 if idle.get(t) is not None else None, 1)}" for t in targets) + ".\n")
 EOF
-say "done in ${SECONDS} s; reports in $OUT/json, logs in $OUT/logs, summary in $OUT/summary.md"
+say "done in ${SECONDS} s (build ${BUILD_SECS} s, measurements ${MEASURE_SECS} s); reports in $OUT/json, logs in $OUT/logs, summary in $OUT/summary.md"
