@@ -7,6 +7,7 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 /// address length. A dual-stack IPv6 socket needs IPv4 destinations as `::ffff:a.b.c.d`; an
 /// IPv4 socket takes IPv4-mapped IPv6 destinations as plain IPv4. `None` when `dst` cannot
 /// be reached from such a socket (a real IPv6 address on an IPv4 socket).
+#[inline]
 pub(crate) fn encode(
     dst: SocketAddr,
     v6_socket: bool,
@@ -71,11 +72,19 @@ pub(crate) fn decode(storage: &libc::sockaddr_storage, len: libc::socklen_t) -> 
         libc::AF_INET6 if len >= mem::size_of::<libc::sockaddr_in6>() => {
             // SAFETY: as above, for sockaddr_in6.
             let sin6 = unsafe { &*(storage as *const _ as *const libc::sockaddr_in6) };
-            let ip = Ipv6Addr::from(sin6.sin6_addr.s6_addr);
+            // As one integer rather than `to_ipv4_mapped` on the bytes, which the compiler
+            // would keep as sixteen separate bytes through every copy of the result.
+            let ip = u128::from_be_bytes(sin6.sin6_addr.s6_addr);
             let port = u16::from_be(sin6.sin6_port);
-            Some(match ip.to_ipv4_mapped() {
-                Some(v4) => SocketAddr::V4(SocketAddrV4::new(v4, port)),
-                None => SocketAddr::V6(SocketAddrV6::new(ip, port, 0, sin6.sin6_scope_id)),
+            Some(if ip >> 32 == 0xffff {
+                SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::from(ip as u32), port))
+            } else {
+                SocketAddr::V6(SocketAddrV6::new(
+                    Ipv6Addr::from(ip),
+                    port,
+                    0,
+                    sin6.sin6_scope_id,
+                ))
             })
         }
         _ => None,

@@ -16,6 +16,9 @@ use super::{is_fatal_socket_error, send_direct, BackendKind, DatagramIo, IoStats
 /// Datagrams per `recvmmsg`/`sendmmsg` call.
 pub(crate) const BATCH: usize = 64;
 
+/// The address room each receive header offers the kernel.
+const NAME_ROOM: libc::socklen_t = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+
 /// How often a send batch meeting a full socket buffer is retried before the rest of it is
 /// dropped, and how long each retry waits for room.
 const SEND_RETRIES: usize = 3;
@@ -45,7 +48,7 @@ impl Batch {
             iovs[i].iov_len = MAX_DATAGRAM;
             let hdr = &mut hdrs[i].msg_hdr;
             hdr.msg_name = (&mut addrs[i] as *mut libc::sockaddr_storage).cast();
-            hdr.msg_namelen = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            hdr.msg_namelen = NAME_ROOM;
             hdr.msg_iov = &mut iovs[i];
             hdr.msg_iovlen = 1;
         }
@@ -99,11 +102,6 @@ impl MmsgIo {
         on_datagram: &mut dyn FnMut(SocketAddr, &mut [u8]),
     ) -> io::Result<Option<usize>> {
         let batch = &mut self.recv;
-        for hdr in batch.hdrs.iter_mut() {
-            // The kernel overwrites these with what it received.
-            hdr.msg_hdr.msg_namelen = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-            hdr.msg_hdr.msg_flags = 0;
-        }
         // SAFETY: every header points at a live iovec/buffer/address slot of the sizes it
         // declares (see `Batch::new`); the kernel writes only within them.
         let n = unsafe {
@@ -129,12 +127,17 @@ impl MmsgIo {
         }
         let mut delivered = 0;
         for i in 0..n as usize {
-            let hdr = &batch.hdrs[i];
-            if hdr.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
+            let hdr = &mut batch.hdrs[i];
+            let (flags, namelen) = (hdr.msg_hdr.msg_flags, hdr.msg_hdr.msg_namelen);
+            // The kernel writes these only for the messages it returns: restoring them here
+            // spares every receive a pass over all the headers.
+            hdr.msg_hdr.msg_namelen = NAME_ROOM;
+            hdr.msg_hdr.msg_flags = 0;
+            if flags & libc::MSG_TRUNC != 0 {
                 self.stats.truncated += 1;
                 continue;
             }
-            let Some(src) = addr::decode(&batch.addrs[i], hdr.msg_hdr.msg_namelen) else {
+            let Some(src) = addr::decode(&batch.addrs[i], namelen) else {
                 self.stats.recv_errors += 1;
                 continue;
             };
@@ -176,6 +179,15 @@ impl MmsgIo {
         Ok(fds[1].revents != 0 && self.waker.drain())
     }
 
+    /// Sends a datagram too long for the batch buffers on its own, after what was queued
+    /// before it. Rare, so kept out of `queue_send`.
+    #[cold]
+    fn send_large(&mut self, dst: SocketAddr, data: &[u8]) {
+        // Errors were counted; a dead socket shows up again on the next flush.
+        let _ = self.flush();
+        send_direct(&self.socket, self.v6, dst, data, &mut self.stats);
+    }
+
     /// Waits up to `timeout` for room in the socket's send buffer.
     fn wait_writable(&self, timeout: Duration) {
         let mut fd = libc::pollfd {
@@ -210,7 +222,8 @@ impl DatagramIo for MmsgIo {
         timeout: Duration,
         on_datagram: &mut dyn FnMut(SocketAddr, &mut [u8]),
     ) -> io::Result<usize> {
-        let deadline = Instant::now() + timeout;
+        // Set on the first pass that finds nothing: under load no clock is read.
+        let mut deadline = None;
         // Bounded by the deadline: every pass but the last blocks in ppoll until the socket
         // or the waker is ready, or the time is up.
         loop {
@@ -220,7 +233,10 @@ impl DatagramIo for MmsgIo {
                     return Ok(n);
                 }
             }
-            let remaining = deadline.saturating_duration_since(Instant::now());
+            let now = Instant::now();
+            let remaining = deadline
+                .get_or_insert(now + timeout)
+                .saturating_duration_since(now);
             if remaining.is_zero() {
                 // A pending wake is consumed even by a poll, so it cannot end a later wait.
                 self.waker.drain();
@@ -235,15 +251,9 @@ impl DatagramIo for MmsgIo {
 
     fn queue_send(&mut self, dst: SocketAddr, data: &[u8]) {
         if data.len() > MAX_DATAGRAM {
-            // Keep the order of what was queued before it.
-            let _ = self.flush();
-            send_direct(&self.socket, self.v6, dst, data, &mut self.stats);
-            return;
+            return self.send_large(dst, data);
         }
-        if self.queued == BATCH {
-            // Errors were counted; a dead socket shows up again on the next flush.
-            let _ = self.flush();
-        }
+        // Never full here: a full batch is sent right away, below.
         let i = self.queued;
         let batch = &mut self.send;
         let Some(addr_len) = addr::encode(dst, self.v6, &mut batch.addrs[i]) else {
@@ -255,6 +265,7 @@ impl DatagramIo for MmsgIo {
         batch.hdrs[i].msg_hdr.msg_namelen = addr_len;
         self.queued += 1;
         if self.queued == BATCH {
+            // Errors were counted; a dead socket shows up again on the next flush.
             let _ = self.flush();
         }
     }

@@ -109,8 +109,9 @@ pub trait DatagramIo {
 
     /// Waits until at least one datagram arrived, the [`Waker`] fired, or `timeout` passed,
     /// then calls `on_datagram(src, data)` for each datagram received in this batch (at most
-    /// the backend's batch size). Returns how many were handed over. Never blocks longer than
-    /// `timeout` (give or take the kernel's timer slack); `Duration::ZERO` only polls.
+    /// the backend's batch size); `src` is canonical (an IPv4-mapped source comes as IPv4).
+    /// Returns how many were handed over. Never blocks longer than `timeout` (give or take
+    /// the kernel's timer slack); `Duration::ZERO` only polls.
     fn recv_batch(
         &mut self,
         timeout: Duration,

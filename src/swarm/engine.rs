@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
 
-use crate::proto::frame::{Frame, FrameError, Handshake, PONG_LEN};
+use crate::proto::frame::{kind, Frame, FrameError, FrameKind, Handshake, PING_LEN, PONG_LEN};
 use crate::proto::identity::{peer_id_of, Id8, Identity};
 use crate::proto::session::{CryptoError, DATA_HEADER_LEN, DATA_OVERHEAD, TAG_LEN};
 use crate::swarm::cluster::{Cluster, ShardId, SharedStore, SoloCluster};
@@ -27,7 +27,7 @@ use crate::swarm::event::{DisconnectReason, Event};
 use crate::swarm::outqueue::OutQueue;
 use crate::swarm::peer::{Peer, PeerInfo};
 use crate::swarm::pieces::{pieces, FRAG_PIECE_LEN, FRAG_THRESHOLD};
-use crate::swarm::ratelimit::{IpLimiter, TokenBucket};
+use crate::swarm::ratelimit::{Clock, IpLimiter, TokenBucket};
 use crate::swarm::stats::{DropReason, Stats};
 use crate::swarm::sync::{shared_store, SyncState};
 
@@ -72,6 +72,8 @@ pub struct Engine {
     pub(crate) cluster: Box<dyn Cluster>,
     /// Limits traffic from addresses without a session, per source IP.
     unauth_limiter: IpLimiter,
+    /// The time base of the peers' rate buckets.
+    clock: Clock,
     pub(crate) dials: HashMap<SocketAddr, Dial>,
     /// Bytes held by all peers' fragment reassembly, capped by the config.
     fragment_bytes: usize,
@@ -91,6 +93,8 @@ pub struct Engine {
     started: Instant,
     /// The latest time the engine was driven with.
     last_now: Instant,
+    /// Our PONG, the same for every PING: encoded once.
+    pong: [u8; PONG_LEN],
     /// Decryption output, reused for every DATA.
     open_buf: Vec<u8>,
     /// Payloads the jitter buffer released, reused.
@@ -133,6 +137,11 @@ impl Engine {
         cluster: Box<dyn Cluster>,
         store: SharedStore,
     ) -> Self {
+        let mut pong = [0u8; PONG_LEN];
+        let pong_len = Frame::Pong { id: *identity.id() }
+            .encode(&mut pong)
+            .expect("PONG fits its buffer");
+        debug_assert_eq!(pong_len, PONG_LEN);
         Self {
             id8: identity.id8(),
             identity,
@@ -142,6 +151,7 @@ impl Engine {
             mesh_degree: config.mesh_degree,
             cluster,
             unauth_limiter: IpLimiter::new(config.unauth_rate, config.rate_limit_ips, now),
+            clock: Clock::new(now),
             dials: HashMap::new(),
             gapped: HashSet::new(),
             fragment_bytes: 0,
@@ -157,6 +167,7 @@ impl Engine {
             next_relay_announce: now,
             started: now,
             last_now: now,
+            pong,
             open_buf: Vec::new(),
             released: Vec::new(),
             config,
@@ -244,22 +255,38 @@ impl Engine {
 
     /// Handles one received datagram. `src` should be canonical (IPv4-mapped IPv6 addresses
     /// turned back into IPv4) so a peer has one address however the socket reports it.
+    // Inlined into the shard's receive loop (which calls it in one place): a call frame less
+    // per datagram (measured).
+    #[inline(always)]
     pub fn handle_datagram(&mut self, now: Instant, src: SocketAddr, datagram: &[u8]) {
         self.last_now = now;
         self.stats.datagrams_received += 1;
         self.stats.bytes_received += datagram.len() as u64;
-        if !self.admit(now, src) {
+        // PING is most of what a busy node receives and needs nothing parsed, so it is
+        // answered here, with the peer looked up once. These are exactly the datagrams
+        // `Frame::parse` takes for a PING (it ignores bytes after the id).
+        let ping = datagram.len() >= PING_LEN && datagram[0] == kind::PING;
+        // Charge the datagram to its peer's bucket, or to its source IP's without a session.
+        let allowed = match self.by_addr.get(&src).and_then(|id| self.peers.get_mut(id)) {
+            Some(peer) => {
+                let allowed = peer
+                    .rate
+                    .allow(self.config.session_rate, self.clock.nanos(now));
+                if allowed && ping {
+                    peer.last_seen = now;
+                }
+                allowed
+            }
+            None => self.unauth_limiter.allow(src.ip(), now),
+        };
+        if !allowed {
             return self.drop(DropReason::RateLimited);
         }
-        self.dispatch(now, src, datagram, 0);
-    }
-
-    /// Charges a datagram to its peer's bucket, or to its source IP's when it has no session.
-    fn admit(&mut self, now: Instant, src: SocketAddr) -> bool {
-        match self.by_addr.get(&src).and_then(|id| self.peers.get_mut(id)) {
-            Some(peer) => peer.rate.allow(self.config.session_rate, now),
-            None => self.allow_unauthenticated(now, src),
+        if ping {
+            self.stats.count_frame(FrameKind::Ping);
+            return self.send_pong(src);
         }
+        self.dispatch(now, src, datagram, 0);
     }
 
     /// Charges work done for an address without a session (also DHT and STUN, which the
@@ -382,7 +409,7 @@ impl Engine {
             self.remove_peer(&previous, DisconnectReason::Replaced);
         }
         self.dials.remove(&src);
-        let rate = TokenBucket::full(self.config.session_rate, now);
+        let rate = TokenBucket::full(self.config.session_rate, self.clock.nanos(now));
         self.peers
             .insert(h.id8, Peer::new(id, src, session, rate, now));
         self.by_addr.insert(src, h.id8);
@@ -686,11 +713,13 @@ impl Engine {
         if let Some(peer) = self.by_addr.get(&src).and_then(|id| self.peers.get_mut(id)) {
             peer.last_seen = now;
         }
-        let pong = Frame::Pong {
-            id: *self.identity.id(),
-        };
-        debug_assert_eq!(pong.encoded_len(), PONG_LEN);
-        self.send_frame(src, &pong);
+        self.send_pong(src);
+    }
+
+    fn send_pong(&mut self, dst: SocketAddr) {
+        if !self.out.push(dst, &self.pong) {
+            self.drop(DropReason::OutQueueFull);
+        }
     }
 
     fn on_pong(&mut self, now: Instant, src: SocketAddr) {
@@ -867,5 +896,48 @@ fn seal_into(
         }
         Ok(false) => Err(SendError::QueueFull),
         Err(e) => Err(SendError::Crypto(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The PING fast path of `handle_datagram` answers exactly the datagrams the parser
+    /// takes for a PING; the others still go through the parser and are counted there.
+    #[test]
+    fn ping_fast_path_agrees_with_the_parser() {
+        let now = Instant::now();
+        let identity = Identity::from_seed(&[1; 4]);
+        let config = EngineConfig::default();
+        let mut engine = Engine::with_rng(identity, config, now, StdRng::seed_from_u64(1));
+        let src: SocketAddr = "192.0.2.1:9".parse().unwrap();
+        for len in 1..=PING_LEN + 3 {
+            let mut datagram = vec![7u8; len];
+            datagram[0] = kind::PING;
+            let is_ping = matches!(Frame::parse(&datagram), Ok(Frame::Ping { .. }));
+            let pings = engine.stats().frames(FrameKind::Ping);
+            let malformed = engine.stats().drops(DropReason::Malformed);
+            engine.handle_datagram(now, src, &datagram);
+            let mut sent = Vec::new();
+            engine.drain_transmits(|dst, bytes| sent.push((dst, bytes.to_vec())));
+            let pong = Frame::Pong {
+                id: *engine.identity().id(),
+            };
+            let expected = if is_ping {
+                vec![(src, pong.to_vec().unwrap())]
+            } else {
+                Vec::new()
+            };
+            assert_eq!(sent, expected, "{len} bytes");
+            assert_eq!(
+                engine.stats().frames(FrameKind::Ping) - pings,
+                u64::from(is_ping)
+            );
+            assert_eq!(
+                engine.stats().drops(DropReason::Malformed) - malformed,
+                u64::from(!is_ping)
+            );
+        }
     }
 }

@@ -455,7 +455,8 @@ impl DatagramIo for UringIo {
         timeout: Duration,
         on_datagram: &mut dyn FnMut(SocketAddr, &mut [u8]),
     ) -> io::Result<usize> {
-        let deadline = Instant::now() + timeout;
+        // Set on the first pass that finds nothing: under load no clock is read.
+        let mut deadline = None;
         let mut entered = false;
         // Bounded by the deadline: each pass either returns or blocks in the kernel until a
         // completion arrives or the time is up.
@@ -468,7 +469,10 @@ impl DatagramIo for UringIo {
             }
             // Re-arm only now that the buffers are back, or it would fail with ENOBUFS.
             self.arm();
-            let remaining = deadline.saturating_duration_since(Instant::now());
+            let now = Instant::now();
+            let remaining = deadline
+                .get_or_insert(now + timeout)
+                .saturating_duration_since(now);
             if remaining.is_zero() {
                 if entered {
                     return Ok(0);
