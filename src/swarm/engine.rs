@@ -61,7 +61,9 @@ pub struct Engine {
     pub(crate) identity: Identity,
     pub(crate) id8: Id8,
     pub(crate) config: EngineConfig,
-    pub(crate) peers: HashMap<Id8, Peer, ahash::RandomState>,
+    /// Records are boxed: at 100 000 peers a table of 500-byte slots kept up to 1/8 empty
+    /// (and doubled as it grows) costs more than the records; 16-byte slots do not.
+    pub(crate) peers: HashMap<Id8, Box<Peer>, ahash::RandomState>,
     /// Source address (primary or alias) → peer. Looked up for every datagram: a fast hash,
     /// randomly keyed because the addresses are chosen by the senders.
     pub(crate) by_addr: HashMap<SocketAddr, Id8, ahash::RandomState>,
@@ -197,11 +199,11 @@ impl Engine {
     }
 
     pub fn peers(&self) -> impl Iterator<Item = PeerInfo> + '_ {
-        self.peers.values().map(PeerInfo::from)
+        self.peers.values().map(|p| PeerInfo::from(&**p))
     }
 
     pub fn peer(&self, id8: &Id8) -> Option<PeerInfo> {
-        self.peers.get(id8).map(PeerInfo::from)
+        self.peers.get(id8).map(|p| PeerInfo::from(&**p))
     }
 
     pub fn poll_event(&mut self) -> Option<Event> {
@@ -411,7 +413,7 @@ impl Engine {
         self.dials.remove(&src);
         let rate = TokenBucket::full(self.config.session_rate, self.clock.nanos(now));
         self.peers
-            .insert(h.id8, Peer::new(id, src, session, rate, now));
+            .insert(h.id8, Box::new(Peer::new(id, src, session, rate, now)));
         self.by_addr.insert(src, h.id8);
         self.cluster.connected(h.id8, src);
         self.stats.handshakes += 1;
