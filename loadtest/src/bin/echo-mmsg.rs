@@ -10,24 +10,18 @@
 //! `--listen ADDR` (default 127.0.0.1:0; loopback only). Prints `{"event":"ready","port":N}`
 //! on stdout once bound; exits when stdin closes (or after an hour at most).
 
-use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
-use std::time::Duration;
 
 const PING: u8 = 0x03;
 const PONG: u8 = 0x04;
 const REQUEST_LEN: usize = 29;
 const REPLY_LEN: usize = 21;
 const BATCH: usize = 64;
-/// However it is driven, the process never outlives this.
-const MAX_LIFETIME: Duration = Duration::from_secs(3600);
+
+mod common;
 
 fn main() {
-    let listen = listen_addr();
-    let socket = UdpSocket::bind(listen).unwrap_or_else(|e| fail(&format!("bind {listen}: {e}")));
-    let port = socket.local_addr().expect("bound socket").port();
-    println!("{{\"event\":\"ready\",\"port\":{port}}}");
-    exit_with_stdin();
+    let socket = common::start("echo-mmsg");
 
     let fd = socket.as_raw_fd();
     // SAFETY (whole block): plain C structs, zero is a valid value for each; every pointer
@@ -96,46 +90,4 @@ fn main() {
             }
         }
     }
-}
-
-/// `--listen ADDR`, refused unless it is a loopback address.
-fn listen_addr() -> SocketAddr {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let text = match args.as_slice() {
-        [] => "127.0.0.1:0",
-        [flag, addr] if flag == "--listen" => addr.as_str(),
-        _ => fail("usage: echo-mmsg [--listen ADDR]"),
-    };
-    let addr: SocketAddr = text
-        .parse()
-        .unwrap_or_else(|e| fail(&format!("--listen {text}: {e}")));
-    let loopback = match addr {
-        SocketAddr::V4(a) => a.ip().is_loopback(),
-        SocketAddr::V6(a) => {
-            a.ip().is_loopback() || a.ip().to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
-        }
-    };
-    if !loopback {
-        fail(&format!(
-            "--listen {addr}: only loopback addresses are allowed"
-        ));
-    }
-    addr
-}
-
-/// The process lives while its stdin is open: a thread reads it to EOF, then exits.
-fn exit_with_stdin() {
-    std::thread::spawn(|| {
-        let _ = std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink());
-        std::process::exit(0);
-    });
-    std::thread::spawn(|| {
-        std::thread::sleep(MAX_LIFETIME);
-        std::process::exit(0);
-    });
-}
-
-fn fail(msg: &str) -> ! {
-    eprintln!("echo-mmsg: {msg}");
-    std::process::exit(2);
 }
