@@ -28,24 +28,58 @@ impl NodeId {
 
     /// Parses exactly 40 hex digits (either case).
     pub fn from_hex(text: &str) -> Option<NodeId> {
+        Self::from_hex_bytes(text.as_bytes())
+    }
+
+    /// [`from_hex`](Self::from_hex) of text given as bytes.
+    pub fn from_hex_bytes(text: &[u8]) -> Option<NodeId> {
+        /// Each byte's value as a hex digit; 0xff for the others.
+        const VALUES: [u8; 256] = {
+            let mut values = [0xff; 256];
+            let mut i = 0;
+            while i < 10 {
+                values[b'0' as usize + i] = i as u8;
+                i += 1;
+            }
+            let mut i = 0;
+            while i < 6 {
+                values[b'a' as usize + i] = 10 + i as u8;
+                values[b'A' as usize + i] = 10 + i as u8;
+                i += 1;
+            }
+            values
+        };
+        if text.len() != ID_BYTES * 2 {
+            return None;
+        }
         let mut id = [0u8; ID_BYTES];
-        hex::decode_to_slice(text, &mut id).ok()?;
-        Some(NodeId(id))
+        let mut bad = 0;
+        for (b, pair) in id.iter_mut().zip(text.chunks_exact(2)) {
+            let (hi, lo) = (VALUES[usize::from(pair[0])], VALUES[usize::from(pair[1])]);
+            bad |= hi | lo;
+            *b = (hi << 4) | (lo & 15);
+        }
+        (bad & 0xf0 == 0).then_some(NodeId(id))
+    }
+
+    /// The 40 lowercase hex digits.
+    pub fn hex(&self) -> HexId {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut text = [0u8; ID_BYTES * 2];
+        for (pair, b) in text.chunks_exact_mut(2).zip(self.0) {
+            pair[0] = DIGITS[usize::from(b >> 4)];
+            pair[1] = DIGITS[usize::from(b & 15)];
+        }
+        HexId(text)
     }
 
     /// Writes the 40 lowercase hex digits into `out`.
     pub fn write_hex(&self, out: &mut String) {
-        const DIGITS: &[u8; 16] = b"0123456789abcdef";
-        for b in self.0 {
-            out.push(DIGITS[usize::from(b >> 4)] as char);
-            out.push(DIGITS[usize::from(b & 15)] as char);
-        }
+        out.push_str(self.hex().as_str());
     }
 
     pub fn to_hex(&self) -> String {
-        let mut s = String::with_capacity(ID_BYTES * 2);
-        self.write_hex(&mut s);
-        s
+        self.hex().as_str().to_owned()
     }
 
     pub fn distance(&self, other: &NodeId) -> Distance {
@@ -54,6 +88,12 @@ impl NodeId {
             *out = self.0[i] ^ other.0[i];
         }
         Distance(d)
+    }
+
+    /// The id as a number, the first 16 bytes then the last 4, as [`Distance::key`] gives
+    /// a distance: the key of `a.distance(b)` is the XOR of the keys of `a` and `b`.
+    pub fn key(&self) -> (u128, u32) {
+        Distance(self.0).key()
     }
 
     /// The bucket `other` belongs in, seen from `self`: the length of the common prefix of
@@ -66,13 +106,34 @@ impl NodeId {
 
 impl fmt::Debug for NodeId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.to_hex())
+        f.write_str(self.hex().as_str())
     }
 }
 
 impl fmt::Display for NodeId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.to_hex())
+        f.write_str(self.hex().as_str())
+    }
+}
+
+/// An id spelled as 40 lowercase hex digits, on the stack.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct HexId([u8; ID_BYTES * 2]);
+
+impl HexId {
+    pub fn as_bytes(&self) -> &[u8; ID_BYTES * 2] {
+        &self.0
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Only ASCII hex digits are ever written.
+        std::str::from_utf8(&self.0).expect("hex digits")
+    }
+}
+
+impl fmt::Debug for HexId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -81,6 +142,21 @@ impl fmt::Display for NodeId {
 pub struct Distance(pub [u8; ID_BYTES]);
 
 impl Distance {
+    /// The distance as a number (the first 16 bytes, then the last 4), for quick comparisons:
+    /// orders exactly as the distance does.
+    pub fn key(&self) -> (u128, u32) {
+        let (hi, lo) = self.0.split_at(16);
+        (
+            u128::from_be_bytes(hi.try_into().expect("16 bytes")),
+            u32::from_be_bytes(lo.try_into().expect("4 bytes")),
+        )
+    }
+
+    /// Bit `i` (0: the most significant).
+    pub fn bit(&self, i: usize) -> bool {
+        self.0[i / 8] & (0x80 >> (i % 8)) != 0
+    }
+
     pub fn leading_zeros(&self) -> usize {
         let mut zeros = 0;
         for b in self.0 {

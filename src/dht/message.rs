@@ -5,7 +5,14 @@
 //! 5 FOUND_NODE, 6 FIND_VALUE, 7 FOUND_VAL), `from` (the sender's 40-hex node id), `rpcId`
 //! (echoed in replies; STORE has none), `key` / `target` (40 hex), `value` (any JSON value;
 //! py-setowire stores strings) and `nodes` (`[{id, ip, port}]`).
+//!
+//! Parsing takes a quick path for the messages peers actually send (a flat object of ids,
+//! numbers and plain strings): one pass over the bytes, no allocation, text borrowed from
+//! the datagram. Anything it is not sure about (escapes that do not survive being written
+//! again, non-ASCII text, nested values, repeated fields, a `nodes` list) goes through the
+//! general path, a full `serde_json` parse; both give the same [`MessageRef`].
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 
@@ -69,6 +76,28 @@ pub struct Message {
     pub nodes: Vec<Contact>,
 }
 
+impl Message {
+    pub fn parse(datagram: &[u8]) -> Result<Message, ParseError> {
+        MessageRef::parse(datagram).map(MessageRef::into_owned)
+    }
+}
+
+/// A [`Message`] with its text borrowed from the datagram where it can be, as the node
+/// reads them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MessageRef<'a> {
+    pub kind: MsgType,
+    pub from: Option<NodeId>,
+    /// The `rpcId` as JSON text (`"1a2b3c4d"` with its quotes); `None` when absent or null.
+    pub rpc_id: Option<Cow<'a, str>>,
+    pub key: Option<NodeId>,
+    pub target: Option<NodeId>,
+    /// The `value` as compact JSON text; `None` when absent or null.
+    pub value: Option<Cow<'a, str>>,
+    /// Well-formed entries of `nodes` (at most [`MAX_NODES_READ`]); bad entries are skipped.
+    pub nodes: Vec<Contact>,
+}
+
 /// Why a datagram is not a DHT message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum ParseError {
@@ -82,11 +111,31 @@ pub enum ParseError {
     BadField(&'static str),
 }
 
-impl Message {
-    pub fn parse(datagram: &[u8]) -> Result<Message, ParseError> {
+impl<'a> MessageRef<'a> {
+    pub fn into_owned(self) -> Message {
+        Message {
+            kind: self.kind,
+            from: self.from,
+            rpc_id: self.rpc_id.map(Cow::into_owned),
+            key: self.key,
+            target: self.target,
+            value: self.value.map(Cow::into_owned),
+            nodes: self.nodes,
+        }
+    }
+
+    pub fn parse(datagram: &'a [u8]) -> Result<MessageRef<'a>, ParseError> {
         if datagram.len() > MAX_DATAGRAM {
             return Err(ParseError::TooLarge);
         }
+        match quick::parse(datagram) {
+            Some(msg) => Ok(msg),
+            None => Self::parse_general(datagram),
+        }
+    }
+
+    /// The general path: any JSON, every error told apart.
+    fn parse_general(datagram: &[u8]) -> Result<MessageRef<'a>, ParseError> {
         // serde_json bounds nesting depth itself, so hostile input cannot exhaust the stack.
         let Ok(Value::Object(mut map)) = serde_json::from_slice::<Value>(datagram) else {
             return Err(ParseError::NotJson);
@@ -111,7 +160,7 @@ impl Message {
                 if text.len() > MAX_RPC_ID {
                     return Err(ParseError::BadField("rpcId"));
                 }
-                Some(text)
+                Some(Cow::Owned(text))
             }
         };
         let id_field =
@@ -126,7 +175,7 @@ impl Message {
         let target = id_field(&map, "target")?;
         let value = match map.get("value") {
             None | Some(Value::Null) => None,
-            Some(v) => Some(v.to_string()),
+            Some(v) => Some(Cow::Owned(v.to_string())),
         };
         let nodes = match map.remove("nodes") {
             Some(Value::Array(list)) => list
@@ -136,7 +185,7 @@ impl Message {
                 .collect(),
             _ => Vec::new(),
         };
-        Ok(Message {
+        Ok(MessageRef {
             kind,
             from,
             rpc_id,
@@ -144,6 +193,245 @@ impl Message {
             target,
             value,
             nodes,
+        })
+    }
+}
+
+/// The quick path of [`Message::parse`]: `None` whenever the general path might see the
+/// datagram differently, which it then decides.
+mod quick {
+    use std::borrow::Cow;
+
+    use super::{MessageRef, MsgType, NodeId, MAX_RPC_ID};
+
+    /// The bytes a string may hold as they are: printable ASCII but for `"` and `\\`.
+    const PLAIN: [bool; 256] = {
+        let mut plain = [false; 256];
+        let mut b = 0x20;
+        while b <= 0x7e {
+            plain[b] = b != b'"' as usize && b != b'\\' as usize;
+            b += 1;
+        }
+        plain
+    };
+
+    /// Where a scan stands in the datagram.
+    struct Cursor<'a> {
+        bytes: &'a [u8],
+        at: usize,
+    }
+
+    /// A scalar value as found.
+    enum Scalar<'a> {
+        Null,
+        /// Digits of a non-negative integer, no leading zero, at most 18 of them.
+        Uint(u64),
+        /// Some other number, or `true` / `false`: valid, not one the fields here take.
+        Other,
+        /// A string's JSON text with its quotes (printable ASCII), and whether it holds an
+        /// escape.
+        Str {
+            text: &'a [u8],
+            escaped: bool,
+        },
+    }
+
+    impl<'a> Cursor<'a> {
+        fn peek(&self) -> Option<u8> {
+            self.bytes.get(self.at).copied()
+        }
+
+        fn skip_ws(&mut self) {
+            while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.peek() {
+                self.at += 1;
+            }
+        }
+
+        fn eat(&mut self, byte: u8) -> Option<()> {
+            (self.peek()? == byte).then(|| self.at += 1)
+        }
+
+        /// A string of printable ASCII whose escapes, if any, are among those written back
+        /// the same (`\"`, `\\`, `\b`, `\f`, `\n`, `\r`, `\t`): its text with the quotes.
+        fn string(&mut self) -> Option<(&'a [u8], bool)> {
+            let start = self.at;
+            self.eat(b'"')?;
+            let mut escaped = false;
+            loop {
+                // The plain run up to the next quote, escape or byte not taken here.
+                let run = self.bytes[self.at..]
+                    .iter()
+                    .position(|&b| !PLAIN[usize::from(b)])?;
+                self.at += run;
+                match self.bytes[self.at] {
+                    b'"' => break,
+                    b'\\' => match self.bytes.get(self.at + 1)? {
+                        b'"' | b'\\' | b'b' | b'f' | b'n' | b'r' | b't' => {
+                            escaped = true;
+                            self.at += 2;
+                        }
+                        _ => return None,
+                    },
+                    _ => return None,
+                }
+            }
+            self.at += 1;
+            Some((&self.bytes[start..self.at], escaped))
+        }
+
+        fn digits(&mut self) -> usize {
+            let start = self.at;
+            while let Some(b'0'..=b'9') = self.peek() {
+                self.at += 1;
+            }
+            self.at - start
+        }
+
+        /// A JSON number; `Uint` when it is a plain integer of up to 18 digits.
+        fn number(&mut self) -> Option<Scalar<'a>> {
+            let negative = self.eat(b'-').is_some();
+            let int_start = self.at;
+            let int_digits = self.digits();
+            if int_digits == 0 || (int_digits > 1 && self.bytes[int_start] == b'0') {
+                return None;
+            }
+            let mut plain = !negative && int_digits <= 18;
+            if self.eat(b'.').is_some() {
+                plain = false;
+                if self.digits() == 0 {
+                    return None;
+                }
+            }
+            if let Some(b'e' | b'E') = self.peek() {
+                // An exponent can overflow, which serde_json refuses: not decided here.
+                return None;
+            }
+            if !plain {
+                // Valid JSON (no exponent, so always in range).
+                return Some(Scalar::Other);
+            }
+            let text = &self.bytes[int_start..self.at];
+            let value = text.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+            Some(Scalar::Uint(value))
+        }
+
+        fn literal(&mut self, word: &[u8]) -> Option<()> {
+            let end = self.at + word.len();
+            (self.bytes.get(self.at..end)? == word).then(|| self.at = end)
+        }
+
+        /// A scalar value; `None` for arrays, objects and anything not certain.
+        fn scalar(&mut self) -> Option<Scalar<'a>> {
+            match self.peek()? {
+                b'"' => {
+                    let (text, escaped) = self.string()?;
+                    Some(Scalar::Str { text, escaped })
+                }
+                b'n' => self.literal(b"null").map(|()| Scalar::Null),
+                b't' => self.literal(b"true").map(|()| Scalar::Other),
+                b'f' => self.literal(b"false").map(|()| Scalar::Other),
+                b'-' | b'0'..=b'9' => self.number(),
+                _ => None,
+            }
+        }
+    }
+
+    /// An id field: 40 hex digits, or null (or, for `from`, empty) for none.
+    fn id(value: Scalar<'_>, empty_is_none: bool) -> Option<Option<NodeId>> {
+        match value {
+            Scalar::Null => Some(None),
+            Scalar::Str {
+                text,
+                escaped: false,
+            } => {
+                let inner = &text[1..text.len() - 1];
+                if inner.is_empty() && empty_is_none {
+                    return Some(None);
+                }
+                // A bad id is an error the general path names.
+                NodeId::from_hex_bytes(inner).map(Some)
+            }
+            _ => None,
+        }
+    }
+
+    /// A field echoed or stored as JSON text: a string written back as it came.
+    fn text(value: Scalar<'_>) -> Option<Option<Cow<'_, str>>> {
+        match value {
+            Scalar::Null => Some(None),
+            // Printable ASCII: always UTF-8.
+            Scalar::Str { text, .. } => Some(Some(Cow::Borrowed(std::str::from_utf8(text).ok()?))),
+            _ => None,
+        }
+    }
+
+    /// Fills `slot`; `None` when it was filled already.
+    fn once<T>(slot: &mut Option<T>, value: T) -> Option<()> {
+        slot.replace(value).is_none().then_some(())
+    }
+
+    pub(super) fn parse(datagram: &[u8]) -> Option<MessageRef<'_>> {
+        let mut c = Cursor {
+            bytes: datagram,
+            at: 0,
+        };
+        let mut kind = None;
+        let (mut from, mut rpc_id, mut key, mut target, mut value) = (None, None, None, None, None);
+        c.skip_ws();
+        c.eat(b'{')?;
+        c.skip_ws();
+        if c.eat(b'}').is_none() {
+            loop {
+                let (name, escaped) = c.string()?;
+                if escaped {
+                    return None;
+                }
+                c.skip_ws();
+                c.eat(b':')?;
+                c.skip_ws();
+                let v = c.scalar()?;
+                // A field given twice: the general path keeps the last.
+                match &name[1..name.len() - 1] {
+                    b"type" => {
+                        let Scalar::Uint(code) = v else { return None };
+                        once(&mut kind, MsgType::from_code(code)?)?;
+                    }
+                    b"from" => once(&mut from, id(v, true)?)?,
+                    b"key" => once(&mut key, id(v, false)?)?,
+                    b"target" => once(&mut target, id(v, false)?)?,
+                    b"rpcId" => {
+                        let t = text(v)?;
+                        if t.as_ref().is_some_and(|t| t.len() > MAX_RPC_ID) {
+                            return None;
+                        }
+                        once(&mut rpc_id, t)?;
+                    }
+                    b"value" => once(&mut value, text(v)?)?,
+                    // Read by the general path.
+                    b"nodes" => return None,
+                    _ => {}
+                }
+                c.skip_ws();
+                if c.eat(b',').is_some() {
+                    c.skip_ws();
+                    continue;
+                }
+                c.eat(b'}')?;
+                break;
+            }
+        }
+        c.skip_ws();
+        if c.at != datagram.len() {
+            return None;
+        }
+        Some(MessageRef {
+            kind: kind?,
+            from: from.flatten(),
+            rpc_id: rpc_id.flatten(),
+            key: key.flatten(),
+            target: target.flatten(),
+            value: value.flatten(),
+            nodes: Vec::new(),
         })
     }
 }
@@ -163,7 +451,17 @@ fn parse_contact(v: &Value) -> Option<Contact> {
 
 /// Our `rpcId`s: 4 random bytes as 8 hex digits, like `SimpleDHT`'s.
 pub fn rpc_id_text(rpc: u32) -> String {
-    format!("\"{rpc:08x}\"")
+    String::from_utf8(rpc_id_bytes(rpc).to_vec()).expect("ASCII")
+}
+
+/// `"xxxxxxxx"`: an `rpcId` of ours as JSON text.
+fn rpc_id_bytes(rpc: u32) -> [u8; 10] {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut text = *b"\"00000000\"";
+    for (i, digit) in text[1..9].iter_mut().enumerate() {
+        *digit = DIGITS[((rpc >> (28 - 4 * i)) & 15) as usize];
+    }
+    text
 }
 
 /// The number behind one of our `rpcId`s, if `text` (JSON) is one.
@@ -175,56 +473,151 @@ pub fn parse_rpc_id(text: &str) -> Option<u32> {
     u32::from_str_radix(inner, 16).ok()
 }
 
-fn head(out: &mut String, kind: MsgType, from: &NodeId) {
-    out.clear();
-    let _ = write!(out, "{{\"type\": {}, \"from\": \"", kind as u8);
-    from.write_hex(out);
-    out.push('"');
+/// The writers the node uses: they append to a byte buffer (holding the datagrams to send)
+/// and take the sender's id as its hex spelling, which the node keeps. The public `write_*`
+/// functions below clear a `String` and write one message into it.
+pub(crate) mod append {
+    use super::{rpc_id_bytes, MsgType, NodeId};
+
+    fn head(out: &mut Vec<u8>, kind: MsgType, from: &[u8]) {
+        out.extend_from_slice(b"{\"type\": ");
+        out.push(b'0' + kind as u8);
+        out.extend_from_slice(b", \"from\": \"");
+        out.extend_from_slice(from);
+        out.push(b'"');
+    }
+
+    fn tail_rpc(out: &mut Vec<u8>, rpc_id: Option<&str>) {
+        out.extend_from_slice(b", \"rpcId\": ");
+        out.extend_from_slice(rpc_id.unwrap_or("null").as_bytes());
+        out.push(b'}');
+    }
+
+    /// `{"type": 1, "from": ..., "rpcId": ...}`
+    pub fn ping(out: &mut Vec<u8>, from: &[u8], rpc: u32) {
+        head(out, MsgType::Ping, from);
+        out.extend_from_slice(b", \"rpcId\": ");
+        out.extend_from_slice(&rpc_id_bytes(rpc));
+        out.push(b'}');
+    }
+
+    /// `{"type": 2, "from": ..., "rpcId": <echoed>}`
+    pub fn pong(out: &mut Vec<u8>, from: &[u8], rpc_id: Option<&str>) {
+        head(out, MsgType::Pong, from);
+        tail_rpc(out, rpc_id);
+    }
+
+    /// `{"type": 4, "from": ..., "target": ..., "rpcId": ...}`
+    pub fn find_node(out: &mut Vec<u8>, from: &[u8], target: &NodeId, rpc: u32) {
+        head(out, MsgType::FindNode, from);
+        out.extend_from_slice(b", \"target\": \"");
+        out.extend_from_slice(target.hex().as_bytes());
+        out.extend_from_slice(b"\", \"rpcId\": ");
+        out.extend_from_slice(&rpc_id_bytes(rpc));
+        out.push(b'}');
+    }
+
+    /// `{"type": 3, "from": ..., "key": ..., "value": <JSON>}`
+    pub fn store(out: &mut Vec<u8>, from: &[u8], key: &NodeId, value_json: &str) {
+        head(out, MsgType::Store, from);
+        out.extend_from_slice(b", \"key\": \"");
+        out.extend_from_slice(key.hex().as_bytes());
+        out.extend_from_slice(b"\", \"value\": ");
+        out.extend_from_slice(value_json.as_bytes());
+        out.push(b'}');
+    }
+
+    /// `{"type": 7, "from": ..., "value": <JSON>, "rpcId": <echoed>}`
+    pub fn found_val(out: &mut Vec<u8>, from: &[u8], value_json: &str, rpc_id: Option<&str>) {
+        head(out, MsgType::FoundVal, from);
+        out.extend_from_slice(b", \"value\": ");
+        out.extend_from_slice(value_json.as_bytes());
+        tail_rpc(out, rpc_id);
+    }
+
+    /// FOUND_NODE listing `nodes` (each spelled `{"id": ..., "ip": ..., "port": ...}`,
+    /// closest first), as many as keep what this appends within `limit` bytes. Returns how
+    /// many were written.
+    pub fn found_node<'n>(
+        out: &mut Vec<u8>,
+        from: &[u8],
+        nodes: impl IntoIterator<Item = &'n [u8]>,
+        rpc_id: Option<&str>,
+        limit: usize,
+    ) -> usize {
+        let start = out.len();
+        head(out, MsgType::FoundNode, from);
+        out.extend_from_slice(b", \"nodes\": [");
+        // `], "rpcId": <id>}`
+        let trailer = 2 + b", \"rpcId\": ".len() + rpc_id.map_or(4, str::len) + 1;
+        let mut written = 0;
+        for node in nodes {
+            let sep = if written > 0 { 2 } else { 0 };
+            if out.len() - start + sep + node.len() + trailer > limit {
+                break;
+            }
+            if written > 0 {
+                out.extend_from_slice(b", ");
+            }
+            out.extend_from_slice(node);
+            written += 1;
+        }
+        out.push(b']');
+        tail_rpc(out, rpc_id);
+        written
+    }
 }
 
-fn tail_rpc(out: &mut String, rpc_id: Option<&str>) {
-    out.push_str(", \"rpcId\": ");
-    out.push_str(rpc_id.unwrap_or("null"));
-    out.push('}');
+/// Clears `out` and writes one message into it with `write`.
+fn write_into(out: &mut String, write: impl FnOnce(&mut Vec<u8>)) {
+    let mut bytes = std::mem::take(out).into_bytes();
+    bytes.clear();
+    write(&mut bytes);
+    // Only text from `&str`s and ASCII is written.
+    *out = String::from_utf8(bytes).expect("UTF-8");
 }
 
 /// `{"type": 1, "from": ..., "rpcId": ...}`
 pub fn write_ping(out: &mut String, from: &NodeId, rpc: u32) {
-    head(out, MsgType::Ping, from);
-    tail_rpc(out, Some(&rpc_id_text(rpc)));
+    write_into(out, |out| append::ping(out, from.hex().as_bytes(), rpc));
 }
 
 /// `{"type": 2, "from": ..., "rpcId": <echoed>}`
 pub fn write_pong(out: &mut String, from: &NodeId, rpc_id: Option<&str>) {
-    head(out, MsgType::Pong, from);
-    tail_rpc(out, rpc_id);
+    write_into(out, |out| append::pong(out, from.hex().as_bytes(), rpc_id));
 }
 
 /// `{"type": 4, "from": ..., "target": ..., "rpcId": ...}`
 pub fn write_find_node(out: &mut String, from: &NodeId, target: &NodeId, rpc: u32) {
-    head(out, MsgType::FindNode, from);
-    out.push_str(", \"target\": \"");
-    target.write_hex(out);
-    out.push('"');
-    tail_rpc(out, Some(&rpc_id_text(rpc)));
+    write_into(out, |out| {
+        append::find_node(out, from.hex().as_bytes(), target, rpc)
+    });
 }
 
 /// `{"type": 3, "from": ..., "key": ..., "value": <JSON>}` (no rpcId, no reply).
 pub fn write_store(out: &mut String, from: &NodeId, key: &NodeId, value_json: &str) {
-    head(out, MsgType::Store, from);
-    out.push_str(", \"key\": \"");
-    key.write_hex(out);
-    out.push_str("\", \"value\": ");
-    out.push_str(value_json);
-    out.push('}');
+    write_into(out, |out| {
+        append::store(out, from.hex().as_bytes(), key, value_json)
+    });
 }
 
 /// `{"type": 7, "from": ..., "value": <JSON>, "rpcId": <echoed>}`
 pub fn write_found_val(out: &mut String, from: &NodeId, value_json: &str, rpc_id: Option<&str>) {
-    head(out, MsgType::FoundVal, from);
-    out.push_str(", \"value\": ");
-    out.push_str(value_json);
-    tail_rpc(out, rpc_id);
+    write_into(out, |out| {
+        append::found_val(out, from.hex().as_bytes(), value_json, rpc_id)
+    });
+}
+
+/// One entry of a FOUND_NODE list: `{"id": ..., "ip": ..., "port": ...}`.
+pub fn write_node(out: &mut String, node: &Contact) {
+    out.push_str("{\"id\": \"");
+    out.push_str(node.id.hex().as_str());
+    let _ = write!(
+        out,
+        "\", \"ip\": \"{}\", \"port\": {}}}",
+        node.addr.ip(),
+        node.addr.port()
+    );
 }
 
 /// `{"type": 5, "from": ..., "nodes": [{"id": ..., "ip": ..., "port": ...}, ...], "rpcId": ...}`
@@ -237,39 +630,31 @@ pub fn write_found_node(
     rpc_id: Option<&str>,
     limit: usize,
 ) -> usize {
-    head(out, MsgType::FoundNode, from);
-    out.push_str(", \"nodes\": [");
-    // `], "rpcId": <id>}`
-    let trailer = 2 + ", \"rpcId\": ".len() + rpc_id.map_or(4, str::len) + 1;
-    let mut entry = String::with_capacity(128);
+    let rendered: Vec<String> = nodes
+        .iter()
+        .map(|node| {
+            let mut entry = String::with_capacity(128);
+            write_node(&mut entry, node);
+            entry
+        })
+        .collect();
     let mut written = 0;
-    for node in nodes {
-        entry.clear();
-        if written > 0 {
-            entry.push_str(", ");
-        }
-        entry.push_str("{\"id\": \"");
-        node.id.write_hex(&mut entry);
-        let _ = write!(
-            entry,
-            "\", \"ip\": \"{}\", \"port\": {}}}",
-            node.addr.ip(),
-            node.addr.port()
+    write_into(out, |out| {
+        written = append::found_node(
+            out,
+            from.hex().as_bytes(),
+            rendered.iter().map(String::as_bytes),
+            rpc_id,
+            limit,
         );
-        if out.len() + entry.len() + trailer > limit {
-            break;
-        }
-        out.push_str(&entry);
-        written += 1;
-    }
-    out.push(']');
-    tail_rpc(out, rpc_id);
+    });
     written
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     fn id(b: u8) -> NodeId {
         NodeId([b; 20])
@@ -390,6 +775,49 @@ mod tests {
             let v: Value = serde_json::from_str(&out).unwrap();
             assert_eq!(v["nodes"].as_array().unwrap().len(), n);
         }
+        let two = [
+            nodes[0],
+            Contact {
+                id: id(2),
+                addr: "[::1]:4002".parse().unwrap(),
+            },
+        ];
+        write_found_node(&mut out, &id(0xab), &two, Some("\"aa\""), 2000);
+        assert_eq!(
+            out,
+            format!(
+                r#"{{"type": 5, "from": "{}", "nodes": [{{"id": "{}", "ip": "127.0.0.1", "port": 4001}}, {{"id": "{}", "ip": "::1", "port": 4002}}], "rpcId": "aa"}}"#,
+                id(0xab),
+                id(1),
+                id(2)
+            )
+        );
+        write_found_node(&mut out, &id(0xab), &[], None, 2000);
+        assert_eq!(
+            out,
+            format!(
+                r#"{{"type": 5, "from": "{}", "nodes": [], "rpcId": null}}"#,
+                id(0xab)
+            )
+        );
+        write_ping(&mut out, &id(0xab), 0x0a0b0c0d);
+        assert_eq!(
+            out,
+            format!(
+                r#"{{"type": 1, "from": "{}", "rpcId": "0a0b0c0d"}}"#,
+                id(0xab)
+            )
+        );
+        assert_eq!(out.len(), crate::dht::rpc::PING_LEN);
+        write_find_node(&mut out, &id(0xab), &id(0xcd), 0xdeadbeef);
+        assert_eq!(
+            out,
+            format!(
+                r#"{{"type": 4, "from": "{}", "target": "{}", "rpcId": "deadbeef"}}"#,
+                id(0xab),
+                id(0xcd)
+            )
+        );
         write_found_val(&mut out, &id(1), "\"x\"", Some("\"aa\""));
         let v: Value = serde_json::from_str(&out).unwrap();
         assert_eq!(
@@ -402,5 +830,203 @@ mod tests {
             (m.kind, m.key, m.value.as_deref()),
             (MsgType::Store, Some(id(2)), Some("{\"a\":1}"))
         );
+    }
+
+    /// What the quick path makes of `bytes`, checked against the general path.
+    fn both_paths(bytes: &[u8]) -> Option<MessageRef<'_>> {
+        let quick = quick::parse(bytes);
+        if let Some(m) = &quick {
+            assert_eq!(
+                MessageRef::parse_general(bytes).as_ref(),
+                Ok(m),
+                "{:?}",
+                String::from_utf8_lossy(bytes)
+            );
+        }
+        quick
+    }
+
+    #[test]
+    fn quick_path_takes_what_peers_send() {
+        let (a, b) = (id(1).to_hex(), id(2).to_hex());
+        let messages = [
+            format!(r#"{{"type": 1, "from": "{a}", "rpcId": "0a0b0c0d"}}"#),
+            format!(r#"{{"type": 2, "from": "{a}", "rpcId": null}}"#),
+            format!(r#"{{"type": 4, "from": "{a}", "target": "{b}", "rpcId": "0a0b0c0d"}}"#),
+            format!(
+                r#"{{"type":6,"from":"{a}","key":"{}","rpcId":"ff"}}"#,
+                b.to_uppercase()
+            ),
+            format!(
+                r#"{{"type": 3, "from": "{a}", "key": "{b}", "value": "{{\"id\": \"x\", \"port\": 1,\n\t\\\\ \"nat\": \"open\"}}"}}"#
+            ),
+            r#"  {"from": "", "extra": -1.5, "type": 7, "value": "v", "rpcId": "1"} "#.to_owned(),
+            r#"{"type": 1, "from": null, "x": true, "y": false, "z": 0}"#.to_owned(),
+            "{\"type\": 2}\r\n".to_owned(),
+        ];
+        for text in &messages {
+            assert!(both_paths(text.as_bytes()).is_some(), "{text}");
+        }
+        let m = both_paths(messages[4].as_bytes()).unwrap();
+        assert!(matches!(m.value, Some(Cow::Borrowed(_))));
+        assert_eq!(
+            serde_json::from_str::<String>(m.value.as_deref().unwrap()).unwrap(),
+            "{\"id\": \"x\", \"port\": 1,\n\t\\\\ \"nat\": \"open\"}"
+        );
+    }
+
+    #[test]
+    fn quick_path_leaves_the_unsure_to_the_general_path() {
+        let a = id(1).to_hex();
+        for text in [
+            // Escapes written back differently, non-ASCII, nested values, repeats.
+            format!(r#"{{"type": 1, "from": "{a}", "rpcId": "a\/b"}}"#),
+            format!(r#"{{"type": 1, "from": "{a}", "rpcId": "\u0061"}}"#),
+            format!(r#"{{"type": 3, "key": "{a}", "value": "é"}}"#),
+            format!(r#"{{"type": 3, "key": "{a}", "value": {{"a": 1}}}}"#),
+            format!(r#"{{"type": 3, "key": "{a}", "value": 12}}"#),
+            r#"{"type": 1, "rpcId": 1}"#.to_owned(),
+            r#"{"type": 1, "type": 2}"#.to_owned(),
+            r#"{"type": 1, "typ\u0065": 2}"#.to_owned(),
+            r#"{"type": 5, "nodes": []}"#.to_owned(),
+            r#"{"type": 1, "x": 1e999}"#.to_owned(),
+            r#"{"type": 1.0}"#.to_owned(),
+            format!(r#"{{"type": 1, "from": "{}"}}"#, "a".repeat(41)),
+            format!(r#"{{"type": 1, "rpcId": "{}"}}"#, "a".repeat(100)),
+            // Not JSON at all.
+            r#"{"type": 1,}"#.to_owned(),
+            r#"{"type": 1} x"#.to_owned(),
+            r#"{"type": 01}"#.to_owned(),
+            "{\"type\": 1, \"x\": \"\u{1}\"}".to_owned(),
+        ] {
+            assert!(quick::parse(text.as_bytes()).is_none(), "{text}");
+        }
+    }
+
+    /// Pieces of JSON objects: mostly fields a message has with values it might carry,
+    /// some anything with anything, for the quick path to get wrong.
+    fn field() -> impl Strategy<Value = String> {
+        let hex = id(7).to_hex();
+        let strings = vec![
+            "\"\"".to_owned(),
+            "\"0a0b0c0d\"".to_owned(),
+            format!("\"{hex}\""),
+            format!("\"{}\"", hex.to_uppercase()),
+            format!("\"{}\"", &hex[1..]),
+            r#""a\"b\\c\n\t\r\b\f""#.to_owned(),
+            r#""{\"id\": \"x\", \"port\": 1}""#.to_owned(),
+            r#""a\/b""#.to_owned(),
+            r#""\u0041""#.to_owned(),
+            r#""\ud800""#.to_owned(),
+            r#""\x""#.to_owned(),
+            "\"é\"".to_owned(),
+            "\"\u{7f}\"".to_owned(),
+            "\"\u{1}\"".to_owned(),
+            format!("\"{}\"", "a".repeat(63)),
+            "\"unterminated".to_owned(),
+        ];
+        let others = vec![
+            "1",
+            "4",
+            "7",
+            "9",
+            "0",
+            "-4",
+            "-0",
+            "4.0",
+            "4e0",
+            "1e999",
+            "1.",
+            "-",
+            "18446744073709551616",
+            "00",
+            "null",
+            "nul",
+            "true",
+            "false",
+            "[]",
+            "{}",
+            "[{\"id\": \"x\"}]",
+            "{\"a\": [1, 2]}",
+        ];
+        let any_value = prop_oneof![
+            prop::sample::select(strings.clone()),
+            prop::sample::select(others).prop_map(str::to_owned),
+        ];
+        let names = prop::sample::select(vec![
+            "type",
+            "from",
+            "rpcId",
+            "key",
+            "target",
+            "value",
+            "nodes",
+            "x",
+            "typ\\u0065",
+            "ty\"pe",
+            "",
+        ]);
+        let id_value = prop::sample::select(vec![
+            format!("\"{hex}\""),
+            format!("\"{}\"", hex.to_uppercase()),
+            "\"\"".to_owned(),
+            "null".to_owned(),
+        ]);
+        let text_value = prop_oneof![prop::sample::select(strings), Just("null".to_owned()),];
+        let likely = prop_oneof![
+            (1u8..=7).prop_map(|t| format!("\"type\": {t}")),
+            (
+                prop::sample::select(vec!["from", "key", "target"]),
+                id_value
+            )
+                .prop_map(|(n, v)| format!("\"{n}\": {v}")),
+            (prop::sample::select(vec!["rpcId", "value"]), text_value)
+                .prop_map(|(n, v)| format!("\"{n}\": {v}")),
+        ];
+        let spaces = prop::sample::select(vec!["", " ", "\n", "\t ", "\u{a0}"]);
+        let anything = (names, spaces.clone(), any_value, spaces)
+            .prop_map(|(n, s1, v, s2)| format!("\"{n}\"{s1}:{s2}{v}"));
+        prop_oneof![4 => likely, 1 => anything]
+    }
+
+    proptest! {
+        // Cheap cases, most of which the quick path rightly turns down: many of them.
+        #![proptest_config(ProptestConfig::with_cases(2048))]
+
+        /// Whatever the quick path accepts, the general path reads the same.
+        #[test]
+        fn quick_path_agrees_with_the_general_path(
+            kind in 0u8..=8,
+            fields in prop::collection::vec(field(), 0..7),
+            separator in prop::sample::select(vec![", ", ",", ", ", " , ", ",,", " "]),
+            around in prop::sample::select(vec![
+                ("{", "}"), ("{", "}"), (" {", "} "), ("{", "}x"), ("[", "]"), ("{", ""),
+            ]),
+            edits in prop::collection::vec(
+                (any::<prop::sample::Index>(), any::<u8>(), 0u8..3),
+                0..2,
+            ),
+        ) {
+            let mut fields = fields;
+            if kind > 0 {
+                fields.insert(0, format!("\"type\": {kind}"));
+            }
+            let (open, close) = around;
+            let mut bytes = format!("{open}{}{close}", fields.join(separator)).into_bytes();
+            for (at, byte, how) in edits {
+                if bytes.is_empty() {
+                    break;
+                }
+                let i = at.index(bytes.len());
+                match how {
+                    0 => bytes[i] = byte,
+                    1 => {
+                        bytes.remove(i);
+                    }
+                    _ => bytes.insert(i, byte),
+                }
+            }
+            both_paths(&bytes);
+        }
     }
 }

@@ -16,15 +16,15 @@
 //! - STOREs from an unverified address wait (bounded) for its answer to our PING; stored
 //!   values expire and are capped in total bytes and per source IP.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::Rng;
 
-use super::id::NodeId;
-use super::message::{self, Contact, Message, MsgType, ParseError};
+use super::id::{HexId, NodeId};
+use super::message::{self, append, Contact, MessageRef, MsgType, ParseError};
 use super::routing::{Admission, RoutingTable, K};
 use super::storage::{Rejected, Storage, StorageLimits};
 
@@ -50,6 +50,11 @@ const REFRESH_PINGS: usize = 64;
 /// The timer granularity of the DHT.
 const TICK: Duration = Duration::from_millis(250);
 const MAINTENANCE: Duration = Duration::from_secs(5);
+/// Bytes of the outgoing buffer kept between drains (more after a burst is given back).
+const OUT_BYTES_KEPT: usize = 64 << 10;
+
+/// The maps of the DHT, keyed by ids, addresses and `rpcId`s: ahash with random keys.
+type HashMap<K, V> = std::collections::HashMap<K, V, ahash::RandomState>;
 
 #[derive(Debug, Clone)]
 pub struct DhtConfig {
@@ -255,6 +260,8 @@ impl Lookup {
 pub struct Dht {
     config: DhtConfig,
     id: NodeId,
+    /// `id` spelled as the messages carry it.
+    id_hex: HexId,
     rng: StdRng,
     table: RoutingTable,
     storage: Storage,
@@ -278,9 +285,11 @@ pub struct Dht {
     next_bootstrap: Option<Instant>,
     next_refresh: Instant,
     next_announce: Instant,
-    out: VecDeque<(SocketAddr, Vec<u8>)>,
+    /// Datagrams to send: where to, and where their bytes are in `out_bytes`.
+    out: Vec<(SocketAddr, usize, usize)>,
+    /// The bytes of the datagrams in `out`, one after the other; messages are written here.
+    out_bytes: Vec<u8>,
     stats: DhtStats,
-    buf: String,
 }
 
 impl Dht {
@@ -294,13 +303,13 @@ impl Dht {
         Self {
             table: RoutingTable::new(id),
             storage: Storage::new(limits),
-            local: HashMap::new(),
-            verified: HashMap::new(),
-            pending: HashMap::new(),
-            pinging: HashMap::new(),
-            held: HashMap::new(),
+            local: HashMap::default(),
+            verified: HashMap::default(),
+            pending: HashMap::default(),
+            pinging: HashMap::default(),
+            held: HashMap::default(),
             held_bytes: 0,
-            lookups: HashMap::new(),
+            lookups: HashMap::default(),
             next_lookup: 0,
             announce_queue: VecDeque::new(),
             bootstrap: Vec::new(),
@@ -310,11 +319,12 @@ impl Dht {
             next_bootstrap: None,
             next_refresh: now + config.refresh_interval,
             next_announce: now + config.announce_interval,
-            out: VecDeque::new(),
+            out: Vec::new(),
+            out_bytes: Vec::with_capacity(4096),
             stats: DhtStats::default(),
-            buf: String::with_capacity(2048),
             config,
             id,
+            id_hex: id.hex(),
             rng,
         }
     }
@@ -441,16 +451,22 @@ impl Dht {
 
     /// Sends what is queued, oldest first.
     pub fn drain_transmits(&mut self, mut sink: impl FnMut(SocketAddr, &[u8])) {
-        while let Some((dst, bytes)) = self.out.pop_front() {
+        let bytes = &self.out_bytes;
+        for (dst, start, end) in self.out.drain(..) {
             self.stats.datagrams_sent += 1;
-            self.stats.bytes_sent += bytes.len() as u64;
-            sink(dst, &bytes);
+            self.stats.bytes_sent += (end - start) as u64;
+            sink(dst, &bytes[start..end]);
+        }
+        if self.out_bytes.capacity() > OUT_BYTES_KEPT {
+            self.out_bytes = Vec::with_capacity(OUT_BYTES_KEPT);
+        } else {
+            self.out_bytes.clear();
         }
     }
 
     pub fn handle_datagram(&mut self, now: Instant, src: SocketAddr, datagram: &[u8]) -> Outcome {
         self.stats.datagrams_received += 1;
-        let msg = match Message::parse(datagram) {
+        let msg = match MessageRef::parse(datagram) {
             Ok(msg) => msg,
             Err(e) => {
                 match e {
@@ -488,8 +504,13 @@ impl Dht {
         match msg.kind {
             MsgType::Ping => {
                 self.stats.pings += 1;
-                message::write_pong(&mut self.buf, &self.id, msg.rpc_id.as_deref());
-                self.reply(src, &mut budget);
+                let start = self.out_bytes.len();
+                append::pong(
+                    &mut self.out_bytes,
+                    self.id_hex.as_bytes(),
+                    msg.rpc_id.as_deref(),
+                );
+                self.reply(src, start, &mut budget);
             }
             MsgType::FindNode => {
                 self.stats.find_nodes += 1;
@@ -505,30 +526,36 @@ impl Dht {
                     self.stats.malformed += 1;
                     return Outcome::Malformed(ParseError::BadField("key"));
                 };
-                match self.value(&key, now) {
+                let start = self.out_bytes.len();
+                let value = match self.local.get(&key) {
+                    Some(value) => Some(value.as_str()),
+                    None => self.storage.get(&key, now),
+                };
+                let found = match value {
                     Some(value) => {
-                        let value = value.to_owned();
-                        message::write_found_val(
-                            &mut self.buf,
-                            &self.id,
-                            &value,
+                        append::found_val(
+                            &mut self.out_bytes,
+                            self.id_hex.as_bytes(),
+                            value,
                             msg.rpc_id.as_deref(),
                         );
-                        if self.buf.len() <= budget {
-                            self.stats.values_found += 1;
-                            self.reply(src, &mut budget);
-                        } else {
-                            // Too big for an unverified address: it gets nodes (and our
-                            // PING) instead, and the value once it has answered.
-                            self.reply_nodes(src, &msg, &key, &mut budget, ping_cost, verified);
-                        }
+                        // Too big for an unverified address: it gets nodes (and our PING)
+                        // instead, and the value once it has answered.
+                        self.out_bytes.len() - start <= budget
                     }
-                    None => self.reply_nodes(src, &msg, &key, &mut budget, ping_cost, verified),
+                    None => false,
+                };
+                if found {
+                    self.stats.values_found += 1;
+                    self.reply(src, start, &mut budget);
+                } else {
+                    self.out_bytes.truncate(start);
+                    self.reply_nodes(src, &msg, &key, &mut budget, ping_cost, verified);
                 }
             }
             MsgType::Store => {
                 self.stats.stores += 1;
-                let (Some(key), Some(value)) = (msg.key, msg.value.clone()) else {
+                let (Some(key), Some(value)) = (msg.key, msg.value.as_deref()) else {
                     self.stats.malformed += 1;
                     return Outcome::Malformed(ParseError::BadField("key/value"));
                 };
@@ -548,7 +575,13 @@ impl Dht {
 
     /// Whether `msg`'s sender should get a PING: an unverified address (so that it can
     /// prove itself), or a node we do not know and could keep.
-    fn wants_ping(&self, now: Instant, src: SocketAddr, msg: &Message, verified: bool) -> bool {
+    fn wants_ping(
+        &self,
+        now: Instant,
+        src: SocketAddr,
+        msg: &MessageRef<'_>,
+        verified: bool,
+    ) -> bool {
         if self.pinging.contains_key(&src) {
             return false;
         }
@@ -567,50 +600,61 @@ impl Dht {
     fn reply_nodes(
         &mut self,
         src: SocketAddr,
-        msg: &Message,
+        msg: &MessageRef<'_>,
         target: &NodeId,
         budget: &mut usize,
         ping_cost: usize,
         verified: bool,
     ) {
-        let mut nodes = self.table.closest(target, K + 1);
-        nodes.retain(|c| Some(c.id) != msg.from && c.addr != src);
-        nodes.truncate(K);
         let limit = self
             .config
             .max_reply_bytes
             .min(budget.saturating_sub(ping_cost));
-        let written = message::write_found_node(
-            &mut self.buf,
-            &self.id,
-            &nodes,
+        let start = self.out_bytes.len();
+        // The K + 1 closest, less the asker itself, at most K.
+        let mut offered = 0;
+        let nodes = self
+            .table
+            .closest_iter(target, K + 1)
+            .filter(|e| Some(e.contact.id) != msg.from && e.contact.addr != src)
+            .take(K)
+            .inspect(|_| offered += 1)
+            .map(|e| e.json_bytes());
+        let written = append::found_node(
+            &mut self.out_bytes,
+            self.id_hex.as_bytes(),
+            nodes,
             msg.rpc_id.as_deref(),
             limit,
         );
-        if written < nodes.len() && !verified {
+        // The list stops at the first node that does not fit, which was offered.
+        if written < offered && !verified {
             self.stats.replies_truncated += 1;
         }
-        self.reply(src, budget);
+        self.reply(src, start, budget);
     }
 
-    /// Sends `self.buf` to `dst` if it fits the budget.
-    fn reply(&mut self, dst: SocketAddr, budget: &mut usize) {
-        if self.buf.len() > *budget {
+    /// Sends the message written to `out_bytes` from `start` to `dst` if it fits the budget.
+    fn reply(&mut self, dst: SocketAddr, start: usize, budget: &mut usize) {
+        let len = self.out_bytes.len() - start;
+        if len > *budget {
+            self.out_bytes.truncate(start);
             self.stats.replies_withheld += 1;
             return;
         }
-        *budget -= self.buf.len();
+        *budget -= len;
         self.stats.replies += 1;
-        let bytes = self.buf.as_bytes().to_vec();
-        self.push_out(dst, bytes);
+        self.push_out(dst, start);
     }
 
-    fn push_out(&mut self, dst: SocketAddr, bytes: Vec<u8>) -> bool {
+    /// Queues the message written to `out_bytes` from `start` for `dst`.
+    fn push_out(&mut self, dst: SocketAddr, start: usize) -> bool {
         if self.out.len() >= self.config.max_out_queue {
             self.stats.out_queue_full += 1;
+            self.out_bytes.truncate(start);
             return false;
         }
-        self.out.push_back((dst, bytes));
+        self.out.push((dst, start, self.out_bytes.len()));
         true
     }
 
@@ -619,7 +663,7 @@ impl Dht {
         now: Instant,
         src: SocketAddr,
         key: NodeId,
-        value: String,
+        value: &str,
         verified: bool,
     ) {
         if value.len() > self.config.max_value_bytes {
@@ -631,7 +675,7 @@ impl Dht {
             return;
         }
         if verified {
-            self.put(now, src.ip(), key, &value);
+            self.put(now, src.ip(), key, value);
             return;
         }
         // Hold it until the sender answers our PING (sent by the caller).
@@ -652,7 +696,7 @@ impl Dht {
             return;
         }
         self.held_bytes += value.len();
-        held.values.push((key, value));
+        held.values.push((key, value.to_owned()));
     }
 
     fn put(&mut self, now: Instant, ip: IpAddr, key: NodeId, value: &str) {
@@ -674,7 +718,7 @@ impl Dht {
         &mut self,
         now: Instant,
         src: SocketAddr,
-        msg: &Message,
+        msg: &MessageRef<'_>,
         purpose: Purpose,
         rpc: u32,
     ) {
@@ -796,9 +840,9 @@ impl Dht {
             return;
         };
         self.pinging.insert(dst, rpc);
-        message::write_ping(&mut self.buf, &self.id, rpc);
-        let bytes = self.buf.as_bytes().to_vec();
-        self.push_out(dst, bytes);
+        let start = self.out_bytes.len();
+        append::ping(&mut self.out_bytes, self.id_hex.as_bytes(), rpc);
+        self.push_out(dst, start);
     }
 
     fn request_find_node(
@@ -811,9 +855,9 @@ impl Dht {
         let Some(rpc) = self.new_rpc(now, dst, purpose) else {
             return false;
         };
-        message::write_find_node(&mut self.buf, &self.id, &target, rpc);
-        let bytes = self.buf.as_bytes().to_vec();
-        self.push_out(dst, bytes)
+        let start = self.out_bytes.len();
+        append::find_node(&mut self.out_bytes, self.id_hex.as_bytes(), &target, rpc);
+        self.push_out(dst, start)
     }
 
     fn expire_pending(&mut self, now: Instant) {
@@ -976,14 +1020,18 @@ impl Dht {
                 }
             }
             Goal::Announce(key) => {
-                let Some(value) = self.local.get(&key).cloned() else {
+                if !self.local.contains_key(&key) {
                     return;
-                };
-                let targets: Vec<Contact> = lookup.answered().collect();
-                for c in targets {
-                    message::write_store(&mut self.buf, &self.id, &key, &value);
-                    let bytes = self.buf.as_bytes().to_vec();
-                    self.push_out(c.addr, bytes);
+                }
+                for c in lookup.answered() {
+                    let start = self.out_bytes.len();
+                    append::store(
+                        &mut self.out_bytes,
+                        self.id_hex.as_bytes(),
+                        &key,
+                        &self.local[&key],
+                    );
+                    self.push_out(c.addr, start);
                 }
                 self.stats.announces += 1;
             }

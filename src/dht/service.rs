@@ -231,8 +231,40 @@ pub struct Demux {
     dht: Arc<SharedDht>,
     /// Whether this shard runs the DHT's timers (one shard does).
     drives_timers: bool,
-    out: Vec<(SocketAddr, Vec<u8>)>,
+    out: Outbox,
     stun_buf: [u8; stun::MAX_RESPONSE],
+}
+
+/// Datagrams waiting for the socket, their bytes one after the other in one buffer that is
+/// kept from one batch to the next.
+#[derive(Default)]
+struct Outbox {
+    /// Destination and end of each datagram's bytes in `bytes`.
+    datagrams: Vec<(SocketAddr, usize)>,
+    bytes: Vec<u8>,
+}
+
+impl Outbox {
+    /// Bytes kept between batches (more after a burst are given back).
+    const KEPT: usize = 256 << 10;
+
+    fn push(&mut self, dst: SocketAddr, data: &[u8]) {
+        self.bytes.extend_from_slice(data);
+        self.datagrams.push((dst, self.bytes.len()));
+    }
+
+    fn drain(&mut self, mut send: impl FnMut(SocketAddr, &[u8])) {
+        let mut start = 0;
+        for (dst, end) in self.datagrams.drain(..) {
+            send(dst, &self.bytes[start..end]);
+            start = end;
+        }
+        if self.bytes.capacity() > Self::KEPT {
+            self.bytes = Vec::new();
+        } else {
+            self.bytes.clear();
+        }
+    }
 }
 
 impl Demux {
@@ -240,7 +272,7 @@ impl Demux {
         Self {
             dht,
             drives_timers,
-            out: Vec::new(),
+            out: Outbox::default(),
             stun_buf: [0; stun::MAX_RESPONSE],
         }
     }
@@ -261,9 +293,9 @@ impl Demux {
                     return true;
                 }
                 let out = &mut self.out;
-                let outcome = self.dht.handle(now, src, data, &mut |dst, bytes| {
-                    out.push((dst, bytes.to_vec()));
-                });
+                let outcome = self
+                    .dht
+                    .handle(now, src, data, &mut |dst, bytes| out.push(dst, bytes));
                 if let Outcome::Malformed(_) = outcome {
                     engine.drop(DropReason::Dht);
                 }
@@ -277,7 +309,7 @@ impl Demux {
                 match stun::answer(data, src, &mut self.stun_buf) {
                     Ok(Some(n)) => {
                         engine.stats.stun_responses += 1;
-                        self.out.push((src, self.stun_buf[..n].to_vec()));
+                        self.out.push(src, &self.stun_buf[..n]);
                     }
                     Ok(None) => {}
                     Err(_) => engine.drop(DropReason::Stun),
@@ -291,16 +323,13 @@ impl Demux {
     pub fn tick(&mut self, now: Instant) {
         if self.drives_timers {
             let out = &mut self.out;
-            self.dht
-                .tick(now, &mut |dst, bytes| out.push((dst, bytes.to_vec())));
+            self.dht.tick(now, &mut |dst, bytes| out.push(dst, bytes));
         }
     }
 
     /// Hands what the services queued to the shard's socket.
     pub fn flush(&mut self, io: &mut dyn DatagramIo) {
-        for (dst, bytes) in self.out.drain(..) {
-            io.queue_send(dst, &bytes);
-        }
+        self.out.drain(|dst, bytes| io.queue_send(dst, bytes));
     }
 }
 
@@ -322,7 +351,7 @@ pub fn spawn_listener(
             // One byte more than accepted, so that longer datagrams show as too large.
             let mut buf = vec![0u8; MAX_DATAGRAM + 1];
             let mut limiter = IpLimiter::new(rate, max_ips, Instant::now());
-            let mut replies: Vec<(SocketAddr, Vec<u8>)> = Vec::new();
+            let mut replies = Outbox::default();
             while !stop.load(Ordering::Relaxed) {
                 let (len, src) = match socket.recv_from(&mut buf) {
                     Ok(got) => got,
@@ -341,11 +370,11 @@ pub fn spawn_listener(
                 }
                 // Sent once the DHT's lock is released.
                 dht.handle(now, src, &buf[..len], &mut |dst, bytes| {
-                    replies.push((dst, bytes.to_vec()));
+                    replies.push(dst, bytes);
                 });
-                for (dst, bytes) in replies.drain(..) {
-                    let _ = socket.send_to(&bytes, dst);
-                }
+                replies.drain(|dst, bytes| {
+                    let _ = socket.send_to(bytes, dst);
+                });
             }
         })?;
     Ok((local, thread))

@@ -1,11 +1,13 @@
 //! Values stored at this node by others: each expires after a TTL, and together they are
 //! capped in bytes and in entries per source IP.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use super::id::NodeId;
+
+/// Keyed by key hashes and IPs that others choose: ahash with random keys.
+type HashMap<K, V> = std::collections::HashMap<K, V, ahash::RandomState>;
 
 /// Bytes charged per entry beyond its value: the key, bookkeeping and the table slot.
 pub const ENTRY_OVERHEAD: usize = 96;
@@ -61,8 +63,8 @@ impl Storage {
     pub fn new(limits: StorageLimits) -> Self {
         Self {
             limits,
-            entries: HashMap::new(),
-            per_ip: HashMap::new(),
+            entries: HashMap::default(),
+            per_ip: HashMap::default(),
             bytes: 0,
             last_sweep: None,
             expired: 0,
