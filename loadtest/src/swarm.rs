@@ -22,6 +22,7 @@ use setowire_node::swarm::engine::Engine;
 use setowire_node::swarm::event::Event;
 use setowire_node::swarm::sync::shared_store;
 
+use crate::deadlines::Deadlines;
 use crate::net::{batch_was_full, Inbox, PeerNet};
 use crate::report::Recorder;
 
@@ -51,7 +52,7 @@ pub trait Workload {
         &mut self,
         _now: Instant,
         _slot: u32,
-        _event: Event,
+        _event: &Event,
         _swarm: &mut Swarm,
         _rec: &mut Recorder,
     ) {
@@ -103,8 +104,9 @@ pub struct Swarm {
     pub net: PeerNet,
     pub target: SocketAddr,
     peers: Peers,
-    /// Which peers have a session with the target.
+    /// Which peers have a session with the target, and how many do.
     connected: Vec<bool>,
+    connected_total: usize,
     /// Engine deadlines, earliest first; an entry is stale when it differs from `scheduled`.
     timers: BinaryHeap<Reverse<(Instant, u32)>>,
     scheduled: Vec<Option<Instant>>,
@@ -153,6 +155,7 @@ impl Swarm {
             target,
             peers,
             connected: vec![false; n],
+            connected_total: 0,
             timers: BinaryHeap::new(),
             scheduled: vec![None; n],
             dirty: Vec::new(),
@@ -171,7 +174,16 @@ impl Swarm {
     }
 
     pub fn connected_count(&self) -> usize {
-        self.connected.iter().filter(|c| **c).count()
+        self.connected_total
+    }
+
+    fn set_connected(&mut self, slot: u32, on: bool) {
+        let was = std::mem::replace(&mut self.connected[slot as usize], on);
+        match (was, on) {
+            (false, true) => self.connected_total += 1,
+            (true, false) => self.connected_total -= 1,
+            _ => {}
+        }
     }
 
     pub fn id8(&self, slot: u32) -> Id8 {
@@ -226,7 +238,7 @@ impl Swarm {
 
     /// Tells the target peer `slot` is leaving, so its next HELLO is a new handshake.
     pub fn send_goaway(&mut self, slot: u32) {
-        self.connected[slot as usize] = false;
+        self.set_connected(slot, false);
         self.send_frame(slot, &Frame::Goaway);
     }
 
@@ -241,14 +253,14 @@ impl Swarm {
                 }
             }
         }
-        self.flush(Instant::now());
+        self.flush();
     }
 
     /// Gives every peer a session with the target, a window of handshakes at a time; returns
     /// how many have one when all did or `deadline` passed.
     pub fn connect_all(&mut self, deadline: Instant, stop: &dyn Fn() -> bool) -> usize {
         let n = self.len();
-        let mut sent_at: Vec<Option<Instant>> = vec![None; n as usize];
+        let mut unanswered: Deadlines<u32> = Deadlines::default();
         let mut next = 0u32;
         let mut idle = Idle;
         let mut rec = None;
@@ -259,19 +271,20 @@ impl Swarm {
                 return connected;
             }
             // Open new handshakes up to the window, and retry the unanswered ones.
-            let pending = (0..next).filter(|&s| !self.connected[s as usize]).count();
+            let pending = (next as usize).saturating_sub(connected);
             let mut budget = SETUP_WINDOW.saturating_sub(pending);
             while budget > 0 && next < n {
                 self.begin_handshake(now, next);
-                sent_at[next as usize] = Some(now);
+                unanswered.push(now, next);
                 next += 1;
                 budget -= 1;
             }
-            for slot in 0..next {
-                let due = sent_at[slot as usize].is_some_and(|t| now - t > SETUP_RETRY);
-                if due && !self.connected[slot as usize] {
+            let mut due = Vec::new();
+            unanswered.expire(now, SETUP_RETRY, |_, slot| due.push(slot));
+            for slot in due {
+                if !self.connected[slot as usize] {
                     self.begin_handshake(now, slot);
-                    sent_at[slot as usize] = Some(now);
+                    unanswered.push(now, slot);
                 }
             }
             self.turn_inner(now, Duration::from_millis(20), &mut idle, &mut rec);
@@ -307,7 +320,7 @@ impl Swarm {
         work: &mut dyn Workload,
         rec: &mut Option<&mut Recorder>,
     ) {
-        self.flush(now);
+        self.flush();
         let wait = match self.timers.peek() {
             Some(Reverse((at, _))) => wait.min(at.saturating_duration_since(now)),
             None => wait,
@@ -339,7 +352,7 @@ impl Swarm {
             }
         }
         self.collect_events(now, work, rec);
-        self.flush(now);
+        self.flush();
     }
 
     /// A datagram for peer `slot`: the workload's, a set-up answer, a keep-alive, or the
@@ -396,9 +409,7 @@ impl Swarm {
         }
         if let Peers::Raw(_) = self.peers {
             match frame {
-                Frame::HelloAck(_) if from == self.target => {
-                    self.connected[slot as usize] = true;
-                }
+                Frame::HelloAck(_) if from == self.target => self.set_connected(slot, true),
                 // Keep-alive: the target drops peers it has not heard from in a minute.
                 Frame::Ping { .. } if from == self.target => {
                     let id = *self.identity(slot).id();
@@ -424,21 +435,21 @@ impl Swarm {
             while let Some(event) = self.engine(slot).poll_event() {
                 match &event {
                     Event::Connected { addr, .. } if *addr == self.target => {
-                        self.connected[slot as usize] = true;
+                        self.set_connected(slot, true);
                     }
                     // A peer's only session is the target's.
-                    Event::Disconnected { .. } => self.connected[slot as usize] = false,
+                    Event::Disconnected { .. } => self.set_connected(slot, false),
                     _ => {}
                 }
                 if let Some(rec) = rec.as_deref_mut() {
-                    work.event(now, slot, event, self, rec);
+                    work.event(now, slot, &event, self, rec);
                 }
             }
         }
     }
 
     /// Sends what the touched engines queued and re-arms their timers.
-    pub fn flush(&mut self, _now: Instant) {
+    pub fn flush(&mut self) {
         let Peers::Full(engines) = &mut self.peers else {
             self.net.flush();
             return;

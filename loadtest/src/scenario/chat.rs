@@ -164,11 +164,11 @@ impl Workload for Chat {
         true
     }
 
-    fn event(&mut self, now: Instant, slot: u32, event: Event, _: &mut Swarm, rec: &mut Recorder) {
+    fn event(&mut self, now: Instant, slot: u32, event: &Event, _: &mut Swarm, rec: &mut Recorder) {
         let Event::Data { payload, .. } = event else {
             return;
         };
-        let Some((number, sent_at)) = parse_message(&payload) else {
+        let Some((number, sent_at)) = parse_message(payload) else {
             rec.note("other_data", 1);
             return;
         };

@@ -63,12 +63,12 @@ impl Workload for Mixed {
         &mut self,
         now: Instant,
         slot: u32,
-        event: Event,
+        event: &Event,
         swarm: &mut Swarm,
         rec: &mut Recorder,
     ) {
         for part in &mut self.parts {
-            part.event(now, slot, event.clone(), swarm, rec);
+            part.event(now, slot, event, swarm, rec);
         }
     }
 

@@ -177,21 +177,21 @@ impl Workload for Stores {
         }
     }
 
-    fn event(&mut self, now: Instant, slot: u32, event: Event, _: &mut Swarm, rec: &mut Recorder) {
+    fn event(&mut self, now: Instant, slot: u32, event: &Event, _: &mut Swarm, rec: &mut Recorder) {
         // A failed fetch needs nothing here: retries are timed by `tick`.
         let Event::Fetched { key, value } = event else {
             return;
         };
-        let Some(op) = self.ops.get(&key).filter(|op| op.reader == slot) else {
+        let Some(op) = self.ops.get(key).filter(|op| op.reader == slot) else {
             return;
         };
-        if value == value_of(op.number, self.value_len) {
+        if *value == value_of(op.number, self.value_len) {
             rec.done(now, now - op.started);
         } else {
             rec.error(now, 1);
             rec.note("wrong_value", 1);
         }
-        self.ops.remove(&key);
+        self.ops.remove(key);
     }
 
     fn expire(&mut self, now: Instant, _: &mut Swarm, rec: &mut Recorder) {
