@@ -31,12 +31,12 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use setowire_node::proto::frame::kind;
-use setowire_node::proto::identity::{Id8, Identity};
-use setowire_node::proto::session::{Session, DATA_HEADER_LEN, DATA_OVERHEAD};
-use setowire_node::swarm::config::EngineConfig;
-use setowire_node::swarm::engine::Engine;
-use setowire_node::swarm::event::Event;
+use setowire_core::proto::frame::kind;
+use setowire_core::proto::identity::{Id8, Identity};
+use setowire_core::proto::session::{Session, DATA_HEADER_LEN, DATA_OVERHEAD};
+use setowire_core::swarm::config::EngineConfig;
+use setowire_core::swarm::engine::Engine;
+use setowire_core::swarm::event::Event;
 
 /// Peers the node floods each message to (the sender is not sent its own message back).
 const RECIPIENTS: usize = 8;

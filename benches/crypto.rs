@@ -11,8 +11,8 @@ use std::hint::black_box;
 use chacha20poly1305::aead::{AeadInPlace, KeyInit};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use setowire_node::proto::identity::Identity;
-use setowire_node::proto::session::{Session, DATA_HEADER_LEN, DATA_OVERHEAD};
+use setowire_core::proto::identity::Identity;
+use setowire_core::proto::session::{Session, DATA_HEADER_LEN, DATA_OVERHEAD};
 use x25519_dalek::{PublicKey, StaticSecret};
 
 const SIZES: [usize; 2] = [64, 1200];

@@ -11,7 +11,7 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use setowire_node::proto::frame::{
+use setowire_core::proto::frame::{
     classify, encode_batch, encode_have, encode_pex, Chunk, Endpoint, Frame, Handshake, PexEntry,
     MIN_SEALED_LEN,
 };

@@ -32,17 +32,17 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, RngCore, SeedableRng};
-use setowire_node::dht::id::NodeId;
-use setowire_node::dht::message::Contact;
-use setowire_node::dht::routing::{Admission, RoutingTable, K};
-use setowire_node::dht::service::{Demux, SharedDht};
-use setowire_node::dht::{Dht, DhtConfig};
+use setowire_core::dht::id::NodeId;
+use setowire_core::dht::message::Contact;
+use setowire_core::dht::routing::{Admission, RoutingTable, K};
+use setowire_core::dht::{Dht, DhtConfig};
+use setowire_core::proto::identity::{Id8, Identity};
+use setowire_core::ratelimit::Rate;
+use setowire_core::swarm::cluster::{PeerIndex, PeerLocation};
+use setowire_core::swarm::config::EngineConfig;
+use setowire_core::swarm::engine::Engine;
+use setowire_node::discovery::dht::{Demux, SharedDht};
 use setowire_node::io::{BackendKind, DatagramIo, IoStats};
-use setowire_node::proto::identity::{Id8, Identity};
-use setowire_node::swarm::cluster::{PeerIndex, PeerLocation};
-use setowire_node::swarm::config::EngineConfig;
-use setowire_node::swarm::engine::Engine;
-use setowire_node::swarm::ratelimit::Rate;
 
 /// Peers in the node-wide tables.
 const PEERS: usize = 100_000;

@@ -16,10 +16,10 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
-use setowire_node::proto::frame::{Fragment, Frame};
-use setowire_node::swarm::dedupe::{content_hash, SeenFilter};
-use setowire_node::swarm::outqueue::OutQueue;
-use setowire_node::swarm::pieces::{pieces, PieceAssembler, PieceLimits, FRAG_PIECE_LEN};
+use setowire_core::proto::frame::{Fragment, Frame};
+use setowire_core::swarm::dedupe::{content_hash, SeenFilter};
+use setowire_core::swarm::outqueue::OutQueue;
+use setowire_core::swarm::pieces::{pieces, PieceAssembler, PieceLimits, FRAG_PIECE_LEN};
 
 fn hashing(c: &mut Criterion) {
     let mut group = c.benchmark_group("content_hash");

@@ -20,10 +20,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use crate::io::BackendChoice as IoBackendChoice;
-use crate::proto::identity::{decode_hex, encode_hex, Identity};
-use crate::proto::session::restart_safe_counter_base;
-use crate::swarm::config::EngineConfig;
-use crate::swarm::ratelimit::Rate;
+use setowire_core::proto::identity::{decode_hex, encode_hex, Identity};
+use setowire_core::proto::session::restart_safe_counter_base;
+use setowire_core::ratelimit::Rate;
+use setowire_core::swarm::config::EngineConfig;
 
 /// The default configuration, `config/node.toml`, as embedded in the binary.
 pub const DEFAULT_CONFIG_TOML: &str = include_str!("../config/node.toml");
@@ -1107,7 +1107,7 @@ impl NodeConfig {
 
     /// The engine tunables these keys set; the others keep [`EngineConfig::default`].
     /// `first_send_counter` stays 0: the runtime sets it (see
-    /// [`crate::proto::session::restart_safe_counter_base`]).
+    /// [`setowire_core::proto::session::restart_safe_counter_base`]).
     pub fn engine_config(&self) -> EngineConfig {
         EngineConfig {
             max_peers: self.max_peers,

@@ -7,10 +7,10 @@ use std::net::SocketAddr;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::proto::identity::{decode_hex, encode_hex, Id8};
-use crate::swarm::cluster::ShardId;
-use crate::swarm::event::Event;
-use crate::swarm::peer::PeerInfo;
+use setowire_core::proto::identity::{decode_hex, encode_hex, Id8};
+use setowire_core::swarm::cluster::ShardId;
+use setowire_core::swarm::event::Event;
+use setowire_core::swarm::peer::PeerInfo;
 
 #[derive(Debug, Deserialize)]
 #[serde(tag = "cmd", rename_all = "snake_case")]

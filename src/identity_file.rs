@@ -7,7 +7,7 @@
 //!
 //! A persistent identity keeps its session keys across restarts, so the runtime must start
 //! its nonce counters above the previous run's
-//! ([`crate::proto::session::restart_safe_counter_base`]).
+//! ([`setowire_core::proto::session::restart_safe_counter_base`]).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Read, Write};
@@ -16,8 +16,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 
-use crate::proto::identity::{decode_hex, encode_hex, Identity};
-use crate::proto::session::restart_safe_counter_base;
+use setowire_core::proto::identity::{decode_hex, encode_hex, Identity};
+use setowire_core::proto::session::restart_safe_counter_base;
 
 /// Larger files are not key files; they are refused before being read.
 const MAX_FILE_BYTES: u64 = 1024;

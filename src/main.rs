@@ -3,13 +3,13 @@
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::process::ExitCode;
 
+use setowire_core::swarm::config::EngineConfig;
 use setowire_node::admin::AdminConfig;
 use setowire_node::cli::{self, CliAction};
 use setowire_node::config::{LogFormat, NodeConfig};
-use setowire_node::dht::service::DiscoveryOptions;
+use setowire_node::discovery::dht::DiscoveryOptions;
 use setowire_node::http::HttpConfig;
 use setowire_node::node::runtime::{self, NodeOptions};
-use setowire_node::swarm::config::EngineConfig;
 
 fn main() -> ExitCode {
     let (config, control_stdio) = match cli::parse_cli(std::env::args_os(), cli::process_env()) {

@@ -26,10 +26,10 @@ use prometheus::{
     Opts, Registry, TextEncoder,
 };
 
-use crate::dht::service::SharedDht;
+use crate::discovery::dht::SharedDht;
 use crate::io::{BackendKind, IoStats};
-use crate::proto::frame::FrameKind;
-use crate::swarm::stats::{DropReason, Stats};
+use setowire_core::proto::frame::FrameKind;
+use setowire_core::swarm::stats::{DropReason, Stats};
 
 /// How often a shard publishes its counters.
 pub const PUBLISH_EVERY: Duration = Duration::from_millis(100);

@@ -2,8 +2,8 @@
 //! (tests/vectors/identity.json and session.json, see tests/vectors/README.md).
 
 use serde_json::Value;
-use setowire_node::proto::identity::{peer_id_of, CryptoError, Identity};
-use setowire_node::proto::session::{
+use setowire_core::proto::identity::{peer_id_of, CryptoError, Identity};
+use setowire_core::proto::session::{
     derive_session_keys, Session, DATA_HEADER_LEN, DATA_OVERHEAD, NONCE_LEN,
 };
 use x25519_dalek::{PublicKey, StaticSecret};

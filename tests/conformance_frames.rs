@@ -9,12 +9,12 @@
 use std::collections::BTreeSet;
 
 use serde_json::Value;
-use setowire_node::proto::frame::{
+use setowire_core::proto::frame::{
     classify, encode_batch, encode_have, encode_pex, Chunk, DatagramClass, Endpoint, Fragment,
     Frame, FrameError, FrameKind, Handshake, LanAnnounce, PexEntry,
 };
-use setowire_node::proto::identity::Identity;
-use setowire_node::proto::session::{NONCE_LEN, TAG_LEN};
+use setowire_core::proto::identity::Identity;
+use setowire_core::proto::session::{NONCE_LEN, TAG_LEN};
 use sha2::{Digest, Sha256};
 
 fn load() -> Value {

@@ -7,14 +7,14 @@ use std::time::Instant;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use setowire_node::dht::service::{Demux, SharedDht};
-use setowire_node::dht::{Dht, DhtConfig, NodeId};
+use setowire_core::dht::{Dht, DhtConfig, NodeId};
+use setowire_core::proto::identity::Identity;
+use setowire_core::ratelimit::Rate;
+use setowire_core::swarm::config::EngineConfig;
+use setowire_core::swarm::engine::Engine;
+use setowire_core::swarm::stats::DropReason;
+use setowire_node::discovery::dht::{Demux, SharedDht};
 use setowire_node::io::{BackendKind, DatagramIo, IoStats};
-use setowire_node::proto::identity::Identity;
-use setowire_node::swarm::config::EngineConfig;
-use setowire_node::swarm::engine::Engine;
-use setowire_node::swarm::ratelimit::Rate;
-use setowire_node::swarm::stats::DropReason;
 
 /// Collects what the demultiplexer hands to the socket.
 #[derive(Default)]

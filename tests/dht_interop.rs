@@ -10,8 +10,8 @@ use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use setowire_node::dht::id::topic_hash;
-use setowire_node::dht::NodeId;
+use setowire_core::dht::id::topic_hash;
+use setowire_core::dht::NodeId;
 use support::net::TestNet;
 use support::peer::{spawn_node, ControlPeer};
 use support::process::LineProcess;

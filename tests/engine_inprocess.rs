@@ -7,12 +7,12 @@ use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::SeedableRng;
-use setowire_node::proto::frame::{Frame, FrameKind, Handshake};
-use setowire_node::proto::identity::{Id8, Identity};
-use setowire_node::swarm::config::EngineConfig;
-use setowire_node::swarm::engine::Engine;
-use setowire_node::swarm::event::{DisconnectReason, Event};
-use setowire_node::swarm::stats::DropReason;
+use setowire_core::proto::frame::{Frame, FrameKind, Handshake};
+use setowire_core::proto::identity::{Id8, Identity};
+use setowire_core::swarm::config::EngineConfig;
+use setowire_core::swarm::engine::Engine;
+use setowire_core::swarm::event::{DisconnectReason, Event};
+use setowire_core::swarm::stats::DropReason;
 
 struct Net {
     now: Instant,
@@ -438,7 +438,7 @@ fn relay_request_introduces_both_sides() {
     let request = Frame::RelayReq {
         from: requester,
         to: target,
-        endpoint: setowire_node::proto::frame::Endpoint {
+        endpoint: setowire_core::proto::frame::Endpoint {
             ip: "203.0.113.9",
             port: 9,
         },
@@ -460,7 +460,7 @@ fn relay_request_introduces_both_sides() {
         Frame::RelayFwd {
             from: requester,
             // The observed address, not the one claimed in the request.
-            endpoint: setowire_node::proto::frame::Endpoint {
+            endpoint: setowire_core::proto::frame::Endpoint {
                 ip: &src_ip,
                 port: src.port()
             },

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::sample::select;
-use setowire_node::proto::frame::{
+use setowire_core::proto::frame::{
     classify, encode_batch, encode_have, encode_pex, kind, Chunk, DatagramClass, EncodeError,
     Endpoint, Fragment, Frame, FrameError, FrameKind, Handshake, LanAnnounce, PexEntry,
     HANDSHAKE_LEN, MIN_SEALED_LEN, PEX_ID_MAX, PEX_ID_MIN, PING_LEN, PONG_LEN,

@@ -8,7 +8,7 @@ mod support;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::time::{Duration, Instant};
 
-use setowire_node::dht::id::topic_hash;
+use setowire_core::dht::id::topic_hash;
 use socket2::{Domain, Protocol, Socket, Type};
 use support::is_event;
 use support::net::TestNet;

@@ -7,7 +7,7 @@ mod support;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-use setowire_node::proto::frame::Frame;
+use setowire_core::proto::frame::Frame;
 use support::net::TestNet;
 use support::peer::spawn_node_on;
 

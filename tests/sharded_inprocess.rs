@@ -10,13 +10,13 @@ use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::SeedableRng;
+use setowire_core::proto::frame::{Endpoint, Frame};
+use setowire_core::proto::identity::{Id8, Identity};
+use setowire_core::swarm::config::EngineConfig;
+use setowire_core::swarm::engine::Engine;
+use setowire_core::swarm::event::Event;
+use setowire_core::swarm::sync::shared_store;
 use setowire_node::node::cluster::{ClusterShared, ShardMsg};
-use setowire_node::proto::frame::{Endpoint, Frame};
-use setowire_node::proto::identity::{Id8, Identity};
-use setowire_node::swarm::config::EngineConfig;
-use setowire_node::swarm::engine::Engine;
-use setowire_node::swarm::event::Event;
-use setowire_node::swarm::sync::shared_store;
 
 const NODE: &str = "127.0.0.1:4000";
 

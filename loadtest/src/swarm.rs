@@ -14,13 +14,13 @@ use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::SeedableRng;
-use setowire_node::proto::frame::{Frame, Handshake};
-use setowire_node::proto::identity::{Id8, Identity};
-use setowire_node::swarm::cluster::SoloCluster;
-use setowire_node::swarm::config::EngineConfig;
-use setowire_node::swarm::engine::Engine;
-use setowire_node::swarm::event::Event;
-use setowire_node::swarm::sync::shared_store;
+use setowire_core::proto::frame::{Frame, Handshake};
+use setowire_core::proto::identity::{Id8, Identity};
+use setowire_core::swarm::cluster::SoloCluster;
+use setowire_core::swarm::config::EngineConfig;
+use setowire_core::swarm::engine::Engine;
+use setowire_core::swarm::event::Event;
+use setowire_core::swarm::sync::shared_store;
 
 use crate::deadlines::Deadlines;
 use crate::net::{batch_was_full, Inbox, PeerNet};

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use crate::node::cluster::ClusterShared;
 use crate::node::shard::ShardCommand;
-use crate::proto::identity::Id8;
-use crate::swarm::cluster::ShardId;
-use crate::swarm::peer::PeerInfo;
+use setowire_core::proto::identity::Id8;
+use setowire_core::swarm::cluster::ShardId;
+use setowire_core::swarm::peer::PeerInfo;
 
 /// One shard's inbox.
 pub struct ShardLink {

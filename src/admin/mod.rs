@@ -32,10 +32,10 @@ use sha2::{Digest, Sha256};
 use crate::http::server::{self, Served};
 
 use crate::config::NodeConfig;
-use crate::dht::service::SharedDht;
+use crate::discovery::dht::SharedDht;
 use crate::metrics::NodeMetrics;
-use crate::swarm::cluster::ShardId;
-use crate::swarm::peer::PeerInfo;
+use setowire_core::swarm::cluster::ShardId;
+use setowire_core::swarm::peer::PeerInfo;
 
 pub use handle::{NodeHandle, ShardLink};
 

@@ -25,8 +25,8 @@ use axum::routing::{get, post};
 use axum::Router;
 
 use crate::config::NodeConfig;
-use crate::swarm::ratelimit::{IpLimiter, Rate};
 use server::Served;
+use setowire_core::ratelimit::{IpLimiter, Rate};
 
 pub use bootstrap::BootstrapConfig;
 pub use listener::ConnAddrs;

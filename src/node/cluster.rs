@@ -7,9 +7,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
-use crate::proto::identity::Id8;
-use crate::swarm::cluster::{Cluster, PeerIndex, PeerLocation, ShardId};
-use crate::swarm::engine::Engine;
+use setowire_core::proto::identity::Id8;
+use setowire_core::swarm::cluster::{Cluster, PeerIndex, PeerLocation, ShardId};
+use setowire_core::swarm::engine::Engine;
 
 /// Messages one shard waiting in another's inbox may hold at most; beyond that they are
 /// dropped and counted (flooding is best-effort, as it is on the wire).

@@ -17,19 +17,19 @@ use serde_json::{json, Value};
 
 use crate::admin::{AdminConfig, AdminServer, NodeHandle, NodeInfo, ShardLink};
 use crate::control::{self, Command};
-use crate::dht::service::{DiscoveryOptions, Services};
+use crate::discovery::dht::{DiscoveryOptions, Services};
 use crate::http::{ControlPlane, HttpConfig, NodeSelf};
 use crate::io::{bind_reuseport, open_backend, BackendChoice};
 use crate::metrics::{NodeMetrics, ShardHooks};
 use crate::node::cluster::{ClusterShared, Wake};
 use crate::node::shard::{Shard, ShardCommand, DRAIN};
-use crate::proto::identity::Identity;
-use crate::swarm::cluster::ShardId;
-use crate::swarm::config::EngineConfig;
-use crate::swarm::discovery::PEX_MAX;
-use crate::swarm::engine::Engine;
-use crate::swarm::event::Event;
-use crate::swarm::sync::shared_store;
+use setowire_core::proto::identity::Identity;
+use setowire_core::swarm::cluster::ShardId;
+use setowire_core::swarm::config::EngineConfig;
+use setowire_core::swarm::discovery::PEX_MAX;
+use setowire_core::swarm::engine::Engine;
+use setowire_core::swarm::event::Event;
+use setowire_core::swarm::sync::shared_store;
 
 /// Commands queued for one shard before the control plane waits.
 const COMMAND_QUEUE: usize = 1024;
@@ -347,7 +347,10 @@ impl Router<'_> {
         Ok(())
     }
 
-    fn cluster_locate(&self, peer: &crate::proto::identity::Id8) -> Result<ShardId, String> {
+    fn cluster_locate(
+        &self,
+        peer: &setowire_core::proto::identity::Id8,
+    ) -> Result<ShardId, String> {
         self.node
             .locate(peer)
             .ok_or_else(|| "no such peer".to_owned())

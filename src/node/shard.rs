@@ -7,15 +7,15 @@ use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::dht::service::Demux;
+use crate::discovery::dht::Demux;
 use crate::io::DatagramIo;
 use crate::metrics::{ShardHooks, PUBLISH_EVERY};
 use crate::node::cluster::ClusterShared;
-use crate::proto::frame::{classify, DatagramClass};
-use crate::swarm::cluster::ShardId;
-use crate::swarm::engine::Engine;
-use crate::swarm::event::Event;
-use crate::swarm::peer::PeerInfo;
+use setowire_core::proto::frame::{classify, DatagramClass};
+use setowire_core::swarm::cluster::ShardId;
+use setowire_core::swarm::engine::Engine;
+use setowire_core::swarm::event::Event;
+use setowire_core::swarm::peer::PeerInfo;
 
 /// Longest a shard sleeps without looking at its inbox and the stop flag.
 const MAX_WAIT: Duration = Duration::from_millis(100);
@@ -27,7 +27,7 @@ pub enum ShardCommand {
     Dial(SocketAddr),
     Broadcast(Arc<[u8]>),
     Send {
-        peer: crate::proto::identity::Id8,
+        peer: setowire_core::proto::identity::Id8,
         payload: Vec<u8>,
     },
     Store {
@@ -38,7 +38,7 @@ pub enum ShardCommand {
         key: String,
         timeout: Option<Duration>,
     },
-    Disconnect(crate::proto::identity::Id8),
+    Disconnect(setowire_core::proto::identity::Id8),
     /// Lists this shard's peers on the reply channel.
     Peers(SyncSender<(ShardId, Vec<PeerInfo>)>),
     /// Broadcasts and answers how many peers it went to.

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use setowire_node::swarm::event::Event;
+use setowire_core::swarm::event::Event;
 
 use super::{run_swarm, Setup, Worker};
 use crate::report::Recorder;

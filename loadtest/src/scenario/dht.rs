@@ -30,8 +30,8 @@ use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use setowire_node::dht::message::{self, Message, MsgType};
-use setowire_node::dht::NodeId;
+use setowire_core::dht::message::{self, Message, MsgType};
+use setowire_core::dht::NodeId;
 
 use crate::cli::is_local;
 use crate::net::{batch_was_full, Inbox, PeerNet};

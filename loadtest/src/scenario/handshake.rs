@@ -8,7 +8,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use setowire_node::proto::frame::Frame;
+use setowire_core::proto::frame::Frame;
 
 use super::{run_swarm, Setup, Worker};
 use crate::deadlines::Deadlines;

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use setowire_node::proto::frame::Frame;
-use setowire_node::swarm::event::Event;
+use setowire_core::proto::frame::Frame;
+use setowire_core::swarm::event::Event;
 
 use super::chat::{Chat, Tally};
 use super::ping::Pings;

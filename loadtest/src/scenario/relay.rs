@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use setowire_node::proto::frame::{Endpoint, Frame};
+use setowire_core::proto::frame::{Endpoint, Frame};
 
 use super::{run_swarm, Setup, Worker};
 use crate::deadlines::Deadlines;

@@ -8,9 +8,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use setowire_node::proto::frame::Frame;
-use setowire_node::swarm::event::Event;
-use setowire_node::swarm::pieces::CHUNK_PIECE_LEN;
+use setowire_core::proto::frame::Frame;
+use setowire_core::swarm::event::Event;
+use setowire_core::swarm::pieces::CHUNK_PIECE_LEN;
 
 use super::{run_swarm, Setup, Worker};
 use crate::deadlines::Deadlines;

@@ -5,9 +5,9 @@ use std::time::Instant;
 
 use crate::proto::identity::PeerId;
 use crate::proto::session::Session;
+use crate::ratelimit::TokenBucket;
 use crate::swarm::jitter::JitterBuffer;
 use crate::swarm::pieces::{PieceAssembler, PieceError, PieceLimits};
-use crate::swarm::ratelimit::TokenBucket;
 
 /// py-setowire's RTT estimate starts here and moves by this weight per sample.
 const RTT_INITIAL_MS: f32 = 100.0;

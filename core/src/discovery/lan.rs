@@ -3,18 +3,12 @@
 //! empty topic hash when it joins none), and dials the announcers it hears whose topic it
 //! joins (any announcer when it joins none; an announcer without a topic always).
 //!
-//! [`LanDiscovery`] decides (no I/O); [`spawn`] runs it on a small thread with its own
-//! multicast socket and hands dials to a shard.
+//! [`LanDiscovery`] decides what to announce and whom to dial; the node runs it on a small
+//! thread with its own multicast socket.
 
 use std::collections::HashMap;
-use std::io;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::thread::JoinHandle;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
-
-use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::dht::id::topic_hash;
 use crate::proto::frame::{Frame, LanAnnounce};
@@ -28,7 +22,7 @@ const REDIAL_AFTER: Duration = Duration::from_secs(30);
 /// Announcers remembered for [`REDIAL_AFTER`]; beyond this, the oldest are forgotten.
 const MAX_TRACKED: usize = 1024;
 /// Longest announcement read (py-setowire reads 1500 bytes).
-const MAX_DATAGRAM: usize = 1500;
+pub const MAX_DATAGRAM: usize = 1500;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LanStats {
@@ -67,6 +61,11 @@ impl LanDiscovery {
 
     pub fn stats(&self) -> &LanStats {
         &self.stats
+    }
+
+    /// Counts an announcement that went out.
+    pub fn note_announcement_sent(&mut self) {
+        self.stats.announcements_sent += 1;
     }
 
     /// The datagrams to multicast each interval: one per topic, or one without a topic.
@@ -148,78 +147,6 @@ impl LanDiscovery {
         self.stats.dials += 1;
         Some(addr)
     }
-}
-
-/// The local IPv4 address LAN peers would reach us at: the source address the kernel picks
-/// for the multicast group (found with `connect`, which sends nothing), else loopback.
-pub fn local_ip_guess() -> IpAddr {
-    UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))
-        .and_then(|s| {
-            s.connect((MULTICAST_GROUP, MULTICAST_PORT))?;
-            s.local_addr()
-        })
-        .map(|a| a.ip())
-        .ok()
-        .filter(|ip| !ip.is_unspecified())
-        .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
-}
-
-/// Opens the multicast socket as py-setowire does (`SO_REUSEADDR`, bound to the group's
-/// port on every address, member of the group on the default interface), so the node and
-/// py-setowire peers on one host share the port.
-fn open_socket() -> io::Result<UdpSocket> {
-    let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
-    socket.set_reuse_address(true)?;
-    socket.bind(&SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, MULTICAST_PORT).into())?;
-    socket.join_multicast_v4(&MULTICAST_GROUP, &Ipv4Addr::UNSPECIFIED)?;
-    socket.set_multicast_loop_v4(true)?;
-    socket.set_read_timeout(Some(Duration::from_millis(100)))?;
-    Ok(socket.into())
-}
-
-/// Runs LAN discovery until `stop` is set: announces every [`ANNOUNCE_INTERVAL`] (the first
-/// at once) and calls `dial` for each announcer to dial.
-pub fn spawn(
-    mut discovery: LanDiscovery,
-    dial: Box<dyn Fn(SocketAddr) + Send>,
-    connected: Box<dyn Fn(&str) -> bool + Send>,
-    stop: Arc<AtomicBool>,
-) -> io::Result<JoinHandle<()>> {
-    let socket = open_socket()?;
-    let group = SocketAddr::from((MULTICAST_GROUP, MULTICAST_PORT));
-    std::thread::Builder::new()
-        .name("lan".into())
-        .spawn(move || {
-            let mut buf = [0u8; MAX_DATAGRAM];
-            let mut next_announce = Instant::now();
-            while !stop.load(Ordering::Relaxed) {
-                let now = Instant::now();
-                if now >= next_announce {
-                    next_announce = now + ANNOUNCE_INTERVAL;
-                    for datagram in discovery.announcements() {
-                        match socket.send_to(&datagram, group) {
-                            Ok(_) => discovery.stats.announcements_sent += 1,
-                            Err(e) => tracing::debug!(error = %e, "LAN announcement failed"),
-                        }
-                    }
-                }
-                match socket.recv_from(&mut buf) {
-                    Ok((len, _)) => {
-                        if let Some(addr) =
-                            discovery.on_datagram(Instant::now(), &buf[..len], &connected)
-                        {
-                            tracing::debug!(%addr, "dialling a LAN announcer");
-                            dial(addr);
-                        }
-                    }
-                    Err(e) if crate::io::is_wait_over(&e) => {}
-                    Err(e) => {
-                        tracing::debug!(error = %e, "LAN receive failed");
-                        std::thread::sleep(Duration::from_millis(100));
-                    }
-                }
-            }
-        })
 }
 
 #[cfg(test)]

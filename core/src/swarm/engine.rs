@@ -19,6 +19,7 @@ use rand::{RngCore, SeedableRng};
 use crate::proto::frame::{kind, Frame, FrameError, FrameKind, Handshake, PING_LEN, PONG_LEN};
 use crate::proto::identity::{peer_id_of, Id8, Identity};
 use crate::proto::session::{CryptoError, DATA_HEADER_LEN, DATA_OVERHEAD, TAG_LEN};
+use crate::ratelimit::{Clock, IpLimiter, TokenBucket};
 use crate::swarm::cluster::{Cluster, ShardId, SharedStore, SoloCluster};
 use crate::swarm::config::EngineConfig;
 use crate::swarm::dedupe::{content_hash, SeenFilter};
@@ -27,7 +28,6 @@ use crate::swarm::event::{DisconnectReason, Event};
 use crate::swarm::outqueue::OutQueue;
 use crate::swarm::peer::{Peer, PeerInfo};
 use crate::swarm::pieces::{pieces, FRAG_PIECE_LEN, FRAG_THRESHOLD};
-use crate::swarm::ratelimit::{Clock, IpLimiter, TokenBucket};
 use crate::swarm::stats::{DropReason, Stats};
 use crate::swarm::sync::{shared_store, SyncState};
 
@@ -282,7 +282,7 @@ impl Engine {
             None => self.unauth_limiter.allow(src.ip(), now),
         };
         if !allowed {
-            return self.drop(DropReason::RateLimited);
+            return self.count_drop(DropReason::RateLimited);
         }
         if ping {
             self.stats.count_frame(FrameKind::Ping);
@@ -300,8 +300,8 @@ impl Engine {
     fn dispatch(&mut self, now: Instant, src: SocketAddr, datagram: &[u8], depth: usize) {
         let frame = match Frame::parse(datagram) {
             Ok(frame) => frame,
-            Err(FrameError::UnknownType(_)) => return self.drop(DropReason::UnknownType),
-            Err(_) => return self.drop(DropReason::Malformed),
+            Err(FrameError::UnknownType(_)) => return self.count_drop(DropReason::UnknownType),
+            Err(_) => return self.count_drop(DropReason::Malformed),
         };
         self.stats.count_frame(frame.kind());
         match frame {
@@ -326,7 +326,7 @@ impl Engine {
             Frame::ChunkAck { .. } => {}
             Frame::Batch(entries) => {
                 if depth >= MAX_BATCH_DEPTH {
-                    return self.drop(DropReason::BatchTooDeep);
+                    return self.count_drop(DropReason::BatchTooDeep);
                 }
                 for inner in entries.datagrams() {
                     self.dispatch(now, src, inner, depth + 1);
@@ -340,13 +340,20 @@ impl Engine {
         }
     }
 
-    pub(crate) fn drop(&mut self, reason: DropReason) {
+    /// Counts a datagram dropped for `reason`; also used by the node for the DHT and STUN
+    /// datagrams it takes off the same port.
+    pub fn count_drop(&mut self, reason: DropReason) {
         self.stats.count_drop(reason);
+    }
+
+    /// Counts a STUN answer the node sent from this engine's socket.
+    pub fn count_stun_response(&mut self) {
+        self.stats.stun_responses += 1;
     }
 
     pub(crate) fn emit(&mut self, event: Event) {
         if self.events.len() >= self.config.max_events {
-            return self.drop(DropReason::EventQueueFull);
+            return self.count_drop(DropReason::EventQueueFull);
         }
         self.events.push_back(event);
     }
@@ -358,9 +365,9 @@ impl Engine {
             .push_with(dst, frame.encoded_len(), |buf| frame.encode(buf))
         {
             Ok(true) => {}
-            Ok(false) => self.drop(DropReason::OutQueueFull),
+            Ok(false) => self.count_drop(DropReason::OutQueueFull),
             // Frames built by the engine are always encodable.
-            Err(_) => self.drop(DropReason::Malformed),
+            Err(_) => self.count_drop(DropReason::Malformed),
         }
     }
 
@@ -368,11 +375,11 @@ impl Engine {
 
     fn on_handshake(&mut self, now: Instant, src: SocketAddr, h: &Handshake, is_hello: bool) {
         if h.id8 == self.id8 {
-            return self.drop(DropReason::SelfConnection);
+            return self.count_drop(DropReason::SelfConnection);
         }
         let id = peer_id_of(&h.public_key);
         if id[..8] != h.id8 {
-            return self.drop(DropReason::BadHandshakeId);
+            return self.count_drop(DropReason::BadHandshakeId);
         }
         if let Some(peer) = self.peers.get_mut(&h.id8) {
             // A dialer repeats HELLO to punch through NATs: answer each, connect once.
@@ -389,11 +396,11 @@ impl Engine {
             return;
         }
         if !is_hello && !self.dials.contains_key(&src) && !self.cluster.is_dialing(&src, now) {
-            return self.drop(DropReason::UnsolicitedAck);
+            return self.count_drop(DropReason::UnsolicitedAck);
         }
         // Refuse before the Diffie-Hellman, the one expensive step a stranger can trigger.
         if self.cluster.peer_count() >= self.config.max_peers {
-            return self.drop(DropReason::PeerTableFull);
+            return self.count_drop(DropReason::PeerTableFull);
         }
         let session = match self.identity.derive_session(
             &h.public_key,
@@ -401,8 +408,8 @@ impl Engine {
             self.config.first_send_counter,
         ) {
             Ok(session) => session,
-            Err(CryptoError::SelfConnection) => return self.drop(DropReason::SelfConnection),
-            Err(_) => return self.drop(DropReason::WeakKey),
+            Err(CryptoError::SelfConnection) => return self.count_drop(DropReason::SelfConnection),
+            Err(_) => return self.count_drop(DropReason::WeakKey),
         };
         if is_hello {
             self.send_handshake(src, false);
@@ -452,7 +459,7 @@ impl Engine {
             return false;
         }
         if self.dials.len() >= self.config.max_dials {
-            self.drop(DropReason::DialTableFull);
+            self.count_drop(DropReason::DialTableFull);
             return false;
         }
         self.cluster.dialing(addr, now);
@@ -498,10 +505,10 @@ impl Engine {
 
     fn on_data(&mut self, now: Instant, src: SocketAddr, sealed: &[u8]) {
         let Some(id8) = self.by_addr.get(&src).copied() else {
-            return self.drop(DropReason::UnknownPeer);
+            return self.count_drop(DropReason::UnknownPeer);
         };
         let Some(peer) = self.peers.get_mut(&id8) else {
-            return self.drop(DropReason::UnknownPeer);
+            return self.count_drop(DropReason::UnknownPeer);
         };
         let mut plain = std::mem::take(&mut self.open_buf);
         plain.resize(sealed.len(), 0);
@@ -510,7 +517,7 @@ impl Engine {
             Ok(len) => len,
             Err(e) => {
                 self.open_buf = plain;
-                return self.drop(match e {
+                return self.count_drop(match e {
                     CryptoError::Replay => DropReason::Replay,
                     _ => DropReason::AuthFailed,
                 });
@@ -579,16 +586,16 @@ impl Engine {
 
     fn on_fragment(&mut self, now: Instant, src: SocketAddr, f: crate::proto::frame::Fragment<'_>) {
         let Some(id8) = self.by_addr.get(&src).copied() else {
-            return self.drop(DropReason::UnknownPeer);
+            return self.count_drop(DropReason::UnknownPeer);
         };
         let Some(peer) = self.peers.get_mut(&id8) else {
-            return self.drop(DropReason::UnknownPeer);
+            return self.count_drop(DropReason::UnknownPeer);
         };
         peer.last_seen = now;
         // Fragments are cleartext and unauthenticated: besides the per-peer limits, all
         // peers together may hold only a bounded number of bytes.
         if self.fragment_bytes + f.piece.len() > self.config.max_fragment_bytes {
-            return self.drop(DropReason::Fragment);
+            return self.count_drop(DropReason::Fragment);
         }
         let before = peer.fragments.bytes();
         let added = peer
@@ -598,7 +605,7 @@ impl Engine {
         match added {
             Ok(Some(payload)) => self.deliver(now, &id8, &payload),
             Ok(None) => {}
-            Err(_) => self.drop(DropReason::Fragment),
+            Err(_) => self.count_drop(DropReason::Fragment),
         }
     }
 
@@ -609,7 +616,7 @@ impl Engine {
             return;
         }
         if self.seen.check_and_insert(now, content_hash(payload)) {
-            return self.drop(DropReason::Duplicate);
+            return self.count_drop(DropReason::Duplicate);
         }
         self.stats.data_delivered += 1;
         if self.config.flood {
@@ -639,7 +646,7 @@ impl Engine {
     /// Floods data that another shard of this node delivered (it surfaced it already).
     pub fn flood_from_elsewhere(&mut self, now: Instant, payload: &[u8]) {
         if self.seen.check_and_insert(now, content_hash(payload)) {
-            return self.drop(DropReason::Duplicate);
+            return self.count_drop(DropReason::Duplicate);
         }
         self.flood_mesh(payload, None);
     }
@@ -648,7 +655,7 @@ impl Engine {
     /// when longer than one datagram allows (py-setowire sends fragments unencrypted).
     pub fn send(&mut self, peer: &Id8, payload: &[u8]) -> Result<(), SendError> {
         if payload.len() > self.config.max_message {
-            self.drop(DropReason::TooLarge);
+            self.count_drop(DropReason::TooLarge);
             return Err(SendError::TooLarge);
         }
         let Some(p) = self.peers.get_mut(peer) else {
@@ -720,13 +727,13 @@ impl Engine {
 
     fn send_pong(&mut self, dst: SocketAddr) {
         if !self.out.push(dst, &self.pong) {
-            self.drop(DropReason::OutQueueFull);
+            self.count_drop(DropReason::OutQueueFull);
         }
     }
 
     fn on_pong(&mut self, now: Instant, src: SocketAddr) {
         let Some(peer) = self.by_addr.get(&src).and_then(|id| self.peers.get_mut(id)) else {
-            return self.drop(DropReason::UnknownPeer);
+            return self.count_drop(DropReason::UnknownPeer);
         };
         peer.last_seen = now;
         peer.record_rtt(now);
@@ -759,7 +766,7 @@ impl Engine {
             full |= !self.out.push(peer.addr, &buf[..len]);
         }
         if full {
-            self.drop(DropReason::OutQueueFull);
+            self.count_drop(DropReason::OutQueueFull);
         }
         self.maintain_mesh(now);
         self.expire_sync(now);

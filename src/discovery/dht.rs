@@ -16,19 +16,20 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 
 use crate::config::NodeConfig;
+use crate::discovery::lan;
 use crate::io::DatagramIo;
-use crate::lan::{self, LanDiscovery};
-use crate::proto::frame::{classify, DatagramClass};
-use crate::stun;
-use crate::swarm::cluster::ShardId;
-use crate::swarm::config::EngineConfig;
-use crate::swarm::engine::Engine;
-use crate::swarm::ratelimit::{IpLimiter, Rate};
-use crate::swarm::stats::DropReason;
+use setowire_core::discovery::lan::LanDiscovery;
+use setowire_core::discovery::stun;
+use setowire_core::proto::frame::{classify, DatagramClass};
+use setowire_core::ratelimit::{IpLimiter, Rate};
+use setowire_core::swarm::cluster::ShardId;
+use setowire_core::swarm::config::EngineConfig;
+use setowire_core::swarm::engine::Engine;
+use setowire_core::swarm::stats::DropReason;
 
-use super::id::{topic_hash, NodeId};
-use super::message::MAX_DATAGRAM;
-use super::rpc::{Dht, DhtConfig, Outcome};
+use setowire_core::dht::id::{topic_hash, NodeId};
+use setowire_core::dht::message::MAX_DATAGRAM;
+use setowire_core::dht::rpc::{Dht, DhtConfig, Outcome};
 
 /// What the node's discovery services need from the configuration.
 #[derive(Debug, Clone, Default)]
@@ -289,7 +290,7 @@ impl Demux {
             DatagramClass::Setowire => false,
             DatagramClass::DhtJson => {
                 if !engine.allow_unauthenticated(now, src) {
-                    engine.drop(DropReason::RateLimited);
+                    engine.count_drop(DropReason::RateLimited);
                     return true;
                 }
                 let out = &mut self.out;
@@ -297,22 +298,22 @@ impl Demux {
                     .dht
                     .handle(now, src, data, &mut |dst, bytes| out.push(dst, bytes));
                 if let Outcome::Malformed(_) = outcome {
-                    engine.drop(DropReason::Dht);
+                    engine.count_drop(DropReason::Dht);
                 }
                 true
             }
             DatagramClass::Stun => {
                 if !engine.allow_unauthenticated(now, src) {
-                    engine.drop(DropReason::RateLimited);
+                    engine.count_drop(DropReason::RateLimited);
                     return true;
                 }
                 match stun::answer(data, src, &mut self.stun_buf) {
                     Ok(Some(n)) => {
-                        engine.stats.stun_responses += 1;
+                        engine.count_stun_response();
                         self.out.push(src, &self.stun_buf[..n]);
                     }
                     Ok(None) => {}
-                    Err(_) => engine.drop(DropReason::Stun),
+                    Err(_) => engine.count_drop(DropReason::Stun),
                 }
                 true
             }

@@ -191,14 +191,14 @@ impl Engine {
                 .push_with(addr, 2 + PEX_MAX * 60, |buf| encode_pex(entries, buf))
             {
                 Ok(true) => {}
-                _ => self.drop(DropReason::OutQueueFull),
+                _ => self.count_drop(DropReason::OutQueueFull),
             }
         }
     }
 
     pub(crate) fn on_pex(&mut self, now: Instant, src: SocketAddr, entries: PexEntries<'_>) {
         if !self.by_addr.contains_key(&src) {
-            return self.drop(DropReason::UnknownPeer);
+            return self.count_drop(DropReason::UnknownPeer);
         }
         if !self.config.follow_introductions {
             return;
@@ -219,11 +219,11 @@ impl Engine {
     /// request cannot aim a peer's HELLOs at a third party.
     pub(crate) fn on_relay_req(&mut self, src: SocketAddr, from: &Id8, to: &Id8) {
         if !self.config.relay {
-            return self.drop(DropReason::RelayDisabled);
+            return self.count_drop(DropReason::RelayDisabled);
         }
         let target = self.peers.get(to).map(|p| p.addr);
         let Some(target_addr) = target.or_else(|| self.cluster.locate(to).map(|p| p.addr)) else {
-            return self.drop(DropReason::RelayUnknownTarget);
+            return self.count_drop(DropReason::RelayUnknownTarget);
         };
         self.send_relay_fwd(target_addr, from, src);
         self.send_relay_fwd(src, to, target_addr);
@@ -238,7 +238,7 @@ impl Engine {
         endpoint: Endpoint<'_>,
     ) {
         if !self.by_addr.contains_key(&src) {
-            return self.drop(DropReason::UnknownPeer);
+            return self.count_drop(DropReason::UnknownPeer);
         }
         if !self.config.follow_introductions {
             return;

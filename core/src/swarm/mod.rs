@@ -8,7 +8,6 @@ pub mod jitter;
 pub mod outqueue;
 pub mod peer;
 pub mod pieces;
-pub mod ratelimit;
 pub mod stats;
 pub mod store;
 pub mod sync;

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::swarm::ratelimit::Rate;
+use crate::ratelimit::Rate;
 
 #[derive(Debug, Clone)]
 pub struct EngineConfig {

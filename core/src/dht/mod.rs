@@ -1,18 +1,15 @@
-//! The JSON DHT of py-setowire (`SimpleDHT`), served by the node on its UDP port.
+//! The JSON DHT of py-setowire (`SimpleDHT`), without I/O.
 //!
 //! - [`id`]: 160-bit ids, XOR distance, key and topic hashes.
 //! - [`message`]: the JSON messages, parsed and written as `SimpleDHT` spells them.
 //! - [`routing`]: the routing table (160 buckets of 20 nodes that answered us).
 //! - [`storage`]: stored values with a TTL and caps.
 //! - [`rpc`]: the sans-IO DHT node that ties them together.
-//! - [`service`]: how the node runs it: one instance shared by the shards, an optional
-//!   separate port, and the keys the node announces.
 
 pub mod id;
 pub mod message;
 pub mod routing;
 pub mod rpc;
-pub mod service;
 pub mod storage;
 
 pub use id::NodeId;

@@ -160,13 +160,13 @@ impl Engine {
         let len = 2 + keys.clone().map(|k| 1 + k.len()).sum::<usize>();
         match self.out.push_with(addr, len, |buf| encode_have(keys, buf)) {
             Ok(true) => {}
-            _ => self.drop(DropReason::OutQueueFull),
+            _ => self.count_drop(DropReason::OutQueueFull),
         }
     }
 
     pub(crate) fn on_have(&mut self, now: Instant, src: SocketAddr, keys: KeyList<'_>) {
         if !self.by_addr.contains_key(&src) {
-            return self.drop(DropReason::UnknownPeer);
+            return self.count_drop(DropReason::UnknownPeer);
         }
         for key in keys.keys() {
             let wanted = self.sync.wanted.contains_key(key);
@@ -185,7 +185,7 @@ impl Engine {
 
     pub(crate) fn on_want(&mut self, src: SocketAddr, key: &str) {
         if !self.by_addr.contains_key(&src) {
-            return self.drop(DropReason::UnknownPeer);
+            return self.count_drop(DropReason::UnknownPeer);
         }
         let Some(value) = self.stored(key) else {
             return;
@@ -206,12 +206,12 @@ impl Engine {
 
     pub(crate) fn on_chunk(&mut self, now: Instant, src: SocketAddr, chunk: Chunk<'_>) {
         if !self.by_addr.contains_key(&src) {
-            return self.drop(DropReason::UnknownPeer);
+            return self.count_drop(DropReason::UnknownPeer);
         }
         let key = chunk.key();
         if !self.sync.wanted.contains_key(key) {
             // Unlike py-setowire, values nobody asked for are not stored.
-            return self.drop(DropReason::Unwanted);
+            return self.count_drop(DropReason::Unwanted);
         }
         match chunk {
             Chunk::Whole { value, .. } => self.complete_fetch(key, value.to_vec()),
@@ -231,7 +231,7 @@ impl Engine {
                     Ok(None) => {}
                     Err(_) => {
                         self.sync.chunks.remove(&key.to_owned());
-                        self.drop(DropReason::Chunk);
+                        self.count_drop(DropReason::Chunk);
                     }
                 }
             }
