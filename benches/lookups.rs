@@ -13,8 +13,10 @@
 //!   rate limit, the shared DHT's lock) and `Demux::flush` into a socket that drops what it is
 //!   given. The DHT knows 1000 nodes (20 in each of its first 50 buckets), all of them met
 //!   through the PING exchange; the targets are random.
-//! - `peer_index_locate/{hit,miss}`: `PeerIndex::locate` (node-wide id → shard and address) with
-//!   100 000 peers, for an id present and one absent.
+//! - `peer_directory_locate/{hit,miss}`: `PeerDirectory::locate` (the node-wide, lock-free id →
+//!   shard and address) with 100 000 peers, for an id present and one absent;
+//!   `peer_index_locate/{hit,miss}`: the same through a `RwLock<PeerIndex>`, how the node
+//!   shared it before (`benches/cross_shard_index.rs` compares them with shards at work).
 //! - `by_addr/{hit,miss}`: the lookup every received datagram starts with in the engine, source
 //!   address → peer, in a `HashMap<SocketAddr, Id8, ahash::RandomState>` of 100 000 peers.
 //!
@@ -38,11 +40,13 @@ use setowire_core::dht::routing::{Admission, RoutingTable, K};
 use setowire_core::dht::{Dht, DhtConfig};
 use setowire_core::proto::identity::{Id8, Identity};
 use setowire_core::ratelimit::Rate;
-use setowire_core::swarm::cluster::{PeerIndex, PeerLocation};
 use setowire_core::swarm::config::EngineConfig;
 use setowire_core::swarm::engine::Engine;
+use setowire_core::swarm::node_view::PeerLocation;
+use setowire_core::swarm::single_node::PeerIndex;
 use setowire_node::discovery::dht::{Demux, SharedDht};
 use setowire_node::io::{BackendKind, DatagramIo, IoStats};
+use setowire_node::node::directory::PeerDirectory;
 
 /// Peers in the node-wide tables.
 const PEERS: usize = 100_000;
@@ -309,16 +313,28 @@ fn peer_index(c: &mut Criterion) {
     let mut rng = StdRng::seed_from_u64(2);
     let (ids, absent) = keys(PEERS, &mut rng, random_id8);
     let mut index = PeerIndex::new(17, 1024);
+    let directory = PeerDirectory::new(17, 1024);
     for (i, id8) in ids.iter().enumerate() {
-        index.insert(PeerLocation {
+        let location = PeerLocation {
             id8: *id8,
             addr: random_addr(&mut rng),
             shard: i % 8,
-        });
+        };
+        index.insert(location);
+        directory.insert(location);
     }
-    assert_eq!(index.len(), PEERS);
-    bench_lookups(c, "peer_index_locate", &mut rng, ids, absent, |id8| {
-        index.locate(id8)
+    assert_eq!((index.len(), directory.len()), (PEERS, PEERS));
+    let index = std::sync::RwLock::new(index);
+    bench_lookups(
+        c,
+        "peer_index_locate",
+        &mut rng,
+        ids.clone(),
+        absent.clone(),
+        |id8| index.read().unwrap().locate(id8),
+    );
+    bench_lookups(c, "peer_directory_locate", &mut rng, ids, absent, |id8| {
+        directory.locate(id8)
     });
 }
 

@@ -8,8 +8,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use setowire_core::proto::identity::{decode_hex, encode_hex, Id8};
-use setowire_core::swarm::cluster::ShardId;
 use setowire_core::swarm::event::Event;
+use setowire_core::swarm::node_view::ShardId;
 use setowire_core::swarm::peer::PeerInfo;
 
 #[derive(Debug, Deserialize)]

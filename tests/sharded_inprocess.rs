@@ -15,14 +15,15 @@ use setowire_core::proto::identity::{Id8, Identity};
 use setowire_core::swarm::config::EngineConfig;
 use setowire_core::swarm::engine::Engine;
 use setowire_core::swarm::event::Event;
-use setowire_core::swarm::sync::shared_store;
-use setowire_node::node::cluster::{ClusterShared, ShardMsg};
+use setowire_core::swarm::node_view::NodeView;
+use setowire_core::swarm::store::ValueStore;
+use setowire_node::node::shared::NodeShared;
 
 const NODE: &str = "127.0.0.1:4000";
 
 struct World {
     now: Instant,
-    shared: Arc<ClusterShared>,
+    shared: Arc<NodeShared>,
     shards: Vec<Engine>,
     /// Peer address → the shard its datagrams reach.
     steering: HashMap<SocketAddr, usize>,
@@ -36,22 +37,27 @@ impl World {
     /// A node of `shards` shards and one peer per entry of `peer_shards` (the shard it lands on).
     fn new(shards: usize, peer_shards: &[usize], node: EngineConfig, peer: EngineConfig) -> World {
         let now = Instant::now();
-        let shared = ClusterShared::new(
+        let store = ValueStore::new(
+            node.store_max_entries,
+            node.store_max_bytes,
+            node.store_max_value,
+        );
+        let shared = NodeShared::new(
             (0..shards).map(|_| Box::new(|| {}) as _).collect(),
             32,
             1024,
+            store,
         );
-        let store = shared_store(&node);
         let identity = Identity::from_seed(b"node");
         let shard_engines = (0..shards)
             .map(|i| {
-                Engine::in_cluster(
+                Engine::for_shard(
                     identity.clone(),
                     node.clone(),
                     now,
                     StdRng::seed_from_u64(i as u64),
-                    Box::new(shared.handle(i)),
-                    Arc::clone(&store),
+                    i,
+                    Arc::clone(&shared) as Arc<dyn NodeView>,
                 )
             })
             .collect();
@@ -92,9 +98,12 @@ impl World {
         for _ in 0..100_000 {
             let mut inbox = Vec::new();
             for (i, shard) in self.shards.iter_mut().enumerate() {
-                self.shared.take_inbox(i, &mut inbox);
-                for msg in inbox.drain(..) {
-                    ShardMsg::apply(msg, shard, self.now);
+                self.shared.inboxes.take(i, &mut inbox);
+                for message in inbox.drain(..) {
+                    shard.handle_shard_message(self.now, message);
+                }
+                while let Some(effect) = shard.poll_cluster_effect() {
+                    self.shared.apply(i, effect);
                 }
                 shard.drain_transmits(|dst, b| self.wire.push_back((node, dst, b.to_vec())));
             }
@@ -108,6 +117,9 @@ impl World {
             if dst == node {
                 let shard = self.steering[&src];
                 self.shards[shard].handle_datagram(self.now, src, &bytes);
+                while let Some(effect) = self.shards[shard].poll_cluster_effect() {
+                    self.shared.apply(shard, effect);
+                }
             } else if let Some((_, peer)) = self.peers.iter_mut().find(|(a, _)| *a == dst) {
                 peer.handle_datagram(self.now, src, &bytes);
             }

@@ -12,15 +12,11 @@ use std::collections::BinaryHeap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use rand::rngs::StdRng;
-use rand::SeedableRng;
 use setowire_core::proto::frame::{Frame, Handshake};
 use setowire_core::proto::identity::{Id8, Identity};
-use setowire_core::swarm::cluster::SoloCluster;
 use setowire_core::swarm::config::EngineConfig;
 use setowire_core::swarm::engine::Engine;
 use setowire_core::swarm::event::Event;
-use setowire_core::swarm::sync::shared_store;
 
 use crate::deadlines::Deadlines;
 use crate::net::{batch_was_full, Inbox, PeerNet};
@@ -133,17 +129,7 @@ impl Swarm {
         now: Instant,
     ) -> Swarm {
         let engines = (0..count)
-            .map(|_| {
-                let cluster = Box::new(SoloCluster::new(16, config.max_dials));
-                Engine::in_cluster(
-                    Identity::generate(),
-                    config.clone(),
-                    now,
-                    StdRng::from_entropy(),
-                    cluster,
-                    shared_store(config),
-                )
-            })
+            .map(|_| Engine::new(Identity::generate(), config.clone(), now))
             .collect();
         Self::with(net, count, target, Peers::Full(engines))
     }

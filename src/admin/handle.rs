@@ -5,10 +5,10 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::node::cluster::ClusterShared;
 use crate::node::shard::ShardCommand;
+use crate::node::shared::NodeShared;
 use setowire_core::proto::identity::Id8;
-use setowire_core::swarm::cluster::ShardId;
+use setowire_core::swarm::node_view::ShardId;
 use setowire_core::swarm::peer::PeerInfo;
 
 /// One shard's inbox.
@@ -19,11 +19,11 @@ pub struct ShardLink {
 
 pub struct NodeHandle {
     shards: Vec<ShardLink>,
-    cluster: Arc<ClusterShared>,
+    cluster: Arc<NodeShared>,
 }
 
 impl NodeHandle {
-    pub fn new(shards: Vec<ShardLink>, cluster: Arc<ClusterShared>) -> Self {
+    pub fn new(shards: Vec<ShardLink>, cluster: Arc<NodeShared>) -> Self {
         NodeHandle { shards, cluster }
     }
 
@@ -64,11 +64,11 @@ impl NodeHandle {
 
     /// The shard holding `peer`'s session.
     pub fn locate(&self, peer: &Id8) -> Option<ShardId> {
-        self.cluster.locate(peer).map(|p| p.shard)
+        self.cluster.directory.shard_of(peer)
     }
 
     pub fn peer_count(&self) -> usize {
-        self.cluster.peer_count()
+        self.cluster.directory.len()
     }
 
     /// Broadcasts `payload` from every shard; how many peers it went to.

@@ -34,7 +34,7 @@ use crate::http::server::{self, Served};
 use crate::config::NodeConfig;
 use crate::discovery::dht::SharedDht;
 use crate::metrics::NodeMetrics;
-use setowire_core::swarm::cluster::ShardId;
+use setowire_core::swarm::node_view::ShardId;
 use setowire_core::swarm::peer::PeerInfo;
 
 pub use handle::{NodeHandle, ShardLink};

@@ -22,9 +22,9 @@ use setowire_core::discovery::lan::LanDiscovery;
 use setowire_core::discovery::stun;
 use setowire_core::proto::frame::{classify, DatagramClass};
 use setowire_core::ratelimit::{IpLimiter, Rate};
-use setowire_core::swarm::cluster::ShardId;
 use setowire_core::swarm::config::EngineConfig;
 use setowire_core::swarm::engine::Engine;
+use setowire_core::swarm::node_view::ShardId;
 use setowire_core::swarm::stats::DropReason;
 
 use setowire_core::dht::id::{topic_hash, NodeId};

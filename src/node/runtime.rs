@@ -21,15 +21,17 @@ use crate::discovery::dht::{DiscoveryOptions, Services};
 use crate::http::{ControlPlane, HttpConfig, NodeSelf};
 use crate::io::{bind_reuseport, open_backend, BackendChoice};
 use crate::metrics::{NodeMetrics, ShardHooks};
-use crate::node::cluster::{ClusterShared, Wake};
+use crate::node::inboxes::Wake;
 use crate::node::shard::{Shard, ShardCommand, DRAIN};
+use crate::node::shared::NodeShared;
 use setowire_core::proto::identity::Identity;
-use setowire_core::swarm::cluster::ShardId;
 use setowire_core::swarm::config::EngineConfig;
 use setowire_core::swarm::discovery::PEX_MAX;
 use setowire_core::swarm::engine::Engine;
 use setowire_core::swarm::event::Event;
-use setowire_core::swarm::sync::shared_store;
+use setowire_core::swarm::node_view::NodeView;
+use setowire_core::swarm::node_view::ShardId;
+use setowire_core::swarm::store::ValueStore;
 
 /// Commands queued for one shard before the control plane waits.
 const COMMAND_QUEUE: usize = 1024;
@@ -91,7 +93,12 @@ pub fn run(mut options: NodeOptions) -> anyhow::Result<()> {
             Arc::new(move || waker.wake()) as Arc<dyn Fn() + Send + Sync>
         })
         .collect();
-    let cluster = ClusterShared::new(
+    let store = ValueStore::new(
+        options.engine.store_max_entries,
+        options.engine.store_max_bytes,
+        options.engine.store_max_value,
+    );
+    let cluster = NodeShared::new(
         wakes
             .iter()
             .map(|w| {
@@ -101,8 +108,8 @@ pub fn run(mut options: NodeOptions) -> anyhow::Result<()> {
             .collect(),
         options.engine.gossip_fanout.max(PEX_MAX + 1),
         options.engine.max_dials,
+        store,
     );
-    let store = shared_store(&options.engine);
     let stop = Arc::new(AtomicBool::new(false));
     // A first SIGTERM/SIGINT stops gracefully; a second one while stopping exits at once.
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
@@ -128,20 +135,20 @@ pub fn run(mut options: NodeOptions) -> anyhow::Result<()> {
     let mut shards = Vec::with_capacity(shard_count);
     for (id, ((io, _), wake)) in backends.into_iter().zip(wakes).enumerate() {
         let (commands, command_rx) = mpsc::sync_channel(COMMAND_QUEUE);
-        let engine = Engine::in_cluster(
+        let engine = Engine::for_shard(
             options.identity.clone(),
             options.engine.clone(),
             start,
             StdRng::from_entropy(),
-            Box::new(cluster.handle(id)),
-            Arc::clone(&store),
+            id,
+            Arc::clone(&cluster) as Arc<dyn NodeView>,
         );
         let shard = Shard {
             id,
             engine,
             io,
             demux: services.demux(id),
-            cluster: Arc::clone(&cluster),
+            shared: Arc::clone(&cluster),
             commands: command_rx,
             events: options.control_stdio.then(|| event_tx.clone()),
             stop: Arc::clone(&stop),
@@ -179,7 +186,7 @@ pub fn run(mut options: NodeOptions) -> anyhow::Result<()> {
                 }
             }),
             Box::new(move |id: &str| {
-                control::peer_id(id).is_ok_and(|id8| index.locate(&id8).is_some())
+                control::peer_id(id).is_ok_and(|id8| index.directory.locate(&id8).is_some())
             }),
             &stop,
         );
@@ -262,7 +269,7 @@ pub fn run(mut options: NodeOptions) -> anyhow::Result<()> {
     }
 
     tracing::info!(
-        peers = cluster.peer_count(),
+        peers = cluster.directory.len(),
         "shutting down: GOAWAY to every peer"
     );
     stop.store(true, Ordering::Relaxed);

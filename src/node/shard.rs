@@ -10,11 +10,11 @@ use std::time::{Duration, Instant};
 use crate::discovery::dht::Demux;
 use crate::io::DatagramIo;
 use crate::metrics::{ShardHooks, PUBLISH_EVERY};
-use crate::node::cluster::ClusterShared;
+use crate::node::shared::NodeShared;
 use setowire_core::proto::frame::{classify, DatagramClass};
-use setowire_core::swarm::cluster::ShardId;
 use setowire_core::swarm::engine::Engine;
 use setowire_core::swarm::event::Event;
+use setowire_core::swarm::node_view::ShardId;
 use setowire_core::swarm::peer::PeerInfo;
 
 /// Longest a shard sleeps without looking at its inbox and the stop flag.
@@ -60,7 +60,7 @@ pub struct Shard {
     pub io: Box<dyn DatagramIo + Send>,
     /// Takes the DHT and STUN datagrams that share the port.
     pub demux: Demux,
-    pub cluster: Arc<ClusterShared>,
+    pub shared: Arc<NodeShared>,
     pub commands: Receiver<ShardCommand>,
     pub events: Option<EventSink>,
     pub stop: Arc<AtomicBool>,
@@ -79,9 +79,9 @@ impl Shard {
                 .min(MAX_WAIT);
             // One clock reading for the turn: the one its datagrams were handled at, if any.
             let now = self.receive(timeout).unwrap_or_else(Instant::now);
-            self.cluster.take_inbox(self.id, &mut inbox);
-            for msg in inbox.drain(..) {
-                msg.apply(&mut self.engine, now);
+            self.shared.inboxes.take(self.id, &mut inbox);
+            for message in inbox.drain(..) {
+                self.engine.handle_shard_message(now, message);
             }
             while let Ok(cmd) = self.commands.try_recv() {
                 self.command(now, cmd);
@@ -90,11 +90,14 @@ impl Shard {
                 self.engine.handle_timeout(now);
             }
             self.demux.tick(now);
+            // Before the transmits: another shard may get the answer to a dial sent now.
+            apply_effects(&mut self.engine, &self.shared, self.id);
             self.transmit();
             self.forward_events();
             self.publish(now);
         }
         self.engine.disconnect_all();
+        apply_effects(&mut self.engine, &self.shared, self.id);
         self.transmit();
         self.forward_events();
         self.publish(Instant::now());
@@ -122,6 +125,8 @@ impl Shard {
     fn receive(&mut self, timeout: Duration) -> Option<Instant> {
         let engine = &mut self.engine;
         let demux = &mut self.demux;
+        let shared = &*self.shared;
+        let shard = self.id;
         let handshake_seconds = &self.hooks.handshake_seconds;
         // One clock reading per batch: datagrams of a batch arrived together.
         let mut now = None;
@@ -139,6 +144,11 @@ impl Shard {
             let handshake = matches!(data.first(), Some(0xA1 | 0xA2))
                 .then(|| (engine.stats().handshakes, Instant::now()));
             engine.handle_datagram(now, src, data);
+            // The node learns of sessions at once, so the next datagram's engine (here or
+            // on another shard) counts them.
+            if engine.has_cluster_effects() {
+                apply_effects(engine, shared, shard);
+            }
             if let Some((before, started)) = handshake {
                 if engine.stats().handshakes > before {
                     handshake_seconds.observe(started.elapsed().as_secs_f64());
@@ -214,5 +224,12 @@ impl Shard {
                 engine.fetch_within(now, &key, timeout);
             }
         }
+    }
+}
+
+/// Hands everything the engine asked of the node to the shared state.
+fn apply_effects(engine: &mut Engine, shared: &NodeShared, shard: ShardId) {
+    while let Some(effect) = engine.poll_cluster_effect() {
+        shared.apply(shard, effect);
     }
 }

@@ -8,8 +8,9 @@ use serde::Deserialize;
 
 use crate::proto::frame::{encode_pex, Endpoint, Frame, PexEntries, PexEntry};
 use crate::proto::identity::{decode_hex, encode_hex, Id8};
-use crate::swarm::cluster::{PeerLocation, ShardId};
+use crate::swarm::effects::{ShardMessage, ShardTarget};
 use crate::swarm::engine::Engine;
+use crate::swarm::node_view::{PeerLocation, ShardId};
 use crate::swarm::stats::DropReason;
 
 /// py-setowire lists at most this many peers in one PEX frame.
@@ -39,10 +40,11 @@ impl Engine {
         let me = PeerLocation {
             id8: *newcomer,
             addr: new_addr,
-            shard: self.cluster.shard(),
+            shard: self.node.shard_id(),
         };
         let others: Vec<PeerLocation> = self
-            .cluster
+            .node
+            .view()
             .recent(self.config.gossip_fanout + 1)
             .into_iter()
             .filter(|other| other.id8 != *newcomer)
@@ -70,12 +72,16 @@ impl Engine {
             }
         }
         for (shard, targets) in elsewhere {
-            self.cluster.introduce_elsewhere(shard, targets, me);
+            let message = ShardMessage::Introduce {
+                targets,
+                newcomer: me,
+            };
+            self.node.send(ShardTarget::One(shard), message);
         }
     }
 
     /// Introduces a peer connected on another shard to some of this shard's peers.
-    pub fn introduce_from_elsewhere(&mut self, targets: &[Id8], newcomer: PeerLocation) {
+    pub(crate) fn introduce_from_elsewhere(&mut self, targets: &[Id8], newcomer: PeerLocation) {
         let about = introduction_json(&newcomer.id8, newcomer.addr);
         for target in targets {
             self.send_unsequenced(target, about.as_bytes());
@@ -148,7 +154,7 @@ impl Engine {
     fn follow_introduction(&mut self, now: Instant, id8: &Id8, addr: SocketAddr) {
         if *id8 == self.id8
             || self.peers.contains_key(id8)
-            || self.cluster.locate(id8).is_some()
+            || self.node.view().locate(id8).is_some()
             || addr.port() == 0
         {
             return;
@@ -157,11 +163,12 @@ impl Engine {
     }
 
     pub(crate) fn send_pex_round(&mut self) {
-        if self.peers.is_empty() || self.cluster.peer_count() < 2 {
+        if self.peers.is_empty() || self.node.peer_count() < 2 {
             return;
         }
         let known: Vec<(Id8, String, u16)> = self
-            .cluster
+            .node
+            .view()
             .recent(PEX_MAX + 1)
             .into_iter()
             .map(|p| (p.id8, p.addr.ip().to_string(), p.addr.port()))
@@ -222,7 +229,8 @@ impl Engine {
             return self.count_drop(DropReason::RelayDisabled);
         }
         let target = self.peers.get(to).map(|p| p.addr);
-        let Some(target_addr) = target.or_else(|| self.cluster.locate(to).map(|p| p.addr)) else {
+        let Some(target_addr) = target.or_else(|| self.node.view().locate(to).map(|p| p.addr))
+        else {
             return self.count_drop(DropReason::RelayUnknownTarget);
         };
         self.send_relay_fwd(target_addr, from, src);

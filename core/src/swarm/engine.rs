@@ -11,6 +11,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
@@ -20,16 +21,19 @@ use crate::proto::frame::{kind, Frame, FrameError, FrameKind, Handshake, PING_LE
 use crate::proto::identity::{peer_id_of, Id8, Identity};
 use crate::proto::session::{CryptoError, DATA_HEADER_LEN, DATA_OVERHEAD, TAG_LEN};
 use crate::ratelimit::{Clock, IpLimiter, TokenBucket};
-use crate::swarm::cluster::{Cluster, ShardId, SharedStore, SoloCluster};
 use crate::swarm::config::EngineConfig;
 use crate::swarm::dedupe::{content_hash, SeenFilter};
-use crate::swarm::discovery::PEX_MAX;
+use crate::swarm::effects::{ClusterEffect, ShardMessage, ShardTarget};
 use crate::swarm::event::{DisconnectReason, Event};
+use crate::swarm::node_link::NodeLink;
+use crate::swarm::node_view::{NodeView, ShardId};
 use crate::swarm::outqueue::OutQueue;
 use crate::swarm::peer::{Peer, PeerInfo};
 use crate::swarm::pieces::{pieces, FRAG_PIECE_LEN, FRAG_THRESHOLD};
+use crate::swarm::single_node::SingleNode;
 use crate::swarm::stats::{DropReason, Stats};
-use crate::swarm::sync::{shared_store, SyncState};
+use crate::swarm::store::ValueLimits;
+use crate::swarm::sync::SyncState;
 
 /// BATCH inside BATCH is legal but no dialect nests deeper than this.
 const MAX_BATCH_DEPTH: usize = 2;
@@ -70,8 +74,8 @@ pub struct Engine {
     /// Number of peers with `in_mesh` set.
     pub(crate) mesh_size: usize,
     pub(crate) mesh_degree: usize,
-    /// The node's other shards, or a [`SoloCluster`] when this engine is the whole node.
-    pub(crate) cluster: Box<dyn Cluster>,
+    /// The rest of the node: read through a view, told through effects.
+    pub(crate) node: NodeLink,
     /// Limits traffic from addresses without a session, per source IP.
     unauth_limiter: IpLimiter,
     /// The time base of the peers' rate buckets.
@@ -122,22 +126,37 @@ impl Engine {
 
     /// Like [`Engine::new`] with a seeded random source, for reproducible tests.
     pub fn with_rng(identity: Identity, config: EngineConfig, now: Instant, rng: StdRng) -> Self {
-        let cluster = Box::new(SoloCluster::new(
-            config.gossip_fanout.max(PEX_MAX + 1),
-            config.max_dials,
-        ));
-        let store = shared_store(&config);
-        Self::in_cluster(identity, config, now, rng, cluster, store)
+        let node = NodeLink::Single(Box::new(SingleNode::new(&config)));
+        Self::with_node(identity, config, now, rng, node)
     }
 
-    /// One shard of a node: `cluster` connects it to the others, `store` is shared by all.
-    pub fn in_cluster(
+    /// Shard `shard` of a node. `view` answers what the engine asks about the node; what
+    /// the node must learn comes out of [`Engine::poll_cluster_effect`], which the shard must
+    /// drain after every input and before it sends the transmits (a dial's answer may reach
+    /// another shard, which must know of the dial by then).
+    pub fn for_shard(
         identity: Identity,
         config: EngineConfig,
         now: Instant,
         rng: StdRng,
-        cluster: Box<dyn Cluster>,
-        store: SharedStore,
+        shard: ShardId,
+        view: Arc<dyn NodeView>,
+    ) -> Self {
+        let limits = ValueLimits {
+            max_entries: config.store_max_entries,
+            max_bytes: config.store_max_bytes,
+            max_value_len: config.store_max_value,
+        };
+        let node = NodeLink::shard(shard, view, limits);
+        Self::with_node(identity, config, now, rng, node)
+    }
+
+    fn with_node(
+        identity: Identity,
+        config: EngineConfig,
+        now: Instant,
+        rng: StdRng,
+        node: NodeLink,
     ) -> Self {
         let mut pong = [0u8; PONG_LEN];
         let pong_len = Frame::Pong { id: *identity.id() }
@@ -151,7 +170,7 @@ impl Engine {
             by_addr: HashMap::default(),
             mesh_size: 0,
             mesh_degree: config.mesh_degree,
-            cluster,
+            node,
             unauth_limiter: IpLimiter::new(config.unauth_rate, config.rate_limit_ips, now),
             clock: Clock::new(now),
             dials: HashMap::new(),
@@ -160,7 +179,7 @@ impl Engine {
             out: OutQueue::new(config.out_queue_bytes),
             events: VecDeque::new(),
             seen: SeenFilter::new(config.seen_filter_bits, SEEN_ROTATE, now),
-            sync: SyncState::new(store),
+            sync: SyncState::new(),
             stats: Stats::default(),
             rng,
             next_ping: now + config.ping_interval,
@@ -195,7 +214,32 @@ impl Engine {
 
     /// The shard this engine is within its node.
     pub fn shard(&self) -> ShardId {
-        self.cluster.shard()
+        self.node.shard_id()
+    }
+
+    /// What the rest of the node must learn or do next, when this engine is a shard.
+    #[must_use]
+    pub fn poll_cluster_effect(&mut self) -> Option<ClusterEffect> {
+        self.node.poll_effect()
+    }
+
+    /// Whether [`Engine::poll_cluster_effect`] has something: cheap enough to ask after
+    /// every datagram.
+    pub fn has_cluster_effects(&self) -> bool {
+        self.node.has_effects()
+    }
+
+    /// Work another shard of the node asks for (see [`ShardMessage`]).
+    pub fn handle_shard_message(&mut self, now: Instant, message: ShardMessage) {
+        self.last_now = now;
+        match message {
+            ShardMessage::Flood(payload) => self.flood_from_elsewhere(now, &payload),
+            ShardMessage::Introduce { targets, newcomer } => {
+                self.introduce_from_elsewhere(&targets, newcomer)
+            }
+            ShardMessage::Want(key) => self.want_from_elsewhere(now, &key),
+            ShardMessage::ValueArrived(key) => self.value_arrived_elsewhere(&key),
+        }
     }
 
     pub fn peers(&self) -> impl Iterator<Item = PeerInfo> + '_ {
@@ -395,11 +439,11 @@ impl Engine {
             }
             return;
         }
-        if !is_hello && !self.dials.contains_key(&src) && !self.cluster.is_dialing(&src, now) {
+        if !is_hello && !self.dials.contains_key(&src) && !self.node.view().is_dialing(&src, now) {
             return self.count_drop(DropReason::UnsolicitedAck);
         }
         // Refuse before the Diffie-Hellman, the one expensive step a stranger can trigger.
-        if self.cluster.peer_count() >= self.config.max_peers {
+        if self.node.peer_count() >= self.config.max_peers {
             return self.count_drop(DropReason::PeerTableFull);
         }
         let session = match self.identity.derive_session(
@@ -422,7 +466,7 @@ impl Engine {
         self.peers
             .insert(h.id8, Box::new(Peer::new(id, src, session, rate, now)));
         self.by_addr.insert(src, h.id8);
-        self.cluster.connected(h.id8, src);
+        self.node.connected(h.id8, src);
         self.stats.handshakes += 1;
         if self.mesh_size < self.mesh_degree {
             self.set_mesh(&h.id8, true);
@@ -454,7 +498,7 @@ impl Engine {
     pub fn dial(&mut self, now: Instant, addr: SocketAddr) -> bool {
         if self.by_addr.contains_key(&addr)
             || self.dials.contains_key(&addr)
-            || self.cluster.is_connected_addr(&addr)
+            || self.node.view().is_connected_addr(&addr)
         {
             return false;
         }
@@ -462,7 +506,7 @@ impl Engine {
             self.count_drop(DropReason::DialTableFull);
             return false;
         }
-        self.cluster.dialing(addr, now);
+        self.node.dialing(addr, now);
         self.dials.insert(
             addr,
             Dial {
@@ -621,7 +665,10 @@ impl Engine {
         self.stats.data_delivered += 1;
         if self.config.flood {
             self.flood_mesh(payload, Some(from));
-            self.cluster.flood_elsewhere(payload);
+            if self.node.has_other_shards() {
+                let payload = ShardMessage::Flood(Arc::from(payload));
+                self.node.send(ShardTarget::Others, payload);
+            }
         }
         self.emit(Event::Data {
             peer: *from,
@@ -644,7 +691,7 @@ impl Engine {
     }
 
     /// Floods data that another shard of this node delivered (it surfaced it already).
-    pub fn flood_from_elsewhere(&mut self, now: Instant, payload: &[u8]) {
+    fn flood_from_elsewhere(&mut self, now: Instant, payload: &[u8]) {
         if self.seen.check_and_insert(now, content_hash(payload)) {
             return self.count_drop(DropReason::Duplicate);
         }
@@ -804,7 +851,7 @@ impl Engine {
         }
         self.fragment_bytes -= peer.fragments.bytes();
         self.gapped.remove(id8);
-        self.cluster.disconnected(id8);
+        self.node.disconnected(*id8, peer.addr);
         self.emit(Event::Disconnected { peer: *id8, reason });
     }
 

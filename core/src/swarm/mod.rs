@@ -1,13 +1,23 @@
-pub mod cluster;
+//! The sans-IO Setowire peer engine and its parts.
+//!
+//! [`engine::Engine`] is the entry point. Inputs: datagrams, timeouts, commands and
+//! [`effects::ShardMessage`]s from other shards. Outputs, polled: transmits, [`event::Event`]s
+//! and [`effects::ClusterEffect`]s. What it reads about other shards comes through a
+//! [`node_view::NodeView`].
+
 pub mod config;
 pub mod dedupe;
 pub mod discovery;
+pub mod effects;
 pub mod engine;
 pub mod event;
 pub mod jitter;
+mod node_link;
+pub mod node_view;
 pub mod outqueue;
 pub mod peer;
 pub mod pieces;
+pub mod single_node;
 pub mod stats;
 pub mod store;
 pub mod sync;

@@ -5,18 +5,42 @@
 //! 10 000 entries of any size; here the store is bounded by entries and by bytes, evicting the
 //! least recently used entries to make room.
 
+use std::sync::Arc;
+
 use lru::LruCache;
 
 /// Longest key: HAVE, WANT and CHUNK carry it behind a one-byte length.
 pub const MAX_KEY_LEN: usize = 255;
 
-/// An LRU map from key to value, bounded by entry count and total bytes.
+/// What a store accepts: at most `max_entries` entries and `max_bytes` bytes (keys and
+/// values counted), no value longer than `max_value_len`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ValueLimits {
+    pub max_entries: usize,
+    pub max_bytes: usize,
+    pub max_value_len: usize,
+}
+
+impl ValueLimits {
+    /// False when the key is empty or longer than 255 bytes (no frame could name it), the
+    /// value is empty (py-setowire treats an empty value as absent) or longer than
+    /// `max_value_len`, or the entry alone exceeds the store's bounds.
+    pub fn admits(&self, key: &str, value_len: usize) -> bool {
+        !key.is_empty()
+            && key.len() <= MAX_KEY_LEN
+            && value_len != 0
+            && value_len <= self.max_value_len
+            && key.len() + value_len <= self.max_bytes
+            && self.max_entries != 0
+    }
+}
+
+/// An LRU map from key to value, bounded by entry count and total bytes. Values are shared
+/// (`Arc`), so handing one out copies nothing.
 #[derive(Debug)]
 pub struct ValueStore {
-    entries: LruCache<String, Vec<u8>>,
-    max_entries: usize,
-    max_bytes: usize,
-    max_value_len: usize,
+    entries: LruCache<String, Arc<[u8]>>,
+    limits: ValueLimits,
     /// Key plus value bytes of every entry.
     bytes: usize,
 }
@@ -27,36 +51,48 @@ impl ValueStore {
     pub fn new(max_entries: usize, max_bytes: usize, max_value_len: usize) -> Self {
         Self {
             entries: LruCache::unbounded(),
-            max_entries,
-            max_bytes,
-            max_value_len,
+            limits: ValueLimits {
+                max_entries,
+                max_bytes,
+                max_value_len,
+            },
             bytes: 0,
         }
     }
 
+    pub fn limits(&self) -> ValueLimits {
+        self.limits
+    }
+
     /// Stores `value` under `key` as the most recently used entry, replacing any previous
-    /// value and evicting least recently used entries to fit.
-    ///
-    /// Returns false, storing nothing, when the key is empty or longer than 255 bytes (no
-    /// frame could name it), the value is empty (py-setowire treats an empty value as absent)
-    /// or longer than `max_value_len`, or the entry alone exceeds the store's bounds.
-    pub fn insert(&mut self, key: &str, value: Vec<u8>) -> bool {
-        let size = key.len() + value.len();
-        if key.is_empty()
-            || key.len() > MAX_KEY_LEN
-            || value.is_empty()
-            || value.len() > self.max_value_len
-            || size > self.max_bytes
-            || self.max_entries == 0
-        {
+    /// value and evicting least recently used entries to fit. Returns false, storing
+    /// nothing, when [`ValueLimits::admits`] refuses the entry.
+    pub fn insert(&mut self, key: &str, value: impl Into<Arc<[u8]>>) -> bool {
+        self.insert_evicting(key, value.into(), |_| {})
+    }
+
+    /// Like [`ValueStore::insert`], handing each evicted key to `evicted`.
+    pub fn insert_evicting(
+        &mut self,
+        key: &str,
+        value: Arc<[u8]>,
+        mut evicted: impl FnMut(String),
+    ) -> bool {
+        if !self.limits.admits(key, value.len()) {
             return false;
         }
+        let size = key.len() + value.len();
         if let Some(old) = self.entries.pop(key) {
             self.bytes -= key.len() + old.len();
         }
-        while self.entries.len() >= self.max_entries || self.bytes + size > self.max_bytes {
+        while self.entries.len() >= self.limits.max_entries
+            || self.bytes + size > self.limits.max_bytes
+        {
             match self.entries.pop_lru() {
-                Some((k, v)) => self.bytes -= k.len() + v.len(),
+                Some((k, v)) => {
+                    self.bytes -= k.len() + v.len();
+                    evicted(k);
+                }
                 None => break,
             }
         }
@@ -67,12 +103,17 @@ impl ValueStore {
 
     /// The value under `key`, marking it recently used.
     pub fn get(&mut self, key: &str) -> Option<&[u8]> {
-        self.entries.get(key).map(Vec::as_slice)
+        self.entries.get(key).map(|v| &v[..])
     }
 
     /// The value under `key`, without touching its recency.
     pub fn peek(&self, key: &str) -> Option<&[u8]> {
-        self.entries.peek(key).map(Vec::as_slice)
+        self.entries.peek(key).map(|v| &v[..])
+    }
+
+    /// The value under `key`, shared, without touching its recency.
+    pub fn peek_shared(&self, key: &str) -> Option<Arc<[u8]>> {
+        self.entries.peek(key).cloned()
     }
 
     pub fn contains(&self, key: &str) -> bool {

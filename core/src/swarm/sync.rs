@@ -3,24 +3,22 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::proto::frame::{encode_have, Chunk, Frame, KeyList};
 use crate::proto::identity::Id8;
-use crate::swarm::cluster::SharedStore;
-use crate::swarm::config::EngineConfig;
+use crate::swarm::effects::{ShardMessage, ShardTarget};
 use crate::swarm::engine::Engine;
 use crate::swarm::event::Event;
 use crate::swarm::pieces::{pieces, PieceAssembler, PieceLimits, CHUNK_PIECE_LEN};
 use crate::swarm::stats::DropReason;
-use crate::swarm::store::ValueStore;
 
 /// py-setowire announces at most this many stored keys to a new peer.
 const HAVE_SUMMARY_MAX: usize = 64;
 
+/// The fetches in progress; the values themselves are in the node's store.
 pub(crate) struct SyncState {
-    store: SharedStore,
     /// Keys asked for with WANT and not answered yet.
     wanted: HashMap<String, Wanted>,
     chunks: PieceAssembler<String>,
@@ -33,35 +31,19 @@ struct Wanted {
 }
 
 impl SyncState {
-    pub fn new(store: SharedStore) -> Self {
+    pub fn new() -> Self {
         Self {
-            store,
             wanted: HashMap::new(),
             chunks: PieceAssembler::new(PieceLimits::CHUNK),
         }
     }
-
-    /// The shared store, locked. Only HAVE/WANT/CHUNK and commands get here, never the
-    /// per-packet path.
-    fn store(&self) -> MutexGuard<'_, ValueStore> {
-        self.store.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-/// A value store sized by the config, for one node.
-pub fn shared_store(config: &EngineConfig) -> SharedStore {
-    Arc::new(Mutex::new(ValueStore::new(
-        config.store_max_entries,
-        config.store_max_bytes,
-        config.store_max_value,
-    )))
 }
 
 impl Engine {
     /// Stores a value locally and announces it to the mesh. False when the store refuses it
     /// (empty, key over 255 bytes, value over the configured maximum).
     pub fn store(&mut self, key: &str, value: Vec<u8>) -> bool {
-        if !self.sync.store().insert(key, value) {
+        if !self.node.store(key, Arc::from(value)) {
             return false;
         }
         for peer in self.mesh_peers() {
@@ -71,8 +53,8 @@ impl Engine {
     }
 
     /// A stored value, if this node holds it.
-    pub fn stored(&mut self, key: &str) -> Option<Vec<u8>> {
-        self.sync.store().get(key).map(<[u8]>::to_vec)
+    pub fn stored(&self, key: &str) -> Option<Vec<u8>> {
+        self.node.view().stored(key).map(|value| value.to_vec())
     }
 
     /// Fetches a value: at once from the local store, else by WANT to the mesh. The answer
@@ -96,7 +78,8 @@ impl Engine {
         }
         self.want(now + timeout, key, true);
         self.send_want_to_mesh(key);
-        self.cluster.want_elsewhere(key);
+        self.node
+            .send(ShardTarget::Others, ShardMessage::Want(key.to_owned()));
     }
 
     fn send_want_to_mesh(&mut self, key: &str) {
@@ -109,8 +92,8 @@ impl Engine {
     }
 
     /// Another shard is fetching `key`: ask this shard's mesh too, and keep what comes back.
-    pub fn want_from_elsewhere(&mut self, now: Instant, key: &str) {
-        if self.sync.wanted.len() >= self.config.max_wanted || self.sync.store().contains(key) {
+    pub(crate) fn want_from_elsewhere(&mut self, now: Instant, key: &str) {
+        if self.sync.wanted.len() >= self.config.max_wanted || self.node.view().has_stored(key) {
             return;
         }
         self.want(now + self.config.fetch_timeout, key, false);
@@ -118,7 +101,7 @@ impl Engine {
     }
 
     /// Another shard stored `key`: a fetch of it waiting here is complete.
-    pub fn value_arrived_elsewhere(&mut self, key: &str) {
+    pub(crate) fn value_arrived_elsewhere(&mut self, key: &str) {
         let Some(wanted) = self.sync.wanted.remove(key) else {
             return;
         };
@@ -142,12 +125,7 @@ impl Engine {
     }
 
     pub(crate) fn send_have_summary(&mut self, peer: &Id8) {
-        let keys: Vec<String> = self
-            .sync
-            .store()
-            .recent_keys(HAVE_SUMMARY_MAX)
-            .map(str::to_owned)
-            .collect();
+        let keys = self.node.view().recent_keys(HAVE_SUMMARY_MAX);
         if !keys.is_empty() {
             self.send_have(peer, keys.iter().map(String::as_str));
         }
@@ -172,7 +150,7 @@ impl Engine {
             let wanted = self.sync.wanted.contains_key(key);
             let forward = self.config.store_forward
                 && !wanted
-                && !self.sync.store().contains(key)
+                && !self.node.view().has_stored(key)
                 && self.sync.wanted.len() < self.config.max_wanted;
             if forward {
                 self.want(now + self.config.fetch_timeout, key, false);
@@ -187,7 +165,7 @@ impl Engine {
         if !self.by_addr.contains_key(&src) {
             return self.count_drop(DropReason::UnknownPeer);
         }
-        let Some(value) = self.stored(key) else {
+        let Some(value) = self.node.view().stored(key) else {
             return;
         };
         if value.len() <= CHUNK_PIECE_LEN {
@@ -242,8 +220,11 @@ impl Engine {
         let Some(wanted) = self.sync.wanted.remove(key) else {
             return;
         };
-        self.sync.store().insert(key, value.clone());
-        self.cluster.value_arrived(key);
+        self.node.store(key, Arc::from(&value[..]));
+        self.node.send(
+            ShardTarget::Others,
+            ShardMessage::ValueArrived(key.to_owned()),
+        );
         let key = key.to_owned();
         self.emit(if wanted.requested {
             Event::Fetched { key, value }

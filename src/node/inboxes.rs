@@ -1,0 +1,92 @@
+//! One bounded inbox per shard for the work other shards send it, with the waker that gets
+//! the shard out of its receive wait.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use setowire_core::swarm::effects::{ShardMessage, ShardTarget};
+use setowire_core::swarm::node_view::ShardId;
+
+/// Messages one shard's inbox holds at most; beyond that they are dropped and counted
+/// (flooding is best-effort, as it is on the wire).
+pub const INBOX_CAPACITY: usize = 65_536;
+
+/// Wakes a shard that may be blocked waiting for datagrams.
+pub type Wake = Box<dyn Fn() + Send + Sync>;
+
+struct Inbox {
+    queue: Mutex<VecDeque<ShardMessage>>,
+    wake: Wake,
+}
+
+pub struct ShardInboxes {
+    inboxes: Vec<Inbox>,
+    /// Messages dropped because an inbox was full.
+    drops: AtomicU64,
+}
+
+impl ShardInboxes {
+    /// `wakers[i]` wakes shard `i`.
+    pub fn new(wakers: Vec<Wake>) -> Self {
+        Self {
+            inboxes: wakers
+                .into_iter()
+                .map(|wake| Inbox {
+                    queue: Mutex::new(VecDeque::new()),
+                    wake,
+                })
+                .collect(),
+            drops: AtomicU64::new(0),
+        }
+    }
+
+    pub fn shard_count(&self) -> usize {
+        self.inboxes.len()
+    }
+
+    pub fn drops(&self) -> u64 {
+        self.drops.load(Ordering::Relaxed)
+    }
+
+    /// Takes every message waiting for `shard`.
+    pub fn take(&self, shard: ShardId, into: &mut Vec<ShardMessage>) {
+        into.extend(lock(&self.inboxes[shard].queue).drain(..));
+    }
+
+    /// Sends `message` from shard `from` to the shards `to` names.
+    pub fn send(&self, from: ShardId, to: ShardTarget, message: ShardMessage) {
+        match to {
+            ShardTarget::One(shard) => self.send_one(shard, message),
+            ShardTarget::Others => {
+                let others: Vec<ShardId> = (0..self.inboxes.len()).filter(|s| *s != from).collect();
+                if let Some((last, rest)) = others.split_last() {
+                    for shard in rest {
+                        self.send_one(*shard, message.clone());
+                    }
+                    self.send_one(*last, message);
+                }
+            }
+        }
+    }
+
+    fn send_one(&self, shard: ShardId, message: ShardMessage) {
+        let Some(inbox) = self.inboxes.get(shard) else {
+            return;
+        };
+        {
+            let mut queue = lock(&inbox.queue);
+            if queue.len() >= INBOX_CAPACITY {
+                self.drops.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            queue.push_back(message);
+        }
+        (inbox.wake)();
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A shard that panicked while holding the lock left a whole queue behind it.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
