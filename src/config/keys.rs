@@ -264,25 +264,10 @@ pub(super) fn suggestion<S: AsRef<str>>(
 ) -> Option<S> {
     let limit = (word.len() / 4).clamp(1, 3);
     candidates
-        .map(|c| (edit_distance(word, c.as_ref()), c))
+        .map(|c| (strsim::levenshtein(word, c.as_ref()), c))
         .filter(|(d, _)| *d <= limit)
         .min_by_key(|(d, _)| *d)
         .map(|(_, c)| c)
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut diagonal = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let substitute = diagonal + usize::from(ca != *cb);
-            diagonal = row[j + 1];
-            row[j + 1] = substitute.min(row[j] + 1).min(diagonal + 1);
-        }
-    }
-    row[b.len()]
 }
 
 #[cfg(test)]
@@ -344,6 +329,5 @@ mod tests {
         assert_eq!(suggestion("max_pers", keys()), Some("max_peers"));
         assert_eq!(suggestion("udp_listn", keys()), Some("udp_listen"));
         assert_eq!(suggestion("completely_else", keys()), None);
-        assert_eq!(edit_distance("kitten", "sitting"), 3);
     }
 }
