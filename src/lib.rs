@@ -5,12 +5,10 @@
 //! node's services around it.
 
 pub mod admin;
-pub mod cli;
 pub mod config;
 pub mod control;
 pub mod discovery;
 pub mod http;
-pub mod identity_file;
 pub mod io;
 pub mod metrics;
 pub mod node;

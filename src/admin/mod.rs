@@ -31,7 +31,6 @@ use sha2::{Digest, Sha256};
 
 use crate::http::server::{self, Served};
 
-use crate::config::NodeConfig;
 use crate::discovery::dht::SharedDht;
 use crate::metrics::NodeMetrics;
 use setowire_core::swarm::node_view::ShardId;
@@ -62,29 +61,6 @@ pub struct AdminConfig {
     pub token: Option<String>,
     /// The effective configuration as JSON, `admin_token` and `seed` redacted.
     pub config: Value,
-}
-
-impl AdminConfig {
-    /// `None` when `admin_listen` is off.
-    pub fn from_node_config(config: &NodeConfig) -> Option<AdminConfig> {
-        let listen = config.admin_listen?;
-        let mut values = serde_json::Map::new();
-        for (key, value) in config.to_values() {
-            let value = match key {
-                "admin_token" | "seed" => {
-                    let set = value.as_str().is_some_and(|s| !s.is_empty());
-                    Value::String(if set { "<redacted>" } else { "" }.into())
-                }
-                _ => serde_json::to_value(&value).unwrap_or(Value::Null),
-            };
-            values.insert(key.to_owned(), value);
-        }
-        Some(AdminConfig {
-            listen,
-            token: config.admin_token.clone(),
-            config: Value::Object(values),
-        })
-    }
 }
 
 /// What the API reports about the node itself.

@@ -15,7 +15,6 @@ use anyhow::Context;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
-use crate::config::NodeConfig;
 use crate::discovery::lan;
 use crate::io::DatagramIo;
 use setowire_core::discovery::lan::LanDiscovery;
@@ -41,22 +40,6 @@ pub struct DiscoveryOptions {
     pub topics: Vec<Vec<u8>>,
     /// LAN multicast discovery.
     pub lan: bool,
-}
-
-impl DiscoveryOptions {
-    pub fn from_config(config: &NodeConfig) -> Self {
-        Self {
-            dht: DhtConfig {
-                value_ttl: Duration::from_secs(config.dht_value_ttl_secs),
-                max_values_bytes: config.dht_max_values_bytes,
-                max_values_per_ip: config.dht_max_values_per_ip,
-                ..DhtConfig::default()
-            },
-            dht_listen: config.dht_listen,
-            topics: config.topics.clone(),
-            lan: config.lan,
-        }
-    }
 }
 
 /// The node's discovery services: its DHT (shared by the shards, also on `dht_listen` when

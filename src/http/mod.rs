@@ -24,7 +24,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 
-use crate::config::NodeConfig;
 use server::Served;
 use setowire_core::ratelimit::{IpLimiter, Rate};
 
@@ -47,37 +46,6 @@ pub struct HttpConfig {
     pub rate_limit_ips: usize,
     pub bootstrap: BootstrapConfig,
     pub piping: PipingConfig,
-}
-
-impl HttpConfig {
-    /// The listener `config` asks for; `None` when `http_listen` is off.
-    pub fn from_node_config(config: &NodeConfig) -> Option<HttpConfig> {
-        let listen = config.http_listen?;
-        Some(HttpConfig {
-            listen,
-            max_connections: config.http_max_connections,
-            rate_per_ip: Rate {
-                per_second: config.http_rate_per_ip as f32,
-                burst: config.http_burst_per_ip as f32,
-            },
-            rate_limit_ips: config.rate_limit_ips,
-            bootstrap: BootstrapConfig {
-                ttl: Duration::from_secs(config.http_announce_ttl_secs),
-                max_entries: config.http_max_announces,
-                default_limit: config.http_peers_default_limit,
-                max_limit: config.http_peers_max_limit,
-                max_body: config.http_announce_max_bytes,
-                check_source: config.http_announce_check_source,
-            },
-            piping: PipingConfig {
-                rendezvous_prefix: config.piping_rendezvous_prefix.clone(),
-                max_paths: config.piping_max_paths,
-                max_waiting_per_path: config.piping_max_waiting_per_path,
-                max_body: config.piping_max_body_bytes,
-                idle_timeout: Duration::from_secs(config.piping_idle_timeout_secs),
-            },
-        })
-    }
 }
 
 /// What the bootstrap tells clients about the node itself.

@@ -1,7 +1,7 @@
 //! The command line of `setowire-node`.
 //!
 //! Besides `--config`, `--print-config`, `--control`, `--help` and `--version`, every config
-//! key of [`crate::config::KEYS`] is a flag: `--max-peers N` for `max_peers`, `--flood[=BOOL]`
+//! key of [`super::KEYS`] is a flag: `--max-peers N` for `max_peers`, `--flood[=BOOL]`
 //! and `--no-flood` for booleans, repeatable `--bootstrap` and `--topic` for the lists. Flags
 //! are generated from the key table, so they cannot drift from the config file.
 //!
@@ -15,7 +15,7 @@ use clap::{
     Arg, ArgAction, ArgMatches, Command, CommandFactory, FromArgMatches, Parser, ValueEnum,
 };
 
-use crate::config::{
+use super::{
     ConfigBuilder, ConfigError, KeyKind, KeySpec, NodeConfig, Origin, RawValue, ENV_CONFIG_FILE,
     KEYS,
 };

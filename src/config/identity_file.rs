@@ -10,17 +10,52 @@
 //! ([`setowire_core::proto::session::restart_safe_counter_base`]).
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{ErrorKind, Read, Write};
+use std::io::{self, ErrorKind, Read, Write};
+use std::num::ParseIntError;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-
-use anyhow::{bail, Context};
 
 use setowire_core::proto::identity::{decode_hex, encode_hex, Identity};
 use setowire_core::proto::session::restart_safe_counter_base;
 
 /// Larger files are not key files; they are refused before being read.
 const MAX_FILE_BYTES: u64 = 1024;
+
+/// Why a key file or its epoch file could not be used. `Display` includes the underlying
+/// cause, since the binary reports the error as one log line.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyFileError {
+    /// `doing` says what failed, e.g. "opening key file".
+    #[error("{doing} {}: {error}", path.display())]
+    Io {
+        doing: &'static str,
+        path: PathBuf,
+        error: io::Error,
+    },
+    #[error("key file {} is not a regular file", path.display())]
+    NotRegular { path: PathBuf },
+    #[error(
+        "key file {} is not a key file: expected 32 raw bytes or 64 hex digits, found {len} bytes",
+        path.display()
+    )]
+    TooLarge { path: PathBuf, len: u64 },
+    #[error(
+        "key file {} is not a key file: expected 32 raw bytes or 64 hex digits",
+        path.display()
+    )]
+    NotAKey { path: PathBuf },
+    #[error("epoch file {} does not hold a number: {error}", path.display())]
+    BadEpoch { path: PathBuf, error: ParseIntError },
+}
+
+fn io_error(doing: &'static str, path: &Path, error: io::Error) -> KeyFileError {
+    KeyFileError::Io {
+        doing,
+        path: path.to_owned(),
+        error,
+    }
+}
 
 /// The secret in a key file's contents: 32 raw bytes, or 64 hex digits.
 pub fn parse_key(contents: &[u8]) -> Option<[u8; 32]> {
@@ -36,22 +71,21 @@ pub fn parse_key(contents: &[u8]) -> Option<[u8; 32]> {
 
 /// Reads the identity in the key file at `path`. Logs a warning when the file is readable by
 /// other users.
-pub fn load(path: &Path) -> anyhow::Result<Identity> {
-    let mut file =
-        File::open(path).with_context(|| format!("opening key file {}", path.display()))?;
+pub fn load(path: &Path) -> Result<Identity, KeyFileError> {
+    let mut file = File::open(path).map_err(|e| io_error("opening key file", path, e))?;
     let meta = file
         .metadata()
-        .with_context(|| format!("reading key file {}", path.display()))?;
+        .map_err(|e| io_error("reading key file", path, e))?;
     if !meta.is_file() {
-        bail!("key file {} is not a regular file", path.display());
+        return Err(KeyFileError::NotRegular {
+            path: path.to_owned(),
+        });
     }
     if meta.len() > MAX_FILE_BYTES {
-        bail!(
-            "key file {} is not a key file: expected 32 raw bytes or 64 hex digits, found {} \
-             bytes",
-            path.display(),
-            meta.len()
-        );
+        return Err(KeyFileError::TooLarge {
+            path: path.to_owned(),
+            len: meta.len(),
+        });
     }
     if meta.permissions().mode() & 0o077 != 0 {
         tracing::warn!(
@@ -62,12 +96,9 @@ pub fn load(path: &Path) -> anyhow::Result<Identity> {
     }
     let mut contents = Vec::new();
     file.read_to_end(&mut contents)
-        .with_context(|| format!("reading key file {}", path.display()))?;
-    let secret = parse_key(&contents).with_context(|| {
-        format!(
-            "key file {} is not a key file: expected 32 raw bytes or 64 hex digits",
-            path.display()
-        )
+        .map_err(|e| io_error("reading key file", path, e))?;
+    let secret = parse_key(&contents).ok_or_else(|| KeyFileError::NotAKey {
+        path: path.to_owned(),
     })?;
     Ok(Identity::from_secret(secret))
 }
@@ -78,20 +109,25 @@ pub fn load(path: &Path) -> anyhow::Result<Identity> {
 /// takes the later of that plus one and the current Unix second, records it, and counts from
 /// [`restart_safe_counter_base`] of it. So counters grow from run to run even if the clock
 /// went back, and no (key, nonce) pair is ever used twice.
-pub fn next_counter_base(key_path: &Path, unix_seconds: u64) -> anyhow::Result<u64> {
+pub fn next_counter_base(key_path: &Path, unix_seconds: u64) -> Result<u64, KeyFileError> {
     let epoch_path = epoch_path(key_path);
     let previous = match fs::read_to_string(&epoch_path) {
-        Ok(text) => Some(text.trim().parse::<u64>().with_context(|| {
-            format!("epoch file {} does not hold a number", epoch_path.display())
-        })?),
+        Ok(text) => Some(
+            text.trim()
+                .parse::<u64>()
+                .map_err(|error| KeyFileError::BadEpoch {
+                    path: epoch_path.clone(),
+                    error,
+                })?,
+        ),
         Err(e) if e.kind() == ErrorKind::NotFound => None,
-        Err(e) => return Err(e).with_context(|| format!("reading {}", epoch_path.display())),
+        Err(e) => return Err(io_error("reading", &epoch_path, e)),
     };
     let epoch = previous.map_or(unix_seconds, |p| unix_seconds.max(p + 1));
     let tmp = temporary_path(&epoch_path);
     fs::write(&tmp, format!("{epoch}\n"))
         .and_then(|()| fs::rename(&tmp, &epoch_path))
-        .with_context(|| format!("writing {}", epoch_path.display()))?;
+        .map_err(|e| io_error("writing", &epoch_path, e))?;
     Ok(restart_safe_counter_base(epoch))
 }
 
@@ -103,13 +139,11 @@ fn epoch_path(key_path: &Path) -> PathBuf {
 
 /// Reads the key file at `path`, or creates it with a fresh identity (mode 0600) when it does
 /// not exist. The directory must exist.
-pub fn load_or_create(path: &Path) -> anyhow::Result<Identity> {
+pub fn load_or_create(path: &Path) -> Result<Identity, KeyFileError> {
     match fs::symlink_metadata(path) {
         Ok(_) => return load(path),
         Err(e) if e.kind() == ErrorKind::NotFound => {}
-        Err(e) => {
-            return Err(e).with_context(|| format!("checking key file {}", path.display()));
-        }
+        Err(e) => return Err(io_error("checking key file", path, e)),
     }
     let identity = Identity::generate();
     if create(path, &identity)? {
@@ -124,13 +158,13 @@ pub fn load_or_create(path: &Path) -> anyhow::Result<Identity> {
 /// Writes `identity` to a new file at `path`; `false` if the path exists already. The key is
 /// written to a temporary file and hard-linked into place, so `path` never holds a partial
 /// key.
-fn create(path: &Path, identity: &Identity) -> anyhow::Result<bool> {
+fn create(path: &Path, identity: &Identity) -> Result<bool, KeyFileError> {
     let contents = format!("{}\n", encode_hex(&identity.secret_bytes()));
     let tmp = temporary_path(path);
     let written = write_new(&tmp, contents.as_bytes());
     if let Err(e) = written {
         let _ = fs::remove_file(&tmp);
-        return Err(e).with_context(|| format!("creating key file {}", path.display()));
+        return Err(io_error("creating key file", path, e));
     }
     let linked = fs::hard_link(&tmp, path);
     let _ = fs::remove_file(&tmp);
@@ -141,9 +175,7 @@ fn create(path: &Path, identity: &Identity) -> anyhow::Result<bool> {
         Err(_) => match write_new(path, contents.as_bytes()) {
             Ok(()) => {}
             Err(e) if e.kind() == ErrorKind::AlreadyExists => return Ok(false),
-            Err(e) => {
-                return Err(e).with_context(|| format!("creating key file {}", path.display()))
-            }
+            Err(e) => return Err(io_error("creating key file", path, e)),
         },
     }
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {

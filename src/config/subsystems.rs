@@ -1,0 +1,256 @@
+//! Each subsystem's configuration, built from a [`NodeConfig`] here and nowhere else, so the
+//! subsystems know nothing of config keys.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+use serde_json::Value;
+use setowire_core::dht::rpc::DhtConfig;
+use setowire_core::proto::identity::Identity;
+use setowire_core::proto::session::restart_safe_counter_base;
+use setowire_core::ratelimit::Rate;
+use setowire_core::swarm::config::EngineConfig;
+
+use super::identity_file::{self, KeyFileError};
+use super::{IdentitySource, NodeConfig};
+use crate::admin::AdminConfig;
+use crate::discovery::dht::DiscoveryOptions;
+use crate::http::{BootstrapConfig, HttpConfig, PipingConfig};
+use crate::node::runtime::NodeOptions;
+
+impl NodeConfig {
+    /// What the runtime starts the node with: every subsystem's configuration, the identity
+    /// (a key file is created when missing) and the bootstrap nodes' addresses (resolved now).
+    /// `control_stdio` is the run mode `--control stdio`; `unix_seconds` the current time.
+    pub fn node_options(
+        &self,
+        control_stdio: bool,
+        unix_seconds: u64,
+    ) -> Result<NodeOptions, KeyFileError> {
+        let identity = self.load_identity()?;
+        // A seeded or key-file identity is the same in every run: never restart its counters.
+        let first_send_counter = self.counter_base(unix_seconds)?;
+        Ok(NodeOptions {
+            udp_listen: self.udp_listen,
+            shards: self.shards.count().get(),
+            io_backend: self.io_backend,
+            pin_cores: true,
+            identity,
+            engine: EngineConfig {
+                first_send_counter,
+                ..self.engine_config()
+            },
+            dial: self.resolve_bootstrap(),
+            control_stdio,
+            discovery: self.discovery_options(),
+            http: self.http_config(),
+            admin: self.admin_config(),
+        })
+    }
+
+    /// The engine tunables these keys set; the others keep [`EngineConfig::default`].
+    /// `first_send_counter` stays 0: [`NodeConfig::node_options`] sets it (see
+    /// [`setowire_core::proto::session::restart_safe_counter_base`]).
+    pub fn engine_config(&self) -> EngineConfig {
+        EngineConfig {
+            max_peers: self.max_peers,
+            flood: self.flood,
+            relay: self.relay,
+            store_forward: self.store_forward,
+            ping_interval: Duration::from_millis(self.ping_interval_ms),
+            peer_timeout: Duration::from_secs(self.peer_timeout_secs),
+            pex_interval: Duration::from_secs(self.pex_interval_secs),
+            relay_announce_interval: Duration::from_secs(self.relay_announce_secs),
+            gossip_fanout: self.gossip_fanout,
+            mesh_degree: self.mesh_degree,
+            mesh_low: self.mesh_low,
+            mesh_high: self.mesh_high,
+            store_max_entries: self.store_max_entries,
+            store_max_bytes: self.store_max_bytes,
+            store_max_value: self.store_max_value_bytes,
+            unauth_rate: Rate {
+                per_second: self.unauth_rate_per_ip as f32,
+                burst: self.unauth_burst_per_ip as f32,
+            },
+            session_rate: Rate {
+                per_second: self.session_rate as f32,
+                burst: self.session_burst as f32,
+            },
+            rate_limit_ips: self.rate_limit_ips,
+            public_addr: self.public_addr,
+            ..EngineConfig::default()
+        }
+    }
+
+    /// The DHT's limits, its separate port, the topics announced and LAN discovery.
+    pub fn discovery_options(&self) -> DiscoveryOptions {
+        DiscoveryOptions {
+            dht: DhtConfig {
+                value_ttl: Duration::from_secs(self.dht_value_ttl_secs),
+                max_values_bytes: self.dht_max_values_bytes,
+                max_values_per_ip: self.dht_max_values_per_ip,
+                ..DhtConfig::default()
+            },
+            dht_listen: self.dht_listen,
+            topics: self.topics.clone(),
+            lan: self.lan,
+        }
+    }
+
+    /// The public HTTP listener; `None` when `http_listen` is off.
+    pub fn http_config(&self) -> Option<HttpConfig> {
+        let listen = self.http_listen?;
+        Some(HttpConfig {
+            listen,
+            max_connections: self.http_max_connections,
+            rate_per_ip: Rate {
+                per_second: self.http_rate_per_ip as f32,
+                burst: self.http_burst_per_ip as f32,
+            },
+            rate_limit_ips: self.rate_limit_ips,
+            bootstrap: BootstrapConfig {
+                ttl: Duration::from_secs(self.http_announce_ttl_secs),
+                max_entries: self.http_max_announces,
+                default_limit: self.http_peers_default_limit,
+                max_limit: self.http_peers_max_limit,
+                max_body: self.http_announce_max_bytes,
+                check_source: self.http_announce_check_source,
+            },
+            piping: PipingConfig {
+                rendezvous_prefix: self.piping_rendezvous_prefix.clone(),
+                max_paths: self.piping_max_paths,
+                max_waiting_per_path: self.piping_max_waiting_per_path,
+                max_body: self.piping_max_body_bytes,
+                idle_timeout: Duration::from_secs(self.piping_idle_timeout_secs),
+            },
+        })
+    }
+
+    /// The admin listener, with the configuration it reports (secrets redacted); `None` when
+    /// `admin_listen` is off.
+    pub fn admin_config(&self) -> Option<AdminConfig> {
+        let listen = self.admin_listen?;
+        let mut values = serde_json::Map::new();
+        for (key, value) in self.to_values() {
+            let value = match key {
+                "admin_token" | "seed" => {
+                    let set = value.as_str().is_some_and(|s| !s.is_empty());
+                    Value::String(if set { "<redacted>" } else { "" }.into())
+                }
+                _ => serde_json::to_value(&value).unwrap_or(Value::Null),
+            };
+            values.insert(key.to_owned(), value);
+        }
+        Some(AdminConfig {
+            listen,
+            token: self.admin_token.clone(),
+            config: Value::Object(values),
+        })
+    }
+
+    /// The node's identity: derived from `seed` when set, else from `identity` (a fresh key
+    /// pair, or the key file, created when missing).
+    pub fn load_identity(&self) -> Result<Identity, KeyFileError> {
+        if let Some(seed) = &self.seed {
+            return Ok(Identity::from_seed(seed));
+        }
+        match &self.identity {
+            IdentitySource::Ephemeral => Ok(Identity::generate()),
+            IdentitySource::KeyFile(path) => identity_file::load_or_create(path),
+        }
+    }
+
+    /// The first nonce counter of this run (see [`restart_safe_counter_base`]): persisted per
+    /// key file, from the clock for seeded identities, irrelevant but harmless for ephemeral
+    /// ones.
+    pub fn counter_base(&self, unix_seconds: u64) -> Result<u64, KeyFileError> {
+        match (&self.seed, &self.identity) {
+            (None, IdentitySource::KeyFile(path)) => {
+                identity_file::next_counter_base(path, unix_seconds)
+            }
+            _ => Ok(restart_safe_counter_base(unix_seconds)),
+        }
+    }
+
+    /// The bootstrap nodes' addresses, preferring the address family of `udp_listen`. A name
+    /// that does not resolve is logged and skipped: the node still serves its own peers.
+    fn resolve_bootstrap(&self) -> Vec<SocketAddr> {
+        let mut dial = Vec::new();
+        for host_port in &self.bootstrap {
+            match host_port.to_socket_addrs() {
+                Ok(addrs) => {
+                    let addrs: Vec<SocketAddr> = addrs.collect();
+                    let same_family: Vec<SocketAddr> = addrs
+                        .iter()
+                        .copied()
+                        .filter(|a| a.is_ipv4() == self.udp_listen.is_ipv4())
+                        .collect();
+                    dial.extend(if same_family.is_empty() {
+                        addrs
+                    } else {
+                        same_family
+                    });
+                }
+                Err(e) => tracing::warn!(bootstrap = %host_port, "cannot resolve: {e}"),
+            }
+        }
+        dial
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn engine_config_carries_the_engine_keys() {
+        let config = NodeConfig::from_toml(
+            "max_peers = 9\nflood = false\nrelay = false\nstore_forward = false\n\
+             ping_interval_ms = 250\npeer_timeout_secs = 5\npex_interval_secs = 7\n\
+             relay_announce_secs = 11\ngossip_fanout = 2\nstore_max_entries = 3\n\
+             store_max_bytes = 4000\nstore_max_value_bytes = 500\nunauth_rate_per_ip = 10\n\
+             unauth_burst_per_ip = 20\nsession_rate = 30\nsession_burst = 40\n\
+             rate_limit_ips = 50\npublic_addr = \"192.0.2.1:4242\"\n",
+        )
+        .unwrap();
+        let engine = config.engine_config();
+        assert_eq!(engine.max_peers, 9);
+        assert!(!engine.flood && !engine.relay && !engine.store_forward);
+        assert_eq!(engine.ping_interval, Duration::from_millis(250));
+        assert_eq!(engine.peer_timeout, Duration::from_secs(5));
+        assert_eq!(engine.pex_interval, Duration::from_secs(7));
+        assert_eq!(engine.relay_announce_interval, Duration::from_secs(11));
+        assert_eq!(engine.gossip_fanout, 2);
+        assert_eq!(
+            (
+                engine.store_max_entries,
+                engine.store_max_bytes,
+                engine.store_max_value
+            ),
+            (3, 4000, 500)
+        );
+        assert_eq!(
+            engine.unauth_rate,
+            Rate {
+                per_second: 10.0,
+                burst: 20.0
+            }
+        );
+        assert_eq!(
+            engine.session_rate,
+            Rate {
+                per_second: 30.0,
+                burst: 40.0
+            }
+        );
+        assert_eq!(engine.rate_limit_ips, 50);
+        assert_eq!(engine.public_addr, Some("192.0.2.1:4242".parse().unwrap()));
+        assert_eq!(engine.first_send_counter, 0);
+
+        let defaults = NodeConfig::defaults().engine_config();
+        assert!(
+            defaults.store_forward,
+            "the node stores and forwards by default"
+        );
+    }
+}
