@@ -11,3 +11,6 @@ pub mod pieces;
 pub mod stats;
 pub mod store;
 pub mod sync;
+
+#[cfg(test)]
+mod tests;
