@@ -9,9 +9,12 @@
 //! - [`dht`]: py-setowire's JSON DHT (messages, routing table, storage, the RPC node).
 //! - [`discovery`]: the STUN and LAN multicast codecs.
 //! - [`ratelimit`]: token buckets per peer and per source IP.
+//! - [`simnet`]: a deterministic simulated network with virtual time, lossy links and NATs,
+//!   to run engines against each other in one process.
 
 pub mod dht;
 pub mod discovery;
 pub mod proto;
 pub mod ratelimit;
+pub mod simnet;
 pub mod swarm;

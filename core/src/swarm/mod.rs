@@ -21,3 +21,6 @@ pub mod single_node;
 pub mod stats;
 pub mod store;
 pub mod sync;
+
+#[cfg(test)]
+mod tests;

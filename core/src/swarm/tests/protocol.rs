@@ -1,132 +1,19 @@
-//! Engines talking to each other in one process over a simulated network with a virtual
-//! clock: deterministic tests of the sans-IO engine's behaviour.
+//! The engine's protocol behaviour on a perfect network: handshakes, data, flooding,
+//! store and fetch, introductions, and what it refuses.
 
-use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use rand::rngs::StdRng;
-use rand::SeedableRng;
-use setowire_core::proto::frame::{Frame, FrameKind, Handshake};
-use setowire_core::proto::identity::{Id8, Identity};
-use setowire_core::swarm::config::EngineConfig;
-use setowire_core::swarm::engine::Engine;
-use setowire_core::swarm::event::{DisconnectReason, Event};
-use setowire_core::swarm::stats::DropReason;
-
-struct Net {
-    now: Instant,
-    nodes: Vec<(SocketAddr, Engine)>,
-    in_flight: VecDeque<(SocketAddr, SocketAddr, Vec<u8>)>,
-    /// Datagrams whose destination no engine listens on.
-    lost: usize,
-    events: Vec<Vec<Event>>,
-}
-
-impl Net {
-    fn new(count: usize, config: EngineConfig) -> Net {
-        let now = Instant::now();
-        let nodes = (0..count)
-            .map(|i| {
-                let addr: SocketAddr = format!("127.0.0.{}:4000", i + 1).parse().unwrap();
-                let identity = Identity::from_seed(&[i as u8 + 1; 4]);
-                let rng = StdRng::seed_from_u64(i as u64);
-                (addr, Engine::with_rng(identity, config.clone(), now, rng))
-            })
-            .collect();
-        Net {
-            now,
-            nodes,
-            in_flight: VecDeque::new(),
-            lost: 0,
-            events: vec![Vec::new(); count],
-        }
-    }
-
-    fn addr(&self, i: usize) -> SocketAddr {
-        self.nodes[i].0
-    }
-
-    fn id8(&self, i: usize) -> Id8 {
-        self.nodes[i].1.identity().id8()
-    }
-
-    fn engine(&mut self, i: usize) -> &mut Engine {
-        &mut self.nodes[i].1
-    }
-
-    /// Delivers every datagram and collects events until the network is quiet.
-    fn settle(&mut self) {
-        for _ in 0..10_000 {
-            for (src, engine) in &mut self.nodes {
-                let src = *src;
-                engine.drain_transmits(|dst, bytes| {
-                    self.in_flight.push_back((src, dst, bytes.to_vec()));
-                });
-            }
-            let Some((src, dst, bytes)) = self.in_flight.pop_front() else {
-                break;
-            };
-            match self.nodes.iter_mut().find(|(addr, _)| *addr == dst) {
-                Some((_, engine)) => engine.handle_datagram(self.now, src, &bytes),
-                None => self.lost += 1,
-            }
-        }
-        for (i, (_, engine)) in self.nodes.iter_mut().enumerate() {
-            while let Some(event) = engine.poll_event() {
-                self.events[i].push(event);
-            }
-        }
-    }
-
-    /// Advances the virtual clock in small steps, running timers and the network.
-    fn advance(&mut self, by: Duration) {
-        let end = self.now + by;
-        while self.now < end {
-            self.now += Duration::from_millis(10);
-            for (_, engine) in &mut self.nodes {
-                if self.now >= engine.poll_timeout() {
-                    engine.handle_timeout(self.now);
-                }
-            }
-            self.settle();
-        }
-    }
-
-    fn connect(&mut self, a: usize, b: usize) {
-        let (now, addr) = (self.now, self.addr(b));
-        self.engine(a).dial(now, addr);
-        self.settle();
-    }
-
-    fn take_events(&mut self, i: usize) -> Vec<Event> {
-        std::mem::take(&mut self.events[i])
-    }
-}
-
-fn connected_to(events: &[Event]) -> Vec<Id8> {
-    events
-        .iter()
-        .filter_map(|e| match e {
-            Event::Connected { peer, .. } => Some(*peer),
-            _ => None,
-        })
-        .collect()
-}
-
-fn data_from(events: &[Event]) -> Vec<(Id8, Vec<u8>)> {
-    events
-        .iter()
-        .filter_map(|e| match e {
-            Event::Data { peer, payload } => Some((*peer, payload.clone())),
-            _ => None,
-        })
-        .collect()
-}
+use super::{connected_to, data_from, Swarm};
+use crate::proto::frame::{Endpoint, Frame, FrameKind, Handshake};
+use crate::proto::identity::{Id8, Identity};
+use crate::swarm::config::EngineConfig;
+use crate::swarm::event::{DisconnectReason, Event};
+use crate::swarm::stats::DropReason;
 
 #[test]
 fn handshake_connects_both_sides_once_despite_repeated_hellos() {
-    let mut net = Net::new(2, EngineConfig::default());
+    let mut net = Swarm::new(2, EngineConfig::default());
     net.connect(0, 1);
     // The dialer keeps repeating HELLO for a while; nothing more may happen.
     net.advance(Duration::from_secs(3));
@@ -141,7 +28,7 @@ fn handshake_connects_both_sides_once_despite_repeated_hellos() {
 
 #[test]
 fn data_small_and_fragmented_arrives_in_order() {
-    let mut net = Net::new(2, EngineConfig::default());
+    let mut net = Swarm::new(2, EngineConfig::default());
     net.connect(0, 1);
     let peer = net.id8(1);
     let small: Vec<Vec<u8>> = (0..20u8).map(|i| vec![i; 10 + i as usize]).collect();
@@ -159,7 +46,7 @@ fn data_small_and_fragmented_arrives_in_order() {
 
 #[test]
 fn duplicate_content_is_delivered_once() {
-    let mut net = Net::new(2, EngineConfig::default());
+    let mut net = Swarm::new(2, EngineConfig::default());
     net.connect(0, 1);
     let peer = net.id8(1);
     net.engine(0).send(&peer, b"same").unwrap();
@@ -171,7 +58,7 @@ fn duplicate_content_is_delivered_once() {
 
 #[test]
 fn replayed_data_is_dropped() {
-    let mut net = Net::new(2, EngineConfig::default());
+    let mut net = Swarm::new(2, EngineConfig::default());
     net.connect(0, 1);
     net.take_events(1);
     let peer = net.id8(1);
@@ -179,7 +66,7 @@ fn replayed_data_is_dropped() {
     let mut captured = Vec::new();
     net.engine(0)
         .drain_transmits(|_, bytes| captured.push(bytes.to_vec()));
-    let (now, src) = (net.now, net.addr(0));
+    let (now, src) = (net.now(), net.addr(0));
     net.engine(1).handle_datagram(now, src, &captured[0]);
     net.engine(1).handle_datagram(now, src, &captured[0]);
     net.settle();
@@ -189,7 +76,7 @@ fn replayed_data_is_dropped() {
 
 #[test]
 fn introductions_connect_two_peers_that_only_know_the_hub() {
-    let mut net = Net::new(3, EngineConfig::default());
+    let mut net = Swarm::new(3, EngineConfig::default());
     net.connect(1, 0);
     net.connect(2, 0);
     net.advance(Duration::from_millis(500));
@@ -207,7 +94,7 @@ fn introductions_connect_two_peers_that_only_know_the_hub() {
 
 #[test]
 fn hub_floods_data_to_its_mesh_except_the_sender() {
-    let mut net = Net::new(
+    let mut net = Swarm::new(
         3,
         EngineConfig {
             // Keep the spokes from meeting each other so that data can only come via the hub.
@@ -232,7 +119,7 @@ fn hub_floods_data_to_its_mesh_except_the_sender() {
 
 #[test]
 fn seed_only_hub_does_not_flood() {
-    let mut net = Net::new(
+    let mut net = Swarm::new(
         3,
         EngineConfig {
             follow_introductions: false,
@@ -251,12 +138,12 @@ fn seed_only_hub_does_not_flood() {
 
 #[test]
 fn store_and_fetch_small_and_multi_piece_values() {
-    let mut net = Net::new(2, EngineConfig::default());
+    let mut net = Swarm::new(2, EngineConfig::default());
     net.connect(0, 1);
     let big: Vec<u8> = (0..9000u32).map(|i| (i * 7 % 256) as u8).collect();
     assert!(net.engine(0).store("small", b"tiny value".to_vec()));
     assert!(net.engine(0).store("big", big.clone()));
-    let now = net.now;
+    let now = net.now();
     net.engine(1).fetch(now, "small");
     net.engine(1).fetch(now, "big");
     net.settle();
@@ -274,7 +161,7 @@ fn store_and_fetch_small_and_multi_piece_values() {
 
 #[test]
 fn fetch_of_a_missing_key_fails_after_the_timeout() {
-    let mut net = Net::new(
+    let mut net = Swarm::new(
         2,
         EngineConfig {
             fetch_timeout: Duration::from_secs(2),
@@ -282,7 +169,7 @@ fn fetch_of_a_missing_key_fails_after_the_timeout() {
         },
     );
     net.connect(0, 1);
-    let now = net.now;
+    let now = net.now();
     net.engine(1).fetch(now, "nobody-has-it");
     net.advance(Duration::from_secs(3));
     assert!(net.take_events(1).contains(&Event::FetchFailed {
@@ -292,7 +179,7 @@ fn fetch_of_a_missing_key_fails_after_the_timeout() {
 
 #[test]
 fn store_forward_keeps_a_value_after_its_owner_left() {
-    let mut net = Net::new(
+    let mut net = Swarm::new(
         3,
         EngineConfig {
             store_forward: true,
@@ -308,7 +195,7 @@ fn store_forward_keeps_a_value_after_its_owner_left() {
     net.settle();
     assert_eq!(net.engine(0).peer_count(), 0);
     net.connect(2, 0);
-    let now = net.now;
+    let now = net.now();
     net.engine(2).fetch(now, "kept");
     net.settle();
     assert!(net.take_events(2).contains(&Event::Fetched {
@@ -319,7 +206,7 @@ fn store_forward_keeps_a_value_after_its_owner_left() {
 
 #[test]
 fn goaway_disconnects_and_silence_times_out() {
-    let mut net = Net::new(
+    let mut net = Swarm::new(
         3,
         EngineConfig {
             peer_timeout: Duration::from_secs(5),
@@ -337,10 +224,10 @@ fn goaway_disconnects_and_silence_times_out() {
         reason: DisconnectReason::Goaway
     }));
     // Node 2 goes silent: remove it from the network, node 0 must time it out.
-    let gone = net.nodes.remove(2);
+    let gone = net.remove(2);
     net.advance(Duration::from_secs(7));
     assert!(net.take_events(0).contains(&Event::Disconnected {
-        peer: gone.1.identity().id8(),
+        peer: gone.identity().id8(),
         reason: DisconnectReason::Timeout
     }));
     assert_eq!(net.engine(0).peer_count(), 0);
@@ -348,7 +235,7 @@ fn goaway_disconnects_and_silence_times_out() {
 
 #[test]
 fn hello_with_an_id_that_is_not_its_key_hash_is_dropped() {
-    let mut net = Net::new(1, EngineConfig::default());
+    let mut net = Swarm::new(1, EngineConfig::default());
     let stranger = Identity::from_seed(b"stranger");
     let mut forged = Handshake {
         id8: stranger.id8(),
@@ -356,7 +243,7 @@ fn hello_with_an_id_that_is_not_its_key_hash_is_dropped() {
     };
     forged.id8[0] ^= 1;
     let hello = Frame::Hello(forged).to_vec().unwrap();
-    let now = net.now;
+    let now = net.now();
     net.engine(0)
         .handle_datagram(now, "127.9.9.9:1".parse().unwrap(), &hello);
     assert_eq!(net.engine(0).peer_count(), 0);
@@ -369,7 +256,7 @@ fn hello_with_an_id_that_is_not_its_key_hash_is_dropped() {
 
 #[test]
 fn own_hello_is_refused() {
-    let mut net = Net::new(1, EngineConfig::default());
+    let mut net = Swarm::new(1, EngineConfig::default());
     let me = net.engine(0).identity().clone();
     let hello = Frame::Hello(Handshake {
         id8: me.id8(),
@@ -377,7 +264,7 @@ fn own_hello_is_refused() {
     })
     .to_vec()
     .unwrap();
-    let (now, addr) = (net.now, net.addr(0));
+    let (now, addr) = (net.now(), net.addr(0));
     net.engine(0).handle_datagram(now, addr, &hello);
     assert_eq!(net.engine(0).peer_count(), 0);
     assert_eq!(net.engine(0).stats().drops(DropReason::SelfConnection), 1);
@@ -385,7 +272,7 @@ fn own_hello_is_refused() {
 
 #[test]
 fn full_peer_table_refuses_new_handshakes() {
-    let mut net = Net::new(
+    let mut net = Swarm::new(
         3,
         EngineConfig {
             max_peers: 1,
@@ -401,14 +288,14 @@ fn full_peer_table_refuses_new_handshakes() {
 
 #[test]
 fn ping_from_anyone_gets_a_smaller_pong() {
-    let mut net = Net::new(1, EngineConfig::default());
+    let mut net = Swarm::new(1, EngineConfig::default());
     let ping = Frame::Ping {
         timestamp_ms: 1,
         id: [7; 20],
     }
     .to_vec()
     .unwrap();
-    let now = net.now;
+    let now = net.now();
     net.engine(0)
         .handle_datagram(now, "127.9.9.9:1".parse().unwrap(), &ping);
     let mut replies = Vec::new();
@@ -426,7 +313,7 @@ fn ping_from_anyone_gets_a_smaller_pong() {
 
 #[test]
 fn relay_request_introduces_both_sides() {
-    let mut net = Net::new(
+    let mut net = Swarm::new(
         3,
         EngineConfig {
             follow_introductions: false,
@@ -438,14 +325,14 @@ fn relay_request_introduces_both_sides() {
     let request = Frame::RelayReq {
         from: requester,
         to: target,
-        endpoint: setowire_core::proto::frame::Endpoint {
+        endpoint: Endpoint {
             ip: "203.0.113.9",
             port: 9,
         },
     }
     .to_vec()
     .unwrap();
-    let (now, src) = (net.now, net.addr(2));
+    let (now, src) = (net.now(), net.addr(2));
     net.engine(0).handle_datagram(now, src, &request);
     let mut sent = Vec::new();
     net.engine(0)
@@ -460,7 +347,7 @@ fn relay_request_introduces_both_sides() {
         Frame::RelayFwd {
             from: requester,
             // The observed address, not the one claimed in the request.
-            endpoint: setowire_core::proto::frame::Endpoint {
+            endpoint: Endpoint {
                 ip: &src_ip,
                 port: src.port()
             },
@@ -475,8 +362,8 @@ fn relay_request_introduces_both_sides() {
 
 #[test]
 fn malformed_input_is_counted_never_fatal() {
-    let mut net = Net::new(1, EngineConfig::default());
-    let now = net.now;
+    let mut net = Swarm::new(1, EngineConfig::default());
+    let now = net.now();
     let src: SocketAddr = "127.9.9.9:1".parse().unwrap();
     for datagram in [
         &[][..],
@@ -495,7 +382,7 @@ fn malformed_input_is_counted_never_fatal() {
 
 #[test]
 fn pex_connects_peers_that_only_know_the_hub() {
-    let mut net = Net::new(
+    let mut net = Swarm::new(
         3,
         EngineConfig {
             // No introductions on connect: only the periodic PEX can bring the spokes together.
