@@ -12,6 +12,8 @@
 //! - [`simnet`]: a deterministic simulated network with virtual time, lossy links and NATs,
 //!   to run engines against each other in one process.
 
+#![warn(unreachable_pub)]
+
 pub mod dht;
 pub mod discovery;
 pub mod proto;

@@ -494,7 +494,7 @@ pub(crate) mod append {
     }
 
     /// `{"type": 1, "from": ..., "rpcId": ...}`
-    pub fn ping(out: &mut Vec<u8>, from: &[u8], rpc: u32) {
+    pub(crate) fn ping(out: &mut Vec<u8>, from: &[u8], rpc: u32) {
         head(out, MsgType::Ping, from);
         out.extend_from_slice(b", \"rpcId\": ");
         out.extend_from_slice(&rpc_id_bytes(rpc));
@@ -502,13 +502,13 @@ pub(crate) mod append {
     }
 
     /// `{"type": 2, "from": ..., "rpcId": <echoed>}`
-    pub fn pong(out: &mut Vec<u8>, from: &[u8], rpc_id: Option<&str>) {
+    pub(crate) fn pong(out: &mut Vec<u8>, from: &[u8], rpc_id: Option<&str>) {
         head(out, MsgType::Pong, from);
         tail_rpc(out, rpc_id);
     }
 
     /// `{"type": 4, "from": ..., "target": ..., "rpcId": ...}`
-    pub fn find_node(out: &mut Vec<u8>, from: &[u8], target: &NodeId, rpc: u32) {
+    pub(crate) fn find_node(out: &mut Vec<u8>, from: &[u8], target: &NodeId, rpc: u32) {
         head(out, MsgType::FindNode, from);
         out.extend_from_slice(b", \"target\": \"");
         out.extend_from_slice(target.hex().as_bytes());
@@ -518,7 +518,7 @@ pub(crate) mod append {
     }
 
     /// `{"type": 3, "from": ..., "key": ..., "value": <JSON>}`
-    pub fn store(out: &mut Vec<u8>, from: &[u8], key: &NodeId, value_json: &str) {
+    pub(crate) fn store(out: &mut Vec<u8>, from: &[u8], key: &NodeId, value_json: &str) {
         head(out, MsgType::Store, from);
         out.extend_from_slice(b", \"key\": \"");
         out.extend_from_slice(key.hex().as_bytes());
@@ -528,7 +528,12 @@ pub(crate) mod append {
     }
 
     /// `{"type": 7, "from": ..., "value": <JSON>, "rpcId": <echoed>}`
-    pub fn found_val(out: &mut Vec<u8>, from: &[u8], value_json: &str, rpc_id: Option<&str>) {
+    pub(crate) fn found_val(
+        out: &mut Vec<u8>,
+        from: &[u8],
+        value_json: &str,
+        rpc_id: Option<&str>,
+    ) {
         head(out, MsgType::FoundVal, from);
         out.extend_from_slice(b", \"value\": ");
         out.extend_from_slice(value_json.as_bytes());
@@ -538,7 +543,7 @@ pub(crate) mod append {
     /// FOUND_NODE listing `nodes` (each spelled `{"id": ..., "ip": ..., "port": ...}`,
     /// closest first), as many as keep what this appends within `limit` bytes. Returns how
     /// many were written.
-    pub fn found_node<'n>(
+    pub(crate) fn found_node<'n>(
         out: &mut Vec<u8>,
         from: &[u8],
         nodes: impl IntoIterator<Item = &'n [u8]>,

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 /// Sequence numbers do not wrap: py-setowire starts at 0 and cannot encode a number past
 /// `u32::MAX`, so once `u32::MAX` has been delivered every later message counts as old.
 #[derive(Debug, Default)]
-pub struct JitterBuffer {
+pub(crate) struct JitterBuffer {
     /// The next sequence number to deliver; `u32::MAX + 1` once everything has been delivered.
     next: u64,
     held: Option<Box<Held>>,
@@ -37,18 +37,19 @@ struct Entry {
 
 impl JitterBuffer {
     /// How long a gap is waited for, counted from the arrival of the earliest held message.
-    pub const GAP_WAIT: Duration = Duration::from_millis(50);
+    pub(crate) const GAP_WAIT: Duration = Duration::from_millis(50);
     /// Out-of-order messages held; beyond it the oldest gap is skipped at once.
-    pub const MAX_PENDING: usize = 128;
+    pub(crate) const MAX_PENDING: usize = 128;
     /// Payload bytes held; beyond it the oldest gap is skipped at once, as for the count.
-    pub const MAX_PENDING_BYTES: usize = 256 * 1024;
+    pub(crate) const MAX_PENDING_BYTES: usize = 256 * 1024;
 
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
     /// The sequence number delivery waits for next (`u32::MAX + 1` when exhausted).
-    pub fn next_seq(&self) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn next_seq(&self) -> u64 {
         self.next
     }
 
@@ -56,7 +57,13 @@ impl JitterBuffer {
     ///
     /// Returns false, storing nothing, when `seq` is behind the delivery point or is already
     /// held (a duplicate).
-    pub fn push(&mut self, now: Instant, seq: u32, payload: &[u8], out: &mut Vec<Vec<u8>>) -> bool {
+    pub(crate) fn push(
+        &mut self,
+        now: Instant,
+        seq: u32,
+        payload: &[u8],
+        out: &mut Vec<Vec<u8>>,
+    ) -> bool {
         let seq64 = u64::from(seq);
         if seq64 < self.next {
             return false;
@@ -91,26 +98,27 @@ impl JitterBuffer {
 
     /// Skips every gap that has waited [`Self::GAP_WAIT`] since the earliest held message
     /// arrived: delivery jumps to the lowest held `seq` and flushes. Appends deliverables.
-    pub fn expire(&mut self, now: Instant, out: &mut Vec<Vec<u8>>) {
+    pub(crate) fn expire(&mut self, now: Instant, out: &mut Vec<Vec<u8>>) {
         while self.next_deadline().is_some_and(|deadline| deadline <= now) {
             self.skip_gap(out);
         }
     }
 
     /// When [`Self::expire`] next has work to do.
-    pub fn next_deadline(&self) -> Option<Instant> {
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
         let held = self.held.as_ref()?;
         let earliest = held.entries.iter().map(|e| e.arrived).min()?;
         Some(earliest + Self::GAP_WAIT)
     }
 
     /// True when nothing is held.
-    pub fn is_idle(&self) -> bool {
+    pub(crate) fn is_idle(&self) -> bool {
         self.held.is_none()
     }
 
     /// Messages currently held out of order.
-    pub fn held_len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn held_len(&self) -> usize {
         self.held.as_ref().map_or(0, |h| h.entries.len())
     }
 

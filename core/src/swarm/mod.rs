@@ -11,7 +11,7 @@ pub mod discovery;
 pub mod effects;
 pub mod engine;
 pub mod event;
-pub mod jitter;
+mod jitter;
 mod node_link;
 pub mod node_view;
 pub mod outqueue;
@@ -20,7 +20,7 @@ pub mod pieces;
 pub mod single_node;
 pub mod stats;
 pub mod store;
-pub mod sync;
+mod sync;
 
 #[cfg(test)]
 mod tests;

@@ -39,7 +39,7 @@ pub(crate) struct Peer {
 }
 
 impl Peer {
-    pub fn new(
+    pub(crate) fn new(
         id: PeerId,
         addr: SocketAddr,
         session: Session,
@@ -66,7 +66,7 @@ impl Peer {
         }
     }
 
-    pub fn record_rtt(&mut self, now: Instant) {
+    pub(crate) fn record_rtt(&mut self, now: Instant) {
         if let Some(sent) = self.last_ping_sent.take() {
             let sample = now.saturating_duration_since(sent).as_secs_f32() * 1000.0;
             self.rtt_ms += RTT_ALPHA * (sample - self.rtt_ms);
@@ -81,7 +81,7 @@ impl Peer {
 pub(crate) struct Fragments(Option<Box<PieceAssembler<[u8; 8]>>>);
 
 impl Fragments {
-    pub fn add(
+    pub(crate) fn add(
         &mut self,
         now: Instant,
         frag_id: [u8; 8],
@@ -94,13 +94,13 @@ impl Fragments {
             .add(now, frag_id, index, total, piece)
     }
 
-    pub fn expire(&mut self, now: Instant) {
+    pub(crate) fn expire(&mut self, now: Instant) {
         if let Some(assembler) = &mut self.0 {
             assembler.expire(now);
         }
     }
 
-    pub fn bytes(&self) -> usize {
+    pub(crate) fn bytes(&self) -> usize {
         self.0.as_ref().map_or(0, |a| a.bytes())
     }
 }

@@ -31,7 +31,7 @@ struct Wanted {
 }
 
 impl SyncState {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             wanted: HashMap::new(),
             chunks: PieceAssembler::new(PieceLimits::CHUNK),
