@@ -11,7 +11,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
@@ -42,6 +41,15 @@ pub struct DiscoveryOptions {
     pub lan: bool,
 }
 
+/// The separate DHT port (`dht_listen`) could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[error("binding the DHT port {addr}: {source}")]
+pub struct DhtPortError {
+    pub addr: SocketAddr,
+    #[source]
+    pub source: io::Error,
+}
+
 /// The node's discovery services: its DHT (shared by the shards, also on `dht_listen` when
 /// set) and LAN discovery, with the threads they run on.
 pub struct Services {
@@ -62,7 +70,7 @@ impl Services {
         bootstrap: &[SocketAddr],
         stop: &Arc<AtomicBool>,
         epoch: Instant,
-    ) -> anyhow::Result<Self> {
+    ) -> Result<Self, DhtPortError> {
         let mut rng = StdRng::from_entropy();
         let id = NodeId::random(&mut rng);
         let mut dht = Dht::new(options.dht.clone(), id, epoch, rng);
@@ -86,7 +94,7 @@ impl Services {
                 engine.rate_limit_ips,
                 Arc::clone(stop),
             )
-            .with_context(|| format!("binding the DHT port {addr}"))?;
+            .map_err(|source| DhtPortError { addr, source })?;
             tracing::info!(%bound, "DHT port");
             threads.push(thread);
         }
@@ -357,7 +365,10 @@ pub fn spawn_listener(
                     replies.push(dst, bytes);
                 });
                 replies.drain(|dst, bytes| {
-                    let _ = socket.send_to(bytes, dst);
+                    // A reply the kernel refuses is lost like one lost on the wire.
+                    if let Err(e) = socket.send_to(bytes, dst) {
+                        tracing::debug!(error = %e, %dst, "DHT reply not sent");
+                    }
                 });
             }
         })?;
