@@ -197,7 +197,9 @@ impl Shard {
                 engine.broadcast(&payload);
             }
             ShardCommand::Send { peer, payload } => {
-                let _ = engine.send(&peer, &payload);
+                if let Err(e) = engine.send(&peer, &payload) {
+                    tracing::info!(shard = self.id, peer = %hex::encode(peer), error = %e, "send command failed");
+                }
             }
             ShardCommand::Store { key, value } => {
                 engine.store(&key, value);
@@ -209,6 +211,7 @@ impl Shard {
             ShardCommand::Disconnect(peer) => {
                 engine.disconnect(&peer);
             }
+            // A reply channel whose caller gave up waiting is closed: nobody is left to tell.
             ShardCommand::Peers(reply) => {
                 let _ = reply.send((self.id, engine.peers().collect()));
             }
