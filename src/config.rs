@@ -40,6 +40,7 @@ pub const ENV_ALLOWLIST: &[&str] = &[
     ENV_CONFIG_FILE,
     "SETOWIRE_TEST_NETNS",
     "SETOWIRE_TEST_PYTHON",
+    "SETOWIRE_TEST_FAULT",
 ];
 
 /// Most worker shards `shards` accepts.

@@ -6,10 +6,11 @@ use std::process::ExitCode;
 use setowire_core::swarm::config::EngineConfig;
 use setowire_node::admin::AdminConfig;
 use setowire_node::cli::{self, CliAction};
-use setowire_node::config::{LogFormat, NodeConfig};
+use setowire_node::config::NodeConfig;
 use setowire_node::discovery::dht::DiscoveryOptions;
 use setowire_node::http::HttpConfig;
-use setowire_node::node::runtime::{self, NodeOptions};
+use setowire_node::runtime::{self, NodeOptions};
+use setowire_node::telemetry::logging;
 
 fn main() -> ExitCode {
     let (config, control_stdio) = match cli::parse_cli(std::env::args_os(), cli::process_env()) {
@@ -26,7 +27,7 @@ fn main() -> ExitCode {
             return ExitCode::from(e.exit_code());
         }
     };
-    init_logging(&config);
+    logging::init(&config);
     let identity = match config.load_identity() {
         Ok(identity) => identity,
         Err(e) => {
@@ -61,7 +62,8 @@ fn main() -> ExitCode {
     match runtime::run(options) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e:#}");
+            // With its causes, as anyhow renders the chain.
+            tracing::error!("{:#}", anyhow::Error::new(e));
             ExitCode::FAILURE
         }
     }
@@ -90,21 +92,6 @@ fn resolve_bootstrap(config: &NodeConfig) -> Vec<SocketAddr> {
         }
     }
     dial
-}
-
-fn init_logging(config: &NodeConfig) {
-    let rust_log = std::env::var("RUST_LOG").ok();
-    let filter =
-        tracing_subscriber::EnvFilter::try_new(config.effective_log_filter(rust_log.as_deref()))
-            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log_filter));
-    // Logs go to stderr: stdout belongs to the control interface.
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match config.log_format {
-        LogFormat::Pretty => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
 }
 
 fn unix_seconds() -> u64 {

@@ -1,5 +1,7 @@
-//! The node: per-core shards, each running the engine on its own SO_REUSEPORT socket.
+//! The node: per-core shards, each running the engine on its own SO_REUSEPORT socket, the
+//! state they share, and the handle the control interfaces reach them by.
 
 pub mod cluster;
-pub mod runtime;
+pub mod handle;
+pub mod hooks;
 pub mod shard;
