@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# The whole test suite, from a fresh clone: formatting, lints, unit/property/integration tests,
-# the interop tests against py-setowire 0.1.0 (the tests create their own Python venv from
-# PyPI under target/), and one quick pass over every benchmark.
+# The whole test suite, from a fresh clone: formatting, module layering, lints,
+# unit/property/integration tests, the interop tests against py-setowire 0.1.0 (the tests
+# create their own Python venv from PyPI under target/), and one quick pass over every
+# benchmark.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 cargo fmt --all -- --check
+# The node crate's top-level modules use each other without cycles.
+python3 scripts/module-deps.py
 cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace --lib --bins --tests
 # Each criterion benchmark once, as a smoke test (criterion refuses libtest's flags).

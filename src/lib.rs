@@ -2,7 +2,7 @@
 //!
 //! The protocol itself — frames, sessions, the peer engine, the DHT's logic — lives in the
 //! sans-IO crate `setowire_core`; this crate gives it sockets, threads, a clock, and the
-//! node's services around it.
+//! node's services around it. [`runtime`] puts them together; nothing else depends on it.
 
 pub mod admin;
 pub mod config;
@@ -10,6 +10,7 @@ pub mod control;
 pub mod discovery;
 pub mod http;
 pub mod io;
-pub mod metrics;
 pub mod node;
-pub mod process_metrics;
+pub mod runtime;
+pub mod supervisor;
+pub mod telemetry;

@@ -3,8 +3,8 @@
 use std::process::ExitCode;
 
 use setowire_node::config::cli::{self, CliAction};
-use setowire_node::config::{LogFormat, NodeConfig};
-use setowire_node::node::runtime;
+use setowire_node::runtime;
+use setowire_node::telemetry::logging;
 
 fn main() -> ExitCode {
     let (config, control_stdio) = match cli::parse_cli(std::env::args_os(), cli::process_env()) {
@@ -21,35 +21,23 @@ fn main() -> ExitCode {
             return ExitCode::from(e.exit_code());
         }
     };
-    init_logging(&config);
+    let rust_log = std::env::var("RUST_LOG").ok();
+    let filter = config.effective_log_filter(rust_log.as_deref());
+    logging::init(config.log_format, filter, &config.log_filter);
     let options = match config.node_options(control_stdio, unix_seconds()) {
         Ok(options) => options,
         Err(e) => {
-            tracing::error!("{e}");
+            tracing::error!("{:#}", anyhow::Error::new(e));
             return ExitCode::FAILURE;
         }
     };
     match runtime::run(options) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e:#}");
+            // With its causes, as anyhow renders the chain.
+            tracing::error!("{:#}", anyhow::Error::new(e));
             ExitCode::FAILURE
         }
-    }
-}
-
-fn init_logging(config: &NodeConfig) {
-    let rust_log = std::env::var("RUST_LOG").ok();
-    let filter =
-        tracing_subscriber::EnvFilter::try_new(config.effective_log_filter(rust_log.as_deref()))
-            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log_filter));
-    // Logs go to stderr: stdout belongs to the control interface.
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match config.log_format {
-        LogFormat::Pretty => builder.init(),
-        LogFormat::Json => builder.json().init(),
     }
 }
 

@@ -3,7 +3,7 @@
 //! `/api/v1/openapi.json`) and a status page at `/`.
 //!
 //! It runs on a small tokio runtime of its own, off the shards' hot path: it reads the
-//! shards' published atomics ([`crate::metrics`]) and sends them commands through a
+//! shards' published atomics ([`crate::telemetry`]) and sends them commands through a
 //! [`NodeHandle`]; anything that waits for a shard runs on the blocking pool.
 //!
 //! With `admin_token` set, every `/api/v1/` request needs `Authorization: Bearer <token>`
@@ -12,13 +12,10 @@
 // Handlers return their error responses directly, as axum handlers do.
 #![allow(clippy::result_large_err)]
 
-pub mod handle;
-
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, Request, State};
 use axum::http::{header, StatusCode};
@@ -29,14 +26,14 @@ use axum::Router;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use crate::http::server::{self, Served};
-
 use crate::discovery::dht::SharedDht;
-use crate::metrics::NodeMetrics;
+use crate::http::server::{self, ServeError, Served};
+use crate::node::handle::{NodeHandle, RouteError};
+use crate::node::shard::ShardCommand;
+use crate::supervisor::Supervisor;
+use crate::telemetry::{self, readiness, NodeMetrics, ShardMetrics};
 use setowire_core::swarm::node_view::ShardId;
 use setowire_core::swarm::peer::PeerInfo;
-
-pub use handle::{NodeHandle, ShardLink};
 
 /// The status page.
 const STATUS_HTML: &str = include_str!("../../assets/status.html");
@@ -53,6 +50,15 @@ const MAX_FETCH_TIMEOUT: Duration = Duration::from_secs(120);
 const SHARD_ANSWER: Duration = Duration::from_secs(2);
 /// Longest key the store takes.
 const MAX_KEY_BYTES: usize = 255;
+
+/// Why the admin listener could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error(transparent)]
+    Serve(#[from] ServeError),
+    #[error("registering the metrics")]
+    Metrics(#[from] prometheus::Error),
+}
 
 /// The admin listener's part of the configuration.
 #[derive(Debug, Clone)]
@@ -85,6 +91,7 @@ struct AdminState {
     metrics: Arc<NodeMetrics>,
     registry: prometheus::Registry,
     dht: Arc<SharedDht>,
+    supervisor: Supervisor,
 }
 
 /// The running admin listener.
@@ -95,15 +102,17 @@ pub struct AdminServer {
 
 impl AdminServer {
     /// Binds `config.listen` (port 0 picks a free port) and serves on a runtime of its own.
+    /// `/readyz` tells the failures `supervisor` records; the listener reports its own to it.
     pub fn start(
         config: AdminConfig,
         info: NodeInfo,
         node: Arc<NodeHandle>,
         metrics: Arc<NodeMetrics>,
         dht: Arc<SharedDht>,
-    ) -> anyhow::Result<AdminServer> {
+        supervisor: &Supervisor,
+    ) -> Result<AdminServer, AdminError> {
         let (runtime, listener, local_addr) = server::bind(config.listen, "admin", 1)?;
-        let registry = metrics.registry().context("registering metrics")?;
+        let registry = metrics.registry()?;
         let state = Arc::new(AdminState {
             info,
             admin: local_addr,
@@ -113,15 +122,13 @@ impl AdminServer {
             metrics,
             registry,
             dht,
+            supervisor: supervisor.clone(),
         });
         let app = router(state);
-        let served = Served::spawn(runtime, |stop| async move {
-            if let Err(e) = axum::serve(listener, app)
+        let served = Served::spawn(runtime, "admin", supervisor, |stop| async move {
+            axum::serve(listener, app)
                 .with_graceful_shutdown(stop)
                 .await
-            {
-                tracing::error!("admin: {e}");
-            }
         });
         tracing::info!(
             admin = %local_addr,
@@ -184,6 +191,11 @@ pub fn error(status: StatusCode, message: &str) -> Response {
     json_response(status, &json!({ "error": message }))
 }
 
+/// 503 for a command the shards could not take or answer.
+fn unavailable(e: &RouteError) -> Response {
+    error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string())
+}
+
 fn json_response(status: StatusCode, value: &Value) -> Response {
     (
         status,
@@ -240,25 +252,17 @@ async fn healthz() -> &'static str {
 }
 
 async fn readyz(State(state): State<Arc<AdminState>>) -> Response {
-    let now = Instant::now();
-    let epoch = state.metrics.epoch;
-    let down: Vec<usize> = (state.metrics.shards.iter().enumerate())
-        .filter(|(_, s)| !s.healthy(epoch, now))
-        .map(|(i, _)| i)
-        .collect();
-    if down.is_empty() {
-        (StatusCode::OK, "ready").into_response()
-    } else {
-        let message = format!("shards not running: {down:?}");
-        error(StatusCode::SERVICE_UNAVAILABLE, &message)
+    match readiness::check(&state.metrics, &state.supervisor, Instant::now()) {
+        Ok(()) => (StatusCode::OK, "ready").into_response(),
+        Err(not_ready) => error(StatusCode::SERVICE_UNAVAILABLE, &not_ready.to_string()),
     }
 }
 
 async fn metrics(State(state): State<Arc<AdminState>>) -> Response {
-    let text = tokio::task::spawn_blocking(move || crate::metrics::render(&state.registry))
-        .await
-        .unwrap_or_default();
-    ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response()
+    match blocking(move || telemetry::render(&state.registry)).await {
+        Ok(text) => ([(header::CONTENT_TYPE, telemetry::CONTENT_TYPE)], text).into_response(),
+        Err(e) => e,
+    }
 }
 
 fn ok(value: Value) -> Response {
@@ -310,7 +314,7 @@ async fn status(State(state): State<Arc<AdminState>>) -> Response {
             })
         })
         .collect();
-    let total = |f: fn(&crate::metrics::ShardMetrics) -> &std::sync::atomic::AtomicU64| m.total(f);
+    let total = |f: fn(&ShardMetrics) -> &std::sync::atomic::AtomicU64| m.total(f);
     let http = &m.http;
     let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
     let info = &state.info;
@@ -381,7 +385,7 @@ async fn all_peers(state: &Arc<AdminState>) -> Result<Vec<(ShardId, PeerInfo)>, 
     let node = Arc::clone(&state.node);
     let mut peers = blocking(move || node.peers(SHARD_ANSWER))
         .await?
-        .map_err(|e| error(StatusCode::SERVICE_UNAVAILABLE, &e))?;
+        .map_err(|e| unavailable(&e))?;
     peers.sort_by_key(|(_, p)| p.id);
     Ok(peers)
 }
@@ -475,12 +479,10 @@ async fn disconnect(State(state): State<Arc<AdminState>>, Path(id): Path<String>
         return error(StatusCode::NOT_FOUND, "no such peer");
     };
     let node = Arc::clone(&state.node);
-    let sent =
-        blocking(move || node.to_shard(shard, crate::node::shard::ShardCommand::Disconnect(id8)))
-            .await;
+    let sent = blocking(move || node.to_shard(shard, ShardCommand::Disconnect(id8))).await;
     match sent {
-        Ok(true) => ok(json!({"disconnected": &id[..16], "shard": shard})),
-        Ok(false) => error(StatusCode::SERVICE_UNAVAILABLE, "the shard has stopped"),
+        Ok(Ok(())) => ok(json!({"disconnected": &id[..16], "shard": shard})),
+        Ok(Err(e)) => unavailable(&e),
         Err(e) => e,
     }
 }
@@ -532,7 +534,8 @@ async fn broadcast(State(state): State<Arc<AdminState>>, body: Bytes) -> Respons
     let node = Arc::clone(&state.node);
     let payload: Arc<[u8]> = body.to_vec().into();
     match blocking(move || node.broadcast_counted(payload, SHARD_ANSWER)).await {
-        Ok(peers) => ok(json!({"peers": peers})),
+        Ok(Ok(peers)) => ok(json!({"peers": peers})),
+        Ok(Err(e)) => unavailable(&e),
         Err(e) => e,
     }
 }
@@ -563,14 +566,15 @@ async fn store(
     let bytes = value.len();
     let stored_key = key.clone();
     let sent = blocking(move || {
-        node.to_all(|| crate::node::shard::ShardCommand::Store {
+        node.to_all(|| ShardCommand::Store {
             key: stored_key.clone(),
             value: value.clone(),
         })
     })
     .await;
     match sent {
-        Ok(()) => ok(json!({"key": key, "bytes": bytes})),
+        Ok(Ok(())) => ok(json!({"key": key, "bytes": bytes})),
+        Ok(Err(e)) => unavailable(&e),
         Err(e) => e,
     }
 }
@@ -598,13 +602,14 @@ async fn fetch(
     };
     let node = Arc::clone(&state.node);
     match blocking(move || node.fetch(key, timeout)).await {
-        Ok(Some(Some(value))) => {
+        Ok(Ok(Some(value))) => {
             ([(header::CONTENT_TYPE, "application/octet-stream")], value).into_response()
         }
-        Ok(Some(None) | None) => error(
+        Ok(Ok(None) | Err(RouteError::NoAnswer)) => error(
             StatusCode::GATEWAY_TIMEOUT,
             "no peer provided the value in time",
         ),
+        Ok(Err(e)) => unavailable(&e),
         Err(e) => e,
     }
 }

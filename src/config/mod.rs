@@ -27,6 +27,7 @@ mod parse;
 mod subsystems;
 
 pub use crate::io::BackendChoice as IoBackendChoice;
+pub use crate::telemetry::logging::LogFormat;
 pub use error::{ConfigError, Origin};
 pub use keys::{key_spec, KeyKind, KeySpec, KEYS};
 pub use layers::ConfigBuilder;
@@ -53,6 +54,7 @@ pub const ENV_ALLOWLIST: &[&str] = &[
     ENV_CONFIG_FILE,
     "SETOWIRE_TEST_NETNS",
     "SETOWIRE_TEST_PYTHON",
+    "SETOWIRE_TEST_FAULT",
 ];
 
 /// Most worker shards `shards` accepts.
@@ -181,23 +183,6 @@ pub enum IdentitySource {
     Ephemeral,
     /// A key file, created when missing; see [`identity_file`].
     KeyFile(PathBuf),
-}
-
-/// Log line format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    Pretty,
-    Json,
-}
-
-impl LogFormat {
-    /// The config value: `pretty` or `json`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LogFormat::Pretty => "pretty",
-            LogFormat::Json => "json",
-        }
-    }
 }
 
 impl NodeConfig {

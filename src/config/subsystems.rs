@@ -16,7 +16,7 @@ use super::{IdentitySource, NodeConfig};
 use crate::admin::AdminConfig;
 use crate::discovery::dht::DiscoveryOptions;
 use crate::http::{BootstrapConfig, HttpConfig, PipingConfig};
-use crate::node::runtime::NodeOptions;
+use crate::runtime::NodeOptions;
 
 impl NodeConfig {
     /// What the runtime starts the node with: every subsystem's configuration, the identity

@@ -6,7 +6,7 @@
 
 use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -16,6 +16,7 @@ use rand::SeedableRng;
 
 use crate::discovery::lan;
 use crate::io::DatagramIo;
+use crate::supervisor::{self, Supervisor};
 use setowire_core::discovery::lan::LanDiscovery;
 use setowire_core::discovery::stun;
 use setowire_core::proto::frame::{classify, DatagramClass};
@@ -41,13 +42,15 @@ pub struct DiscoveryOptions {
     pub lan: bool,
 }
 
-/// The separate DHT port (`dht_listen`) could not be opened.
+/// Why the discovery services could not be started.
 #[derive(Debug, thiserror::Error)]
-#[error("binding the DHT port {addr}: {source}")]
-pub struct DhtPortError {
-    pub addr: SocketAddr,
-    #[source]
-    pub source: io::Error,
+pub enum DiscoveryError {
+    #[error("binding the DHT port {addr}")]
+    DhtPort {
+        addr: SocketAddr,
+        #[source]
+        source: io::Error,
+    },
 }
 
 /// The node's discovery services: its DHT (shared by the shards, also on `dht_listen` when
@@ -61,16 +64,17 @@ pub struct Services {
 
 impl Services {
     /// Creates the DHT with a random id, has it announce the topics and join the DHT
-    /// through `bootstrap`, and opens `dht_listen`. `local`: the bound UDP address.
+    /// through `bootstrap`, and opens `dht_listen`, served on a thread `supervisor` watches.
+    /// `local`: the bound UDP address.
     pub fn start(
         options: &DiscoveryOptions,
         engine: &EngineConfig,
         id40: &str,
         local: SocketAddr,
         bootstrap: &[SocketAddr],
-        stop: &Arc<AtomicBool>,
+        supervisor: &Supervisor,
         epoch: Instant,
-    ) -> Result<Self, DhtPortError> {
+    ) -> Result<Self, DiscoveryError> {
         let mut rng = StdRng::from_entropy();
         let id = NodeId::random(&mut rng);
         let mut dht = Dht::new(options.dht.clone(), id, epoch, rng);
@@ -92,9 +96,9 @@ impl Services {
                 Arc::clone(&dht),
                 engine.unauth_rate,
                 engine.rate_limit_ips,
-                Arc::clone(stop),
+                supervisor,
             )
-            .map_err(|source| DhtPortError { addr, source })?;
+            .map_err(|source| DiscoveryError::DhtPort { addr, source })?;
             tracing::info!(%bound, "DHT port");
             threads.push(thread);
         }
@@ -115,22 +119,23 @@ impl Services {
         Demux::new(Arc::clone(&self.dht), shard == 0)
     }
 
-    /// Starts LAN discovery when `options.lan` is set: announcers to dial go to `dial`;
-    /// `connected(id40)` tells announcers the node is already connected to. A LAN socket
-    /// that cannot be opened is logged, not fatal (py-setowire also carries on without).
+    /// Starts LAN discovery when `options.lan` is set, on a thread `supervisor` watches:
+    /// announcers to dial go to `dial`; `connected(id40)` tells announcers the node is
+    /// already connected to. A LAN socket that cannot be opened is logged, not fatal
+    /// (py-setowire also carries on without).
     pub fn start_lan(
         &mut self,
         options: &DiscoveryOptions,
         id40: &str,
         dial: Box<dyn Fn(SocketAddr) + Send>,
         connected: Box<dyn Fn(&str) -> bool + Send>,
-        stop: &Arc<AtomicBool>,
+        supervisor: &Supervisor,
     ) {
         if !options.lan {
             return;
         }
         let discovery = LanDiscovery::new(id40.to_owned(), self.reachable, &options.topics);
-        match lan::spawn(discovery, dial, connected, Arc::clone(stop)) {
+        match lan::spawn(discovery, dial, connected, supervisor) {
             Ok(thread) => {
                 tracing::info!(announce = %self.reachable, "LAN discovery on 239.0.0.1:45678");
                 self.threads.push(thread);
@@ -139,15 +144,10 @@ impl Services {
         }
     }
 
-    /// Waits (until `deadline`) for the service threads, which stop with the node's flag.
+    /// Waits (until `deadline`) for the service threads, which stop with the node.
     pub fn join(self, deadline: Instant) {
         for thread in self.threads {
-            while !thread.is_finished() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            if thread.is_finished() {
-                let _ = thread.join();
-            }
+            supervisor::join_until(thread, deadline);
         }
     }
 }
@@ -326,52 +326,50 @@ impl Demux {
 }
 
 /// Serves the DHT on its own UDP socket (config `dht_listen`) from a small thread until
-/// `stop` is set. Returns the bound address.
+/// the node stops. Returns the bound address.
 pub fn spawn_listener(
     addr: SocketAddr,
     dht: Arc<SharedDht>,
     rate: Rate,
     max_ips: usize,
-    stop: Arc<AtomicBool>,
+    supervisor: &Supervisor,
 ) -> io::Result<(SocketAddr, JoinHandle<()>)> {
     let socket = UdpSocket::bind(addr)?;
     socket.set_read_timeout(Some(Duration::from_millis(100)))?;
     let local = socket.local_addr()?;
-    let thread = std::thread::Builder::new()
-        .name("dht-listen".into())
-        .spawn(move || {
-            // One byte more than accepted, so that longer datagrams show as too large.
-            let mut buf = vec![0u8; MAX_DATAGRAM + 1];
-            let mut limiter = IpLimiter::new(rate, max_ips, Instant::now());
-            let mut replies = Outbox::default();
-            while !stop.load(Ordering::Relaxed) {
-                let (len, src) = match socket.recv_from(&mut buf) {
-                    Ok(got) => got,
-                    Err(e) if crate::io::is_wait_over(&e) => continue,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "DHT socket receive failed");
-                        std::thread::sleep(Duration::from_millis(100));
-                        continue;
-                    }
-                };
-                let now = Instant::now();
-                let src = SocketAddr::new(src.ip().to_canonical(), src.port());
-                if !limiter.allow(src.ip(), now) {
-                    dht.lock().count_rate_limited();
+    let stop = Arc::clone(supervisor.stop_flag());
+    let thread = supervisor.spawn("dht-listen".into(), move || {
+        // One byte more than accepted, so that longer datagrams show as too large.
+        let mut buf = vec![0u8; MAX_DATAGRAM + 1];
+        let mut limiter = IpLimiter::new(rate, max_ips, Instant::now());
+        let mut replies = Outbox::default();
+        while !stop.load(Ordering::Relaxed) {
+            let (len, src) = match socket.recv_from(&mut buf) {
+                Ok(got) => got,
+                Err(e) if crate::io::is_wait_over(&e) => continue,
+                Err(e) => {
+                    tracing::warn!(error = %e, "DHT socket receive failed");
+                    std::thread::sleep(Duration::from_millis(100));
                     continue;
                 }
-                // Sent once the DHT's lock is released.
-                dht.handle(now, src, &buf[..len], &mut |dst, bytes| {
-                    replies.push(dst, bytes);
-                });
-                replies.drain(|dst, bytes| {
-                    // A reply the kernel refuses is lost like one lost on the wire.
-                    if let Err(e) = socket.send_to(bytes, dst) {
-                        tracing::debug!(error = %e, %dst, "DHT reply not sent");
-                    }
-                });
+            };
+            let now = Instant::now();
+            let src = SocketAddr::new(src.ip().to_canonical(), src.port());
+            if !limiter.allow(src.ip(), now) {
+                dht.lock().count_rate_limited();
+                continue;
             }
-        })?;
+            // Sent once the DHT's lock is released.
+            dht.handle(now, src, &buf[..len], &mut |dst, bytes| {
+                replies.push(dst, bytes);
+            });
+            replies.drain(|dst, bytes| {
+                if let Err(e) = socket.send_to(bytes, dst) {
+                    tracing::debug!(%dst, error = %e, "DHT reply not sent");
+                }
+            });
+        }
+    })?;
     Ok((local, thread))
 }
 

@@ -3,7 +3,7 @@
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -12,6 +12,8 @@ use setowire_core::discovery::lan::{
     LanDiscovery, ANNOUNCE_INTERVAL, MAX_DATAGRAM, MULTICAST_GROUP, MULTICAST_PORT,
 };
 use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::supervisor::Supervisor;
 
 /// The local IPv4 address LAN peers would reach us at: the source address the kernel picks
 /// for the multicast group (found with `connect`, which sends nothing), else loopback.
@@ -40,47 +42,47 @@ fn open_socket() -> io::Result<UdpSocket> {
     Ok(socket.into())
 }
 
-/// Runs LAN discovery until `stop` is set: announces every [`ANNOUNCE_INTERVAL`] (the first
-/// at once) and calls `dial` for each announcer to dial.
+/// Runs LAN discovery on a thread `supervisor` watches, until the node stops: announces
+/// every [`ANNOUNCE_INTERVAL`] (the first at once) and calls `dial` for each announcer to
+/// dial.
 pub fn spawn(
     mut discovery: LanDiscovery,
     dial: Box<dyn Fn(SocketAddr) + Send>,
     connected: Box<dyn Fn(&str) -> bool + Send>,
-    stop: Arc<AtomicBool>,
+    supervisor: &Supervisor,
 ) -> io::Result<JoinHandle<()>> {
     let socket = open_socket()?;
     let group = SocketAddr::from((MULTICAST_GROUP, MULTICAST_PORT));
-    std::thread::Builder::new()
-        .name("lan".into())
-        .spawn(move || {
-            let mut buf = [0u8; MAX_DATAGRAM];
-            let mut next_announce = Instant::now();
-            while !stop.load(Ordering::Relaxed) {
-                let now = Instant::now();
-                if now >= next_announce {
-                    next_announce = now + ANNOUNCE_INTERVAL;
-                    for datagram in discovery.announcements() {
-                        match socket.send_to(&datagram, group) {
-                            Ok(_) => discovery.note_announcement_sent(),
-                            Err(e) => tracing::debug!(error = %e, "LAN announcement failed"),
-                        }
-                    }
-                }
-                match socket.recv_from(&mut buf) {
-                    Ok((len, _)) => {
-                        if let Some(addr) =
-                            discovery.on_datagram(Instant::now(), &buf[..len], &connected)
-                        {
-                            tracing::debug!(%addr, "dialling a LAN announcer");
-                            dial(addr);
-                        }
-                    }
-                    Err(e) if crate::io::is_wait_over(&e) => {}
-                    Err(e) => {
-                        tracing::debug!(error = %e, "LAN receive failed");
-                        std::thread::sleep(Duration::from_millis(100));
+    let stop = Arc::clone(supervisor.stop_flag());
+    supervisor.spawn("lan".into(), move || {
+        let mut buf = [0u8; MAX_DATAGRAM];
+        let mut next_announce = Instant::now();
+        while !stop.load(Ordering::Relaxed) {
+            let now = Instant::now();
+            if now >= next_announce {
+                next_announce = now + ANNOUNCE_INTERVAL;
+                for datagram in discovery.announcements() {
+                    match socket.send_to(&datagram, group) {
+                        Ok(_) => discovery.note_announcement_sent(),
+                        Err(e) => tracing::debug!(error = %e, "LAN announcement failed"),
                     }
                 }
             }
-        })
+            match socket.recv_from(&mut buf) {
+                Ok((len, _)) => {
+                    if let Some(addr) =
+                        discovery.on_datagram(Instant::now(), &buf[..len], &connected)
+                    {
+                        tracing::debug!(%addr, "dialling a LAN announcer");
+                        dial(addr);
+                    }
+                }
+                Err(e) if crate::io::is_wait_over(&e) => {}
+                Err(e) => {
+                    tracing::debug!(error = %e, "LAN receive failed");
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        }
+    })
 }

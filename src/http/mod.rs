@@ -6,10 +6,12 @@
 //! its own state behind short-lived locks. [`ControlPlane::start`] binds the listener (port 0
 //! picks a free port) and serves; [`ControlPlane::stop`] stops accepting, ends requests that
 //! are still waiting for a partner, gives running transfers until a deadline and then drops
-//! whatever is left.
+//! whatever is left. It counts requests and piping into [`metrics::HttpMetrics`], which the
+//! node's telemetry reads at scrape time.
 
 pub mod bootstrap;
 mod listener;
+pub mod metrics;
 pub mod piping;
 pub mod server;
 
@@ -24,7 +26,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 
-use server::Served;
+use crate::supervisor::Supervisor;
+use metrics::HttpMetrics;
+use server::{ServeError, Served};
 use setowire_core::ratelimit::{IpLimiter, Rate};
 
 pub use bootstrap::BootstrapConfig;
@@ -97,17 +101,14 @@ pub struct ControlPlane {
 }
 
 impl ControlPlane {
-    /// Binds `config.listen` and starts serving on a runtime of its own.
-    pub fn start(config: HttpConfig, node: NodeSelf) -> anyhow::Result<ControlPlane> {
-        Self::start_with_metrics(config, node, Arc::default())
-    }
-
-    /// Like [`start`](Self::start), counting requests and piping into `metrics`.
-    pub fn start_with_metrics(
+    /// Binds `config.listen` and starts serving on a runtime of its own, counting requests
+    /// and piping into `metrics`. The server failing later is reported to `supervisor`.
+    pub fn start(
         config: HttpConfig,
         node: NodeSelf,
-        metrics: Arc<crate::metrics::HttpMetrics>,
-    ) -> anyhow::Result<ControlPlane> {
+        metrics: Arc<HttpMetrics>,
+        supervisor: &Supervisor,
+    ) -> Result<ControlPlane, ServeError> {
         let (runtime, listener, local_addr) = server::bind(config.listen, "http", WORKER_THREADS)?;
         let piping = Arc::new(piping::Rendezvous::new(config.piping.clone()));
         let state = Arc::new(AppState {
@@ -134,18 +135,12 @@ impl ControlPlane {
             })
         }));
         let app = router(state)
-            .layer(middleware::from_fn_with_state(
-                metrics,
-                crate::metrics::count_http,
-            ))
+            .layer(middleware::from_fn_with_state(metrics, metrics::count_http))
             .into_make_service_with_connect_info::<ConnAddrs>();
-        let served = Served::spawn(runtime, |stop| async move {
-            if let Err(e) = axum::serve(listener, app)
+        let served = Served::spawn(runtime, "http", supervisor, |stop| async move {
+            axum::serve(listener, app)
                 .with_graceful_shutdown(stop)
                 .await
-            {
-                tracing::error!("http: {e}");
-            }
         });
         tracing::info!(http = %local_addr, "HTTP bootstrap and piping listening");
         Ok(ControlPlane {

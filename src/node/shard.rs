@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 
 use crate::discovery::dht::Demux;
 use crate::io::DatagramIo;
-use crate::metrics::{ShardHooks, PUBLISH_EVERY};
+use crate::node::hooks::ShardHooks;
 use crate::node::shared::NodeShared;
+use crate::telemetry::PUBLISH_EVERY;
 use setowire_core::proto::frame::{classify, DatagramClass};
 use setowire_core::swarm::engine::Engine;
 use setowire_core::swarm::event::Event;

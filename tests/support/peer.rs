@@ -213,6 +213,11 @@ pub fn spawn_node(net: &TestNet, args: &[&str]) -> ControlPeer {
 /// Like [`spawn_node`], listening on `udp_listen` (e.g. `[::1]:0`).
 #[track_caller]
 pub fn spawn_node_on(net: &TestNet, udp_listen: &str, args: &[&str]) -> ControlPeer {
+    spawn_node_command(node_command(net, udp_listen, args))
+}
+
+/// The command [`spawn_node_on`] runs, for a test to add to (e.g. environment variables).
+pub fn node_command(net: &TestNet, udp_listen: &str, args: &[&str]) -> Command {
     let mut cmd = net.command(env!("CARGO_BIN_EXE_setowire-node"));
     // HTTP and admin on free loopback ports unless `args` say otherwise (later flags win).
     cmd.args(["--udp-listen", udp_listen, "--http-listen", "127.0.0.1:0"])
@@ -220,6 +225,12 @@ pub fn spawn_node_on(net: &TestNet, udp_listen: &str, args: &[&str]) -> ControlP
         .args(["--control", "stdio"])
         .args(args)
         .env("RUST_LOG", "debug");
+    cmd
+}
+
+/// Spawns a command made by [`node_command`] and waits until the node is ready.
+#[track_caller]
+pub fn spawn_node_command(cmd: Command) -> ControlPeer {
     ControlPeer::from_process(LineProcess::spawn_command("node", cmd))
 }
 

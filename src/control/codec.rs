@@ -1,12 +1,11 @@
-//! The line-oriented control interface (`--control stdio`): one JSON command per input line,
-//! one JSON event per output line. Scripts, tests and operators drive a node with it the
-//! same way they drive other Setowire peers.
+//! The control interface's JSON: commands in, events out, and the fields commands carry.
 
 use std::net::SocketAddr;
 
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::ControlError;
 use setowire_core::proto::identity::{decode_hex, encode_hex, Id8};
 use setowire_core::swarm::event::Event;
 use setowire_core::swarm::node_view::ShardId;
@@ -40,9 +39,30 @@ pub enum Command {
     Quit,
 }
 
-/// Parses one input line; the error is a message for an `error` event.
-pub fn parse_command(line: &str) -> Result<Command, String> {
-    serde_json::from_str(line).map_err(|e| format!("bad command: {e}"))
+/// Parses one input line.
+pub fn parse_command(line: &str) -> Result<Command, ControlError> {
+    serde_json::from_str(line).map_err(ControlError::BadCommand)
+}
+
+/// The first event: the node's id and the ports it listens on.
+pub fn render_ready(
+    id40: &str,
+    udp: SocketAddr,
+    http: Option<SocketAddr>,
+    admin: Option<SocketAddr>,
+) -> Value {
+    json!({
+        "event": "ready",
+        "id": id40,
+        "port": udp.port(),
+        "http_port": http.map(|a| a.port()),
+        "admin_port": admin.map(|a| a.port()),
+    })
+}
+
+/// The event telling that a command failed.
+pub fn render_error(error: &ControlError) -> Value {
+    json!({"event": "error", "message": error.to_string()})
 }
 
 /// Renders an engine event as a control-interface event.
@@ -87,14 +107,14 @@ pub fn render_peers(peers: &[(ShardId, PeerInfo)]) -> Value {
 }
 
 /// Decodes a command's hex field.
-pub fn bytes(hex: &str) -> Result<Vec<u8>, String> {
-    decode_hex(hex).ok_or_else(|| "hex field is not valid hex".to_owned())
+pub fn bytes(hex: &str) -> Result<Vec<u8>, ControlError> {
+    decode_hex(hex).ok_or(ControlError::BadHex)
 }
 
 /// A command's peer field: at least the 16 hex characters of an id8.
-pub fn peer_id(hex: &str) -> Result<Id8, String> {
+pub fn peer_id(hex: &str) -> Result<Id8, ControlError> {
     hex.get(..16)
         .and_then(decode_hex)
         .and_then(|b| b.try_into().ok())
-        .ok_or_else(|| "peer must be at least 16 hex characters".to_owned())
+        .ok_or(ControlError::BadPeerId)
 }

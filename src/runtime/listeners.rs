@@ -1,0 +1,101 @@
+//! The control plane's TCP listeners, each on a runtime of its own and each optional: the
+//! public one (HTTP bootstrap and piping) and the admin one (metrics, API, status page).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::RuntimeError;
+use crate::admin::{AdminConfig, AdminServer, NodeInfo};
+use crate::discovery::dht::SharedDht;
+use crate::http::{ControlPlane, HttpConfig, NodeSelf};
+use crate::node::handle::NodeHandle;
+use crate::supervisor::Supervisor;
+use crate::telemetry::NodeMetrics;
+use setowire_core::swarm::config::EngineConfig;
+
+/// What the listeners serve about the node.
+pub struct ListenerParts<'a> {
+    pub id40: &'a str,
+    /// The bound UDP address.
+    pub udp: SocketAddr,
+    pub engine: &'a EngineConfig,
+    pub node: &'a Arc<NodeHandle>,
+    pub metrics: &'a Arc<NodeMetrics>,
+    pub dht: &'a Arc<SharedDht>,
+}
+
+pub struct Listeners {
+    http: Option<ControlPlane>,
+    admin: Option<AdminServer>,
+}
+
+impl Listeners {
+    /// Starts the listeners that are configured; either failing to bind fails the start.
+    pub fn start(
+        http: Option<HttpConfig>,
+        admin: Option<AdminConfig>,
+        parts: ListenerParts<'_>,
+        supervisor: &Supervisor,
+    ) -> Result<Listeners, RuntimeError> {
+        let engine = parts.engine;
+        let http = http
+            .map(|config| {
+                let node = NodeSelf {
+                    id40: parts.id40.to_owned(),
+                    udp: parts.udp,
+                    public_addr: engine.public_addr,
+                    relay: engine.relay,
+                };
+                let metrics = Arc::clone(&parts.metrics.http);
+                ControlPlane::start(config, node, metrics, supervisor)
+            })
+            .transpose()?;
+        let admin = admin
+            .map(|config| {
+                let info = NodeInfo {
+                    id40: parts.id40.to_owned(),
+                    udp: parts.udp,
+                    http: http.as_ref().map(ControlPlane::local_addr),
+                    public_addr: engine.public_addr,
+                    relay: engine.relay,
+                    flood: engine.flood,
+                    store_forward: engine.store_forward,
+                    store_max_value_bytes: engine.store_max_value,
+                };
+                AdminServer::start(
+                    config,
+                    info,
+                    Arc::clone(parts.node),
+                    Arc::clone(parts.metrics),
+                    Arc::clone(parts.dht),
+                    supervisor,
+                )
+            })
+            .transpose()?;
+        Ok(Listeners { http, admin })
+    }
+
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().map(ControlPlane::local_addr)
+    }
+
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(AdminServer::local_addr)
+    }
+
+    /// Stops the public listener; its transfers get until `deadline`.
+    pub fn stop_http(&mut self, deadline: Instant) {
+        if let Some(http) = self.http.take() {
+            http.stop(deadline);
+        }
+    }
+
+    /// Stops the admin listener (and the public one, if still running) by `deadline`.
+    pub fn stop(mut self, deadline: Instant) {
+        self.stop_http(deadline);
+        if let Some(admin) = self.admin.take() {
+            admin.stop(deadline);
+        }
+    }
+}

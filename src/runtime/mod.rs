@@ -1,0 +1,308 @@
+//! The node's composition root: binds the UDP port (one SO_REUSEPORT socket per shard),
+//! opens their I/O backends, starts the discovery services, the shards (each on its own
+//! pinned thread) and the control plane, serves until a signal, `quit` or a failure stops
+//! it, then drains and shuts everything down. Nothing but `main` depends on this module.
+//!
+//! Every long-lived thread and server runs under the [`Supervisor`]: one that panics or
+//! ends early stops the node, which then exits with an error within a second.
+
+#[cfg(debug_assertions)]
+mod fault;
+mod listeners;
+mod shards;
+mod sockets;
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicBool;
+use std::sync::mpsc::{self, Receiver};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::admin::{AdminConfig, AdminError};
+use crate::control;
+use crate::discovery::dht::{DiscoveryError, DiscoveryOptions, Services};
+use crate::http::server::ServeError;
+use crate::http::HttpConfig;
+use crate::io::BackendChoice;
+use crate::node::handle::NodeHandle;
+use crate::node::inboxes::Wake;
+use crate::node::shard::{EventSink, ShardCommand, DRAIN};
+use crate::node::shared::NodeShared;
+use crate::supervisor::{Failure, Supervisor};
+use crate::telemetry::NodeMetrics;
+use listeners::{ListenerParts, Listeners};
+use setowire_core::proto::identity::Identity;
+use setowire_core::swarm::config::EngineConfig;
+use setowire_core::swarm::discovery::PEX_MAX;
+use setowire_core::swarm::event::Event;
+use setowire_core::swarm::node_view::ShardId;
+use setowire_core::swarm::store::ValueStore;
+use shards::{ShardParts, Shards};
+use sockets::Backend;
+
+/// Events queued from all shards for the control interface; more are dropped.
+const EVENT_QUEUE: usize = 65_536;
+/// How often the node looks at its stop flag when nothing else wakes it.
+const STOP_POLL: Duration = Duration::from_millis(50);
+/// How long the shutdown after a failure may take: the process must be gone within a
+/// second, so that its service manager restarts it promptly.
+const FAILURE_DRAIN: Duration = Duration::from_millis(500);
+
+pub struct NodeOptions {
+    pub udp_listen: SocketAddr,
+    pub shards: usize,
+    pub io_backend: BackendChoice,
+    /// Pin shard `i` to core `i` (when there are enough cores).
+    pub pin_cores: bool,
+    pub identity: Identity,
+    pub engine: EngineConfig,
+    /// Peers or other nodes to dial at start.
+    pub dial: Vec<SocketAddr>,
+    /// JSON commands on stdin, JSON events on stdout.
+    pub control_stdio: bool,
+    /// DHT, its port, topics announced, LAN discovery.
+    pub discovery: DiscoveryOptions,
+    /// The public HTTP listener (bootstrap and piping); `None`: off.
+    pub http: Option<HttpConfig>,
+    /// The admin listener (metrics, API, status page); `None`: off.
+    pub admin: Option<AdminConfig>,
+}
+
+/// Why the node could not start, or stopped on a failure.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("binding UDP {addr}")]
+    BindUdp {
+        addr: SocketAddr,
+        #[source]
+        source: io::Error,
+    },
+    #[error("opening the I/O backend of shard {shard}")]
+    Backend {
+        shard: ShardId,
+        #[source]
+        source: io::Error,
+    },
+    #[error("installing the signal handlers")]
+    Signals(#[source] io::Error),
+    #[error("starting thread {thread}")]
+    Spawn {
+        thread: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error(transparent)]
+    Discovery(#[from] DiscoveryError),
+    #[error(transparent)]
+    Http(#[from] ServeError),
+    #[error(transparent)]
+    Admin(#[from] AdminError),
+    #[error("the node stopped because {0}")]
+    Failed(Failure),
+}
+
+/// Runs the node until it is stopped; an error if it could not start or a supervised
+/// thread failed.
+pub fn run(mut options: NodeOptions) -> Result<(), RuntimeError> {
+    let supervisor = Supervisor::new();
+    stop_on_signals(supervisor.stop_flag())?;
+    let epoch = Instant::now();
+    let (sockets, local) = sockets::bind(options.udp_listen, options.shards.max(1))?;
+    let (backends, backend) = sockets::open_backends(sockets, options.io_backend)?;
+    // Bound to one address, the node is reachable there unless configured otherwise.
+    if options.engine.public_addr.is_none() && !local.ip().is_unspecified() {
+        options.engine.public_addr = Some(local);
+    }
+    let shared = shared_state(&backends, &options.engine);
+    let id40 = options.identity.id_hex();
+    let mut services = Services::start(
+        &options.discovery,
+        &options.engine,
+        &id40,
+        local,
+        &options.dial,
+        &supervisor,
+        epoch,
+    )?;
+    let mut metrics = NodeMetrics::new(backends.len(), backend, options.engine.max_peers, epoch);
+    metrics.dht = Some(Arc::clone(services.dht()));
+    let metrics = Arc::new(metrics);
+    let (event_sink, events) = control_events(options.control_stdio);
+    let shard_parts = ShardParts {
+        identity: &options.identity,
+        engine: &options.engine,
+        epoch,
+        shared: &shared,
+        services: &services,
+        metrics: &metrics,
+        events: event_sink,
+        pin_cores: options.pin_cores,
+    };
+    let (shards, node) = Shards::spawn(backends, shard_parts, &supervisor)?;
+    let node = Arc::new(node);
+    start_lan(&mut services, &options.discovery, &id40, &node, &supervisor);
+    let listener_parts = ListenerParts {
+        id40: &id40,
+        udp: local,
+        engine: &options.engine,
+        node: &node,
+        metrics: &metrics,
+        dht: services.dht(),
+    };
+    let listeners = Listeners::start(
+        options.http.take(),
+        options.admin.take(),
+        listener_parts,
+        &supervisor,
+    )
+    .inspect_err(|_| supervisor.stop())?;
+    tracing::info!(
+        id = %id40,
+        udp = %local,
+        shards = node.shard_count(),
+        io_backend = %backend,
+        http = %describe(listeners.http_addr()),
+        admin = %describe(listeners.admin_addr()),
+        "node started"
+    );
+    dial(&node, &options.dial);
+    let ready =
+        control::codec::render_ready(&id40, local, listeners.http_addr(), listeners.admin_addr());
+    serve_until_stopped(&node, ready, events, &supervisor);
+    shut_down(&node, shards, services, listeners, &supervisor);
+    match supervisor.failure() {
+        Some(failure) => Err(RuntimeError::Failed(failure.clone())),
+        None => Ok(()),
+    }
+}
+
+/// A first SIGTERM/SIGINT stops gracefully; a second one while stopping exits at once.
+fn stop_on_signals(stop: &Arc<AtomicBool>) -> Result<(), RuntimeError> {
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register_conditional_shutdown(signal, 1, Arc::clone(stop))
+            .and_then(|_| signal_hook::flag::register(signal, Arc::clone(stop)))
+            .map_err(RuntimeError::Signals)?;
+    }
+    Ok(())
+}
+
+/// The state the shards share: the peer directory, the value store, and an inbox per shard
+/// that wakes it.
+fn shared_state(backends: &[Backend], engine: &EngineConfig) -> Arc<NodeShared> {
+    let wakes = backends
+        .iter()
+        .map(|backend| {
+            let waker = backend.waker.clone();
+            Box::new(move || waker.wake()) as Wake
+        })
+        .collect();
+    let store = ValueStore::new(
+        engine.store_max_entries,
+        engine.store_max_bytes,
+        engine.store_max_value,
+    );
+    NodeShared::new(
+        wakes,
+        engine.gossip_fanout.max(PEX_MAX + 1),
+        engine.max_dials,
+        store,
+    )
+}
+
+/// The channel the shards' events reach the stdio control interface by, when it runs.
+fn control_events(control_stdio: bool) -> (Option<EventSink>, Option<Receiver<(ShardId, Event)>>) {
+    if !control_stdio {
+        return (None, None);
+    }
+    let (sink, events) = mpsc::sync_channel(EVENT_QUEUE);
+    (Some(sink), Some(events))
+}
+
+/// Starts LAN discovery (when configured); the announcers it finds are dialled through
+/// shard 0, like `dial` commands.
+fn start_lan(
+    services: &mut Services,
+    options: &DiscoveryOptions,
+    id40: &str,
+    node: &Arc<NodeHandle>,
+    supervisor: &Supervisor,
+) {
+    let dialer = Arc::clone(node);
+    let index = Arc::clone(node);
+    services.start_lan(
+        options,
+        id40,
+        Box::new(move |addr| {
+            // The LAN thread must not wait for a busy shard: the announcer comes round again.
+            if let Err(e) = dialer.try_to_shard(0, ShardCommand::Dial(addr)) {
+                tracing::debug!(%addr, error = %e, "LAN announcer not dialled");
+            }
+        }),
+        Box::new(move |id: &str| {
+            control::peer_id(id).is_ok_and(|id8| index.locate(&id8).is_some())
+        }),
+        supervisor,
+    );
+}
+
+/// Dials `addrs` (the bootstrap nodes) through shard 0.
+fn dial(node: &NodeHandle, addrs: &[SocketAddr]) {
+    for &addr in addrs {
+        if let Err(e) = node.to_shard(0, ShardCommand::Dial(addr)) {
+            tracing::warn!(%addr, error = %e, "cannot dial");
+        }
+    }
+}
+
+/// Serves until the node stops: the control loop on stdio when there is one (it also
+/// stops the node at `quit` or the end of stdin), else a wait for a signal or a failure.
+fn serve_until_stopped(
+    node: &NodeHandle,
+    ready: Value,
+    events: Option<Receiver<(ShardId, Event)>>,
+    supervisor: &Supervisor,
+) {
+    match events {
+        Some(events) => control::stdio::serve(node, ready, events, supervisor.stop_flag()),
+        None => {
+            while !supervisor.is_stopping() {
+                std::thread::sleep(STOP_POLL);
+            }
+        }
+    }
+}
+
+/// Stops the node by a deadline: the shards say GOAWAY to their peers while the services
+/// and the public listener stop; the admin listener goes last, so that `/readyz` tells
+/// why to the end. After a failure the deadline is short.
+fn shut_down(
+    node: &NodeHandle,
+    shards: Shards,
+    services: Services,
+    mut listeners: Listeners,
+    supervisor: &Supervisor,
+) {
+    let drain = match supervisor.failure() {
+        Some(_) => FAILURE_DRAIN,
+        None => DRAIN,
+    };
+    tracing::info!(
+        peers = node.peer_count(),
+        "shutting down: GOAWAY to every peer"
+    );
+    supervisor.stop();
+    let deadline = Instant::now() + drain;
+    node.wake_all();
+    services.join(deadline);
+    listeners.stop_http(deadline);
+    shards.join(deadline);
+    listeners.stop(deadline);
+    tracing::info!("stopped");
+}
+
+fn describe(addr: Option<SocketAddr>) -> String {
+    addr.map_or("off".to_owned(), |a| a.to_string())
+}

@@ -1,0 +1,105 @@
+//! Whether the node is ready for traffic, as `/readyz` answers: every shard running and
+//! publishing, no supervised thread failed, and the node not stopping.
+
+use std::time::Instant;
+
+use super::NodeMetrics;
+use crate::supervisor::{Failure, Supervisor};
+
+/// Why the node is not ready.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotReady {
+    /// A thread the node cannot run without failed; the node is on its way out.
+    #[error("{0}")]
+    Failed(Failure),
+    #[error("the node is stopping")]
+    Stopping,
+    #[error("shards not running: {0:?}")]
+    ShardsDown(Vec<usize>),
+}
+
+pub fn check(metrics: &NodeMetrics, supervisor: &Supervisor, now: Instant) -> Result<(), NotReady> {
+    if let Some(failure) = supervisor.failure() {
+        return Err(NotReady::Failed(failure.clone()));
+    }
+    if supervisor.is_stopping() {
+        return Err(NotReady::Stopping);
+    }
+    let down: Vec<usize> = (metrics.shards.iter().enumerate())
+        .filter(|(_, s)| !s.healthy(metrics.epoch, now))
+        .map(|(i, _)| i)
+        .collect();
+    if down.is_empty() {
+        Ok(())
+    } else {
+        Err(NotReady::ShardsDown(down))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::io::{BackendKind, IoStats};
+    use crate::supervisor::Cause;
+    use setowire_core::swarm::stats::Stats;
+
+    fn publishing_node(shards: usize) -> NodeMetrics {
+        let metrics = NodeMetrics::new(shards, BackendKind::Mmsg, 10, Instant::now());
+        for shard in &metrics.shards {
+            shard.publish(
+                metrics.epoch,
+                Instant::now(),
+                &Stats::default(),
+                &IoStats::default(),
+                0,
+            );
+        }
+        metrics
+    }
+
+    #[test]
+    fn ready_while_every_shard_publishes() {
+        let metrics = publishing_node(2);
+        assert_eq!(check(&metrics, &Supervisor::new(), Instant::now()), Ok(()));
+    }
+
+    #[test]
+    fn a_shard_that_never_published_or_stopped_is_down() {
+        let metrics = NodeMetrics::new(3, BackendKind::Mmsg, 10, Instant::now());
+        let now = Instant::now();
+        let io = IoStats::default();
+        metrics.shards[0].publish(metrics.epoch, now, &Stats::default(), &io, 0);
+        metrics.shards[2].publish(metrics.epoch, now, &Stats::default(), &io, 0);
+        metrics.shards[2].mark_stopped();
+        let supervisor = Supervisor::new();
+        assert_eq!(
+            check(&metrics, &supervisor, now),
+            Err(NotReady::ShardsDown(vec![1, 2]))
+        );
+    }
+
+    #[test]
+    fn a_failed_thread_makes_the_node_unready_at_once() {
+        let metrics = publishing_node(2);
+        let supervisor = Supervisor::new();
+        let failure = Failure {
+            thread: "shard-1".into(),
+            cause: Cause::Panicked("boom".into()),
+        };
+        supervisor.fail(failure.clone());
+        let not_ready = check(&metrics, &supervisor, Instant::now()).unwrap_err();
+        assert_eq!(not_ready, NotReady::Failed(failure));
+        assert_eq!(not_ready.to_string(), "shard-1 panicked: boom");
+    }
+
+    #[test]
+    fn a_stopping_node_is_not_ready() {
+        let metrics = publishing_node(1);
+        let supervisor = Supervisor::new();
+        supervisor.stop();
+        assert_eq!(
+            check(&metrics, &supervisor, Instant::now()),
+            Err(NotReady::Stopping)
+        );
+    }
+}
