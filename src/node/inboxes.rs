@@ -90,3 +90,55 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A shard that panicked while holding the lock left a whole queue behind it.
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::Arc;
+
+    fn inboxes(shards: usize) -> (ShardInboxes, Vec<Arc<AtomicUsize>>) {
+        let wakes: Vec<Arc<AtomicUsize>> = (0..shards).map(|_| Arc::default()).collect();
+        let wakers = wakes
+            .iter()
+            .map(|w| {
+                let w = Arc::clone(w);
+                Box::new(move || {
+                    w.fetch_add(1, Ordering::Relaxed);
+                }) as Wake
+            })
+            .collect();
+        (ShardInboxes::new(wakers), wakes)
+    }
+
+    #[test]
+    fn messages_reach_the_shards_they_name_and_wake_them() {
+        let (inboxes, wakes) = inboxes(3);
+        inboxes.send(1, ShardTarget::Others, ShardMessage::Want("k".into()));
+        inboxes.send(
+            0,
+            ShardTarget::One(1),
+            ShardMessage::ValueArrived("v".into()),
+        );
+        let mut got = Vec::new();
+        for shard in 0..3 {
+            inboxes.take(shard, &mut got);
+            let woken = wakes[shard].load(Ordering::Relaxed);
+            assert_eq!(woken, got.len(), "shard {shard}");
+            got.clear();
+        }
+        assert_eq!(inboxes.drops(), 0);
+    }
+
+    #[test]
+    fn a_full_inbox_drops_and_counts() {
+        let (inboxes, _) = inboxes(2);
+        for _ in 0..INBOX_CAPACITY + 5 {
+            inboxes.send(0, ShardTarget::One(1), ShardMessage::Want("k".into()));
+        }
+        assert_eq!(inboxes.drops(), 5);
+        let mut got = Vec::new();
+        inboxes.take(1, &mut got);
+        assert_eq!(got.len(), INBOX_CAPACITY);
+    }
+}
