@@ -1,6 +1,7 @@
 //! Receiving: one `recvmmsg` into a preallocated batch.
 
 use std::io;
+use std::marker::PhantomData;
 use std::mem;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::os::fd::{AsFd, AsRawFd};
@@ -24,19 +25,27 @@ pub enum RecvWait {
     ForFirst,
 }
 
+/// What one datagram's header points at besides its buffer.
+#[repr(C)]
+struct RecvSlot {
+    name: libc::sockaddr_storage,
+    control: ControlRoom,
+    /// The buffer, as the kernel is told of it.
+    iov: libc::iovec,
+}
+
 /// Buffers, source addresses and control rooms for up to `capacity` datagrams, each behind
 /// its own `mmsghdr`.
 pub struct RecvBatch {
     hdrs: Box<[libc::mmsghdr]>,
-    /// Read only by the kernel, through the headers; owned here so they live as long.
-    _iovs: Box<[libc::iovec]>,
-    names: Box<[libc::sockaddr_storage]>,
-    controls: Box<[ControlRoom]>,
+    /// As many as `hdrs`: slot `i` is header `i`'s.
+    slots: Box<[RecvSlot]>,
+    /// Buffer `i` is `bufs[i * buf_len..][..buf_len]`.
     bufs: Box<[u8]>,
     buf_len: usize,
 }
 
-// SAFETY: the raw pointers in the headers and iovecs aim only into the boxed slices owned by
+// SAFETY: the raw pointers in the headers and slots aim only into the boxed slices owned by
 // the same batch, whose heap memory moves along with it.
 unsafe impl Send for RecvBatch {}
 
@@ -45,34 +54,34 @@ impl RecvBatch {
     /// to that length and marked [`Datagram::is_truncated`].
     pub fn new(capacity: usize, buf_len: usize) -> Self {
         assert!(capacity > 0 && buf_len > 0, "an empty receive batch");
-        // SAFETY: mmsghdr and iovec are plain C structs for which all zeroes is valid (null
-        // pointers, zero lengths); every pointer is set below before any use.
+        let mut bufs = vec![0u8; capacity * buf_len].into_boxed_slice();
+        let mut slots: Box<[RecvSlot]> = bufs
+            .chunks_exact_mut(buf_len)
+            .map(|buf| RecvSlot {
+                name: addr::zeroed_storage(),
+                control: ControlRoom::new(),
+                iov: libc::iovec {
+                    iov_base: buf.as_mut_ptr().cast(),
+                    iov_len: buf_len,
+                },
+            })
+            .collect();
+        // SAFETY: mmsghdr is a plain C struct for which all zeroes is valid (null pointers,
+        // zero lengths); every pointer is set below before any use.
         let mut hdrs: Box<[libc::mmsghdr]> =
             (0..capacity).map(|_| unsafe { mem::zeroed() }).collect();
-        let mut iovs: Box<[libc::iovec]> =
-            (0..capacity).map(|_| unsafe { mem::zeroed() }).collect();
-        let mut names: Box<[libc::sockaddr_storage]> =
-            (0..capacity).map(|_| addr::zeroed_storage()).collect();
-        let mut controls: Box<[ControlRoom]> = (0..capacity).map(|_| ControlRoom::new()).collect();
-        let mut bufs = vec![0u8; capacity * buf_len].into_boxed_slice();
         // The pointers aim into the boxed slices' heap memory, which never moves.
-        for (i, buf) in bufs.chunks_exact_mut(buf_len).enumerate() {
-            iovs[i] = libc::iovec {
-                iov_base: buf.as_mut_ptr().cast(),
-                iov_len: buf_len,
-            };
-            let hdr = &mut hdrs[i].msg_hdr;
-            hdr.msg_name = ptr::addr_of_mut!(names[i]).cast();
-            hdr.msg_iov = &mut iovs[i];
+        for (msg, slot) in hdrs.iter_mut().zip(slots.iter_mut()) {
+            let hdr = &mut msg.msg_hdr;
+            hdr.msg_name = ptr::addr_of_mut!(slot.name).cast();
+            hdr.msg_iov = &mut slot.iov;
             hdr.msg_iovlen = 1;
-            hdr.msg_control = ptr::addr_of_mut!(controls[i]).cast();
+            hdr.msg_control = ptr::addr_of_mut!(slot.control).cast();
             restore_room(hdr);
         }
         RecvBatch {
             hdrs,
-            _iovs: iovs,
-            names,
-            controls,
+            slots,
             bufs,
             buf_len,
         }
@@ -108,11 +117,12 @@ impl RecvBatch {
             0
         };
         Ok(Received {
-            hdrs: self.hdrs[..count].iter_mut(),
-            names: self.names.iter(),
-            controls: self.controls.iter(),
-            bufs: self.bufs.chunks_exact_mut(self.buf_len),
-            index: 0,
+            hdrs: self.hdrs.as_mut_ptr(),
+            slots: self.slots.as_ptr(),
+            buf_len: self.buf_len,
+            next: 0,
+            count,
+            _batch: PhantomData,
         })
     }
 
@@ -140,17 +150,22 @@ fn restore_room(hdr: &mut libc::msghdr) {
 /// out, and by `Drop` for those never reached, so the next receive finds every header whole
 /// at no cost of a separate pass.
 pub struct Received<'a> {
-    hdrs: slice::IterMut<'a, libc::mmsghdr>,
-    names: slice::Iter<'a, libc::sockaddr_storage>,
-    controls: slice::Iter<'a, ControlRoom>,
-    bufs: slice::ChunksExactMut<'a, u8>,
-    index: usize,
+    // Raw pointers rather than slice iterators: one index walks the headers, slots and
+    // buffers together, with no bounds or end checks but `next < count`.
+    hdrs: *mut libc::mmsghdr,
+    slots: *const RecvSlot,
+    buf_len: usize,
+    /// Datagrams `next..count` are still to be handed out.
+    next: usize,
+    count: usize,
+    /// The batch stays borrowed, mutably, for as long as its datagrams are.
+    _batch: PhantomData<&'a mut RecvBatch>,
 }
 
 impl Received<'_> {
     /// Whether the receive brought nothing.
     pub fn is_empty(&self) -> bool {
-        self.hdrs.len() == 0
+        self.count == 0
     }
 }
 
@@ -159,27 +174,39 @@ impl<'a> Iterator for Received<'a> {
 
     #[inline]
     fn next(&mut self) -> Option<Datagram<'a>> {
-        let msg = self.hdrs.next()?;
-        // The other slices are as long as the batch, so never end before the headers.
-        let (name, control, buf) = (self.names.next()?, self.controls.next()?, self.bufs.next()?);
-        let len = (msg.msg_len as usize).min(buf.len());
+        if self.next == self.count {
+            return None;
+        }
+        let index = self.next;
+        self.next += 1;
+        // SAFETY: `index < count`, and the kernel filled at most as many datagrams as the
+        // batch has headers and slots, so header and slot `index` exist; the slot's iovec
+        // points at buffer `index`, `buf_len` bytes long, of which the kernel wrote the
+        // first `msg_len` (cut to the buffer). Each index is handed out once, so the
+        // mutable buffer aliases nothing, and the batch is borrowed mutably for 'a.
+        let (msg, slot, data) = unsafe {
+            let msg = &mut *self.hdrs.add(index);
+            let slot = &*self.slots.add(index);
+            let len = (msg.msg_len as usize).min(self.buf_len);
+            let data = slice::from_raw_parts_mut(slot.iov.iov_base.cast::<u8>(), len);
+            (msg, slot, data)
+        };
         let hdr = &mut msg.msg_hdr;
         let datagram = Datagram {
-            data: &mut buf[..len],
-            index: self.index,
-            name,
+            data,
+            slot,
+            index,
             name_len: hdr.msg_namelen,
             truncated: hdr.msg_flags & libc::MSG_TRUNC != 0,
-            control,
             control_len: hdr.msg_controllen as _,
         };
         restore_room(hdr);
-        self.index += 1;
         Some(datagram)
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
-        self.hdrs.size_hint()
+        let left = self.count - self.next;
+        (left, Some(left))
     }
 }
 
@@ -187,8 +214,9 @@ impl ExactSizeIterator for Received<'_> {}
 
 impl Drop for Received<'_> {
     fn drop(&mut self) {
-        for msg in &mut self.hdrs {
-            restore_room(&mut msg.msg_hdr);
+        for index in self.next..self.count {
+            // SAFETY: as in `next`, header `index` exists; no datagram refers to headers.
+            restore_room(unsafe { &mut (*self.hdrs.add(index)).msg_hdr });
         }
     }
 }
@@ -197,11 +225,10 @@ impl Drop for Received<'_> {
 pub struct Datagram<'a> {
     /// The payload, at most the batch's buffer length.
     pub data: &'a mut [u8],
+    slot: &'a RecvSlot,
     index: usize,
-    name: &'a libc::sockaddr_storage,
     name_len: libc::socklen_t,
     truncated: bool,
-    control: &'a ControlRoom,
     control_len: usize,
 }
 
@@ -210,7 +237,7 @@ impl Datagram<'_> {
     /// gave no address this crate reads.
     #[inline]
     pub fn source(&self) -> Option<SocketAddr> {
-        addr::decode(self.name, self.name_len)
+        addr::decode(&self.slot.name, self.name_len)
     }
 
     /// Whether it was longer than the buffer and so cut short.
@@ -221,7 +248,7 @@ impl Datagram<'_> {
 
     /// The local address it was sent to, when the socket has [`crate::enable_pktinfo`].
     pub fn local_ip(&self) -> Option<Ipv4Addr> {
-        self.control.destination(self.control_len)
+        self.slot.control.destination(self.control_len)
     }
 
     /// Its place in the batch: the buffer [`RecvBatch::buffer`] returns it from.

@@ -69,21 +69,30 @@ pub struct Flushed {
     pub socket_error: Option<io::Error>,
 }
 
+/// What one datagram's header points at besides its buffer.
+#[repr(C)]
+struct SendSlot {
+    name: libc::sockaddr_storage,
+    control: SourceControl,
+    /// The buffer and the length queued in it, as the kernel is told of them.
+    iov: libc::iovec,
+}
+
 /// Buffers, destination addresses and `IP_PKTINFO` source messages for up to `capacity`
 /// datagrams, each behind its own `mmsghdr`.
 pub struct SendBatch {
     hdrs: Box<[libc::mmsghdr]>,
-    iovs: Box<[libc::iovec]>,
-    names: Box<[libc::sockaddr_storage]>,
-    controls: Box<[SourceControl]>,
-    bufs: Box<[u8]>,
+    /// As many as `hdrs`: slot `i` is header `i`'s.
+    slots: Box<[SendSlot]>,
+    /// Only reached through the slots' iovecs; owned here so they live as long.
+    _bufs: Box<[u8]>,
     max_len: usize,
     v6_socket: bool,
-    /// Datagrams `0..queued` wait for the flush.
+    /// Datagrams `0..queued` wait for the flush; never more than the capacity.
     queued: usize,
 }
 
-// SAFETY: the raw pointers in the headers and iovecs aim only into the boxed slices owned by
+// SAFETY: the raw pointers in the headers and slots aim only into the boxed slices owned by
 // the same batch, whose heap memory moves along with it.
 unsafe impl Send for SendBatch {}
 
@@ -92,34 +101,36 @@ impl SendBatch {
     /// family `v6_socket` says (destinations are written in the form it accepts, see
     /// [`addr::encode`]).
     pub fn new(capacity: usize, max_len: usize, v6_socket: bool) -> Self {
-        assert!(capacity > 0, "an empty send batch");
-        // SAFETY: mmsghdr and iovec are plain C structs for which all zeroes is valid (null
-        // pointers, zero lengths); every pointer is set below before any use.
+        assert!(capacity > 0 && max_len > 0, "an empty send batch");
+        let mut bufs = vec![0u8; capacity * max_len].into_boxed_slice();
+        // Lengths are set per datagram, by `queue`.
+        let mut slots: Box<[SendSlot]> = bufs
+            .chunks_exact_mut(max_len)
+            .map(|buf| SendSlot {
+                name: addr::zeroed_storage(),
+                control: SourceControl::new(),
+                iov: libc::iovec {
+                    iov_base: buf.as_mut_ptr().cast(),
+                    iov_len: 0,
+                },
+            })
+            .collect();
+        // SAFETY: mmsghdr is a plain C struct for which all zeroes is valid (null pointers,
+        // zero lengths); every pointer is set below before any use.
         let mut hdrs: Box<[libc::mmsghdr]> =
             (0..capacity).map(|_| unsafe { mem::zeroed() }).collect();
-        let mut iovs: Box<[libc::iovec]> =
-            (0..capacity).map(|_| unsafe { mem::zeroed() }).collect();
-        let mut names: Box<[libc::sockaddr_storage]> =
-            (0..capacity).map(|_| addr::zeroed_storage()).collect();
-        let mut controls: Box<[SourceControl]> =
-            (0..capacity).map(|_| SourceControl::new()).collect();
-        let mut bufs = vec![0u8; capacity * max_len].into_boxed_slice();
-        // The pointers aim into the boxed slices' heap memory, which never moves. Lengths
-        // are set per datagram, by `queue`.
-        for i in 0..capacity {
-            iovs[i].iov_base = bufs[i * max_len..].as_mut_ptr().cast();
-            let hdr = &mut hdrs[i].msg_hdr;
-            hdr.msg_name = ptr::addr_of_mut!(names[i]).cast();
-            hdr.msg_iov = &mut iovs[i];
+        // The pointers aim into the boxed slices' heap memory, which never moves.
+        for (msg, slot) in hdrs.iter_mut().zip(slots.iter_mut()) {
+            let hdr = &mut msg.msg_hdr;
+            hdr.msg_name = ptr::addr_of_mut!(slot.name).cast();
+            hdr.msg_iov = &mut slot.iov;
             hdr.msg_iovlen = 1;
-            hdr.msg_control = ptr::addr_of_mut!(controls[i]).cast();
+            hdr.msg_control = ptr::addr_of_mut!(slot.control).cast();
         }
         SendBatch {
             hdrs,
-            iovs,
-            names,
-            controls,
-            bufs,
+            slots,
+            _bufs: bufs,
             max_len,
             v6_socket,
             queued: 0,
@@ -129,7 +140,7 @@ impl SendBatch {
     /// Copies a datagram to `dst` into the batch, to leave from the socket's own address.
     #[inline]
     pub fn push(&mut self, dst: SocketAddr, data: &[u8]) -> Result<(), PushError> {
-        self.queue(dst, data, 0).map(drop)
+        self.queue(None, dst, data)
     }
 
     /// Copies a datagram to `dst` into the batch, to leave from the local IPv4 address
@@ -141,20 +152,16 @@ impl SendBatch {
         dst: SocketAddr,
         data: &[u8],
     ) -> Result<(), PushError> {
-        let i = self.queue(dst, data, SOURCE_CONTROL_LEN)?;
-        self.controls[i].set_source(src);
-        Ok(())
+        self.queue(Some(src), dst, data)
     }
 
-    /// Fills the next free slot, with `control_len` bytes of its source message; returns
-    /// the slot's index.
     #[inline]
     fn queue(
         &mut self,
+        src: Option<Ipv4Addr>,
         dst: SocketAddr,
         data: &[u8],
-        control_len: usize,
-    ) -> Result<usize, PushError> {
+    ) -> Result<(), PushError> {
         let i = self.queued;
         if i == self.hdrs.len() {
             return Err(PushError::Full);
@@ -162,15 +169,31 @@ impl SendBatch {
         if data.len() > self.max_len {
             return Err(PushError::TooLong);
         }
-        let name_len =
-            addr::encode(dst, self.v6_socket, &mut self.names[i]).ok_or(PushError::Unreachable)?;
-        self.bufs[i * self.max_len..][..data.len()].copy_from_slice(data);
-        self.iovs[i].iov_len = data.len();
-        let hdr = &mut self.hdrs[i].msg_hdr;
-        hdr.msg_namelen = name_len;
-        hdr.msg_controllen = control_len as _;
-        self.queued += 1;
-        Ok(i)
+        // SAFETY: `i` is below the capacity (`queued` never passes it), and there are as
+        // many slots as headers.
+        let (hdr, slot) = unsafe {
+            (
+                &mut self.hdrs.get_unchecked_mut(i).msg_hdr,
+                self.slots.get_unchecked_mut(i),
+            )
+        };
+        hdr.msg_namelen =
+            addr::encode(dst, self.v6_socket, &mut slot.name).ok_or(PushError::Unreachable)?;
+        hdr.msg_controllen = match src {
+            Some(src) => {
+                slot.control.set_source(src);
+                SOURCE_CONTROL_LEN as _
+            }
+            None => 0,
+        };
+        // SAFETY: the slot's buffer is `max_len` bytes long, which `data` does not pass, and
+        // is ours alone: the kernel reads it only during `flush`.
+        unsafe {
+            ptr::copy_nonoverlapping(data.as_ptr(), slot.iov.iov_base.cast(), data.len());
+        }
+        slot.iov.iov_len = data.len();
+        self.queued = i + 1;
+        Ok(())
     }
 
     pub fn is_empty(&self) -> bool {
