@@ -86,7 +86,7 @@ pub struct PeerNet {
     /// Datagrams on their way out. Loopback peers share one socket and so one batch, sent
     /// when full and by [`PeerNet::flush`]; a per-peer socket cannot share a `sendmmsg`, so
     /// there the batch holds one datagram, sent through its peer's socket as it is queued.
-    out: SendBatch,
+    out: SendBatch<MAX_DATAGRAM>,
     stats: NetStats,
 }
 
@@ -137,7 +137,7 @@ impl PeerNet {
             first,
             count,
             allow_remote: false,
-            out: SendBatch::new(BATCH, MAX_DATAGRAM, false),
+            out: SendBatch::new(BATCH, false),
             stats: NetStats::default(),
         })
     }
@@ -152,7 +152,7 @@ impl PeerNet {
             first,
             count,
             allow_remote,
-            out: SendBatch::new(1, MAX_DATAGRAM, false),
+            out: SendBatch::new(1, false),
             stats: NetStats::default(),
         })
     }
@@ -276,7 +276,7 @@ impl PeerNet {
 
 /// Datagrams received in one batch, for the peers they were sent to.
 pub struct Inbox {
-    batch: RecvBatch,
+    batch: RecvBatch<MAX_DATAGRAM>,
     /// (peer slot, source, buffer index, length)
     items: Vec<(u32, SocketAddr, usize, usize)>,
 }
@@ -284,7 +284,7 @@ pub struct Inbox {
 impl Default for Inbox {
     fn default() -> Self {
         Self {
-            batch: RecvBatch::new(BATCH, MAX_DATAGRAM),
+            batch: RecvBatch::new(BATCH),
             items: Vec::with_capacity(BATCH),
         }
     }

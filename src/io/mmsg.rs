@@ -28,8 +28,8 @@ pub(crate) struct MmsgIo {
     socket: UdpSocket,
     v6: bool,
     waker: Waker,
-    recv: RecvBatch,
-    send: SendBatch,
+    recv: RecvBatch<MAX_DATAGRAM>,
+    send: SendBatch<MAX_DATAGRAM>,
     stats: IoStats,
 }
 
@@ -41,8 +41,8 @@ impl MmsgIo {
             socket,
             v6,
             waker,
-            recv: RecvBatch::new(BATCH, MAX_DATAGRAM),
-            send: SendBatch::new(BATCH, MAX_DATAGRAM, v6),
+            recv: RecvBatch::new(BATCH),
+            send: SendBatch::new(BATCH, v6),
             stats: IoStats::default(),
         })
     }

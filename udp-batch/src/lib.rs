@@ -9,8 +9,10 @@
 //! ([`SendBatch::push_from`]) and the address one arrived at ([`Datagram::local_ip`], once
 //! [`enable_pktinfo`] is set on the socket).
 //!
-//! The batches work on any socket passed to each call, nonblocking or not; a full socket
-//! buffer is met as the caller's [`Patience`] says.
+//! A batch's buffer length is a type parameter, so each datagram's buffer sits in one
+//! fixed-size slot with its address and control message. The batches work on any socket
+//! passed to each call, nonblocking or not; a full socket buffer is met as the caller's
+//! [`Patience`] says.
 
 pub mod addr;
 mod errors;

@@ -6,7 +6,6 @@ use std::mem;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::os::fd::{AsFd, AsRawFd};
 use std::ptr;
-use std::slice;
 
 use crate::addr;
 use crate::errors::is_nothing_waiting;
@@ -25,53 +24,51 @@ pub enum RecvWait {
     ForFirst,
 }
 
-/// What one datagram's header points at besides its buffer.
+/// Everything one datagram's header points at.
 #[repr(C)]
-struct RecvSlot {
+struct RecvSlot<const LEN: usize> {
     name: libc::sockaddr_storage,
     control: ControlRoom,
-    /// The buffer, as the kernel is told of it.
+    /// Where the kernel is told the buffer is.
     iov: libc::iovec,
+    buf: [u8; LEN],
 }
 
-/// Buffers, source addresses and control rooms for up to `capacity` datagrams, each behind
-/// its own `mmsghdr`.
-pub struct RecvBatch {
+/// Buffers of `LEN` bytes, source addresses and control rooms for up to `capacity`
+/// datagrams, each behind its own `mmsghdr`.
+pub struct RecvBatch<const LEN: usize> {
     hdrs: Box<[libc::mmsghdr]>,
     /// As many as `hdrs`: slot `i` is header `i`'s.
-    slots: Box<[RecvSlot]>,
-    /// Buffer `i` is `bufs[i * buf_len..][..buf_len]`.
-    bufs: Box<[u8]>,
-    buf_len: usize,
+    slots: Box<[RecvSlot<LEN>]>,
 }
 
-// SAFETY: the raw pointers in the headers and slots aim only into the boxed slices owned by
+// SAFETY: the raw pointers in the headers and slots aim only into the boxed slots owned by
 // the same batch, whose heap memory moves along with it.
-unsafe impl Send for RecvBatch {}
+unsafe impl<const LEN: usize> Send for RecvBatch<LEN> {}
 
-impl RecvBatch {
-    /// A batch of `capacity` datagrams of up to `buf_len` bytes each; longer ones arrive cut
-    /// to that length and marked [`Datagram::is_truncated`].
-    pub fn new(capacity: usize, buf_len: usize) -> Self {
-        assert!(capacity > 0 && buf_len > 0, "an empty receive batch");
-        let mut bufs = vec![0u8; capacity * buf_len].into_boxed_slice();
-        let mut slots: Box<[RecvSlot]> = bufs
-            .chunks_exact_mut(buf_len)
-            .map(|buf| RecvSlot {
+impl<const LEN: usize> RecvBatch<LEN> {
+    /// A batch of `capacity` datagrams of up to `LEN` bytes each; longer ones arrive cut to
+    /// that length and marked [`Datagram::is_truncated`].
+    pub fn new(capacity: usize) -> Self {
+        assert!(capacity > 0 && LEN > 0, "an empty receive batch");
+        // SAFETY: mmsghdr and iovec are plain C structs for which all zeroes is valid (null
+        // pointers, zero lengths); every pointer is set below before any use.
+        let mut slots: Box<[RecvSlot<LEN>]> = (0..capacity)
+            .map(|_| RecvSlot {
                 name: addr::zeroed_storage(),
                 control: ControlRoom::new(),
-                iov: libc::iovec {
-                    iov_base: buf.as_mut_ptr().cast(),
-                    iov_len: buf_len,
-                },
+                iov: unsafe { mem::zeroed() },
+                buf: [0; LEN],
             })
             .collect();
-        // SAFETY: mmsghdr is a plain C struct for which all zeroes is valid (null pointers,
-        // zero lengths); every pointer is set below before any use.
         let mut hdrs: Box<[libc::mmsghdr]> =
             (0..capacity).map(|_| unsafe { mem::zeroed() }).collect();
-        // The pointers aim into the boxed slices' heap memory, which never moves.
+        // The pointers aim into the boxed slots' heap memory, which never moves.
         for (msg, slot) in hdrs.iter_mut().zip(slots.iter_mut()) {
+            slot.iov = libc::iovec {
+                iov_base: slot.buf.as_mut_ptr().cast(),
+                iov_len: LEN,
+            };
             let hdr = &mut msg.msg_hdr;
             hdr.msg_name = ptr::addr_of_mut!(slot.name).cast();
             hdr.msg_iov = &mut slot.iov;
@@ -79,22 +76,17 @@ impl RecvBatch {
             hdr.msg_control = ptr::addr_of_mut!(slot.control).cast();
             restore_room(hdr);
         }
-        RecvBatch {
-            hdrs,
-            slots,
-            bufs,
-            buf_len,
-        }
+        RecvBatch { hdrs, slots }
     }
 
     /// One `recvmmsg` on `socket`: the datagrams it brought, in order. Nothing waiting (or
     /// an interrupting signal) gives an empty batch, not an error.
-    pub fn recv(&mut self, socket: impl AsFd, wait: RecvWait) -> io::Result<Received<'_>> {
+    pub fn recv(&mut self, socket: impl AsFd, wait: RecvWait) -> io::Result<Received<'_, LEN>> {
         let flags = match wait {
             RecvWait::Never => libc::MSG_DONTWAIT,
             RecvWait::ForFirst => libc::MSG_WAITFORONE,
         };
-        // SAFETY: every header points at its own iovec, buffer, address slot and control
+        // SAFETY: every header points at its own slot's iovec, buffer, address and control
         // room, of the sizes it declares (see `new`), all owned by `self`; the kernel writes
         // only within them. A header whose room a previous `Received` left shrunk (when it
         // was leaked) only makes the kernel write less.
@@ -118,8 +110,7 @@ impl RecvBatch {
         };
         Ok(Received {
             hdrs: self.hdrs.as_mut_ptr(),
-            slots: self.slots.as_ptr(),
-            buf_len: self.buf_len,
+            slots: self.slots.as_mut_ptr(),
             next: 0,
             count,
             _batch: PhantomData,
@@ -128,14 +119,14 @@ impl RecvBatch {
 
     /// Buffer `index` whole, as the last receive left it: for keeping datagrams past the
     /// [`Received`] that brought them, by their [`Datagram::index`] and length.
-    pub fn buffer(&self, index: usize) -> &[u8] {
-        &self.bufs[index * self.buf_len..][..self.buf_len]
+    pub fn buffer(&self, index: usize) -> &[u8; LEN] {
+        &self.slots[index].buf
     }
 
     /// Buffer `index` whole, to receive into by other means (a plain `recv_from`) and read
     /// with [`RecvBatch::buffer`] like a datagram of the batch.
-    pub fn buffer_mut(&mut self, index: usize) -> &mut [u8] {
-        &mut self.bufs[index * self.buf_len..][..self.buf_len]
+    pub fn buffer_mut(&mut self, index: usize) -> &mut [u8; LEN] {
+        &mut self.slots[index].buf
     }
 }
 
@@ -149,27 +140,26 @@ fn restore_room(hdr: &mut libc::msghdr) {
 /// The datagrams of one receive. Each header's room is restored as its datagram is handed
 /// out, and by `Drop` for those never reached, so the next receive finds every header whole
 /// at no cost of a separate pass.
-pub struct Received<'a> {
-    // Raw pointers rather than slice iterators: one index walks the headers, slots and
-    // buffers together, with no bounds or end checks but `next < count`.
+pub struct Received<'a, const LEN: usize> {
+    // Raw pointers rather than slice iterators: one index walks the headers and slots
+    // together, with no bounds or end checks but `next < count`.
     hdrs: *mut libc::mmsghdr,
-    slots: *const RecvSlot,
-    buf_len: usize,
+    slots: *mut RecvSlot<LEN>,
     /// Datagrams `next..count` are still to be handed out.
     next: usize,
     count: usize,
     /// The batch stays borrowed, mutably, for as long as its datagrams are.
-    _batch: PhantomData<&'a mut RecvBatch>,
+    _batch: PhantomData<&'a mut RecvBatch<LEN>>,
 }
 
-impl Received<'_> {
+impl<const LEN: usize> Received<'_, LEN> {
     /// Whether the receive brought nothing.
     pub fn is_empty(&self) -> bool {
         self.count == 0
     }
 }
 
-impl<'a> Iterator for Received<'a> {
+impl<'a, const LEN: usize> Iterator for Received<'a, LEN> {
     type Item = Datagram<'a>;
 
     #[inline]
@@ -180,21 +170,24 @@ impl<'a> Iterator for Received<'a> {
         let index = self.next;
         self.next += 1;
         // SAFETY: `index < count`, and the kernel filled at most as many datagrams as the
-        // batch has headers and slots, so header and slot `index` exist; the slot's iovec
-        // points at buffer `index`, `buf_len` bytes long, of which the kernel wrote the
-        // first `msg_len` (cut to the buffer). Each index is handed out once, so the
-        // mutable buffer aliases nothing, and the batch is borrowed mutably for 'a.
-        let (msg, slot, data) = unsafe {
-            let msg = &mut *self.hdrs.add(index);
-            let slot = &*self.slots.add(index);
-            let len = (msg.msg_len as usize).min(self.buf_len);
-            let data = slice::from_raw_parts_mut(slot.iov.iov_base.cast::<u8>(), len);
-            (msg, slot, data)
+        // batch has headers and slots, so header and slot `index` exist. Each index is
+        // handed out once, so these borrows alias nothing (the slot's fields are borrowed
+        // one by one, leaving its iovec alone), and the batch is borrowed mutably for 'a.
+        let (msg, buf, name, control) = unsafe {
+            let slot = self.slots.add(index);
+            (
+                &mut *self.hdrs.add(index),
+                &mut *ptr::addr_of_mut!((*slot).buf),
+                &*ptr::addr_of!((*slot).name),
+                &*ptr::addr_of!((*slot).control),
+            )
         };
         let hdr = &mut msg.msg_hdr;
         let datagram = Datagram {
-            data,
-            slot,
+            // The kernel wrote the first `msg_len` bytes, cut to the buffer.
+            data: &mut buf[..(msg.msg_len as usize).min(LEN)],
+            name,
+            control,
             index,
             name_len: hdr.msg_namelen,
             truncated: hdr.msg_flags & libc::MSG_TRUNC != 0,
@@ -210,9 +203,9 @@ impl<'a> Iterator for Received<'a> {
     }
 }
 
-impl ExactSizeIterator for Received<'_> {}
+impl<const LEN: usize> ExactSizeIterator for Received<'_, LEN> {}
 
-impl Drop for Received<'_> {
+impl<const LEN: usize> Drop for Received<'_, LEN> {
     fn drop(&mut self) {
         for index in self.next..self.count {
             // SAFETY: as in `next`, header `index` exists; no datagram refers to headers.
@@ -225,7 +218,8 @@ impl Drop for Received<'_> {
 pub struct Datagram<'a> {
     /// The payload, at most the batch's buffer length.
     pub data: &'a mut [u8],
-    slot: &'a RecvSlot,
+    name: &'a libc::sockaddr_storage,
+    control: &'a ControlRoom,
     index: usize,
     name_len: libc::socklen_t,
     truncated: bool,
@@ -237,7 +231,7 @@ impl Datagram<'_> {
     /// gave no address this crate reads.
     #[inline]
     pub fn source(&self) -> Option<SocketAddr> {
-        addr::decode(&self.slot.name, self.name_len)
+        addr::decode(self.name, self.name_len)
     }
 
     /// Whether it was longer than the buffer and so cut short.
@@ -248,7 +242,7 @@ impl Datagram<'_> {
 
     /// The local address it was sent to, when the socket has [`crate::enable_pktinfo`].
     pub fn local_ip(&self) -> Option<Ipv4Addr> {
-        self.slot.control.destination(self.control_len)
+        self.control.destination(self.control_len)
     }
 
     /// Its place in the batch: the buffer [`RecvBatch::buffer`] returns it from.

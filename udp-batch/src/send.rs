@@ -69,58 +69,53 @@ pub struct Flushed {
     pub socket_error: Option<io::Error>,
 }
 
-/// What one datagram's header points at besides its buffer.
+/// Everything one datagram's header points at.
 #[repr(C)]
-struct SendSlot {
+struct SendSlot<const MAX_LEN: usize> {
     name: libc::sockaddr_storage,
     control: SourceControl,
-    /// The buffer and the length queued in it, as the kernel is told of them.
+    /// Where the kernel is told the buffer is, and the length queued in it.
     iov: libc::iovec,
+    buf: [u8; MAX_LEN],
 }
 
-/// Buffers, destination addresses and `IP_PKTINFO` source messages for up to `capacity`
-/// datagrams, each behind its own `mmsghdr`.
-pub struct SendBatch {
+/// Buffers of `MAX_LEN` bytes, destination addresses and `IP_PKTINFO` source messages for
+/// up to `capacity` datagrams, each behind its own `mmsghdr`.
+pub struct SendBatch<const MAX_LEN: usize> {
     hdrs: Box<[libc::mmsghdr]>,
     /// As many as `hdrs`: slot `i` is header `i`'s.
-    slots: Box<[SendSlot]>,
-    /// Only reached through the slots' iovecs; owned here so they live as long.
-    _bufs: Box<[u8]>,
-    max_len: usize,
+    slots: Box<[SendSlot<MAX_LEN>]>,
     v6_socket: bool,
     /// Datagrams `0..queued` wait for the flush; never more than the capacity.
     queued: usize,
 }
 
-// SAFETY: the raw pointers in the headers and slots aim only into the boxed slices owned by
+// SAFETY: the raw pointers in the headers and slots aim only into the boxed slots owned by
 // the same batch, whose heap memory moves along with it.
-unsafe impl Send for SendBatch {}
+unsafe impl<const MAX_LEN: usize> Send for SendBatch<MAX_LEN> {}
 
-impl SendBatch {
-    /// A batch of `capacity` datagrams of up to `max_len` bytes each, for a socket of the
+impl<const MAX_LEN: usize> SendBatch<MAX_LEN> {
+    /// A batch of `capacity` datagrams of up to `MAX_LEN` bytes each, for a socket of the
     /// family `v6_socket` says (destinations are written in the form it accepts, see
     /// [`addr::encode`]).
-    pub fn new(capacity: usize, max_len: usize, v6_socket: bool) -> Self {
-        assert!(capacity > 0 && max_len > 0, "an empty send batch");
-        let mut bufs = vec![0u8; capacity * max_len].into_boxed_slice();
-        // Lengths are set per datagram, by `queue`.
-        let mut slots: Box<[SendSlot]> = bufs
-            .chunks_exact_mut(max_len)
-            .map(|buf| SendSlot {
+    pub fn new(capacity: usize, v6_socket: bool) -> Self {
+        assert!(capacity > 0 && MAX_LEN > 0, "an empty send batch");
+        // SAFETY: mmsghdr and iovec are plain C structs for which all zeroes is valid (null
+        // pointers, zero lengths); every pointer is set below before any use.
+        let mut slots: Box<[SendSlot<MAX_LEN>]> = (0..capacity)
+            .map(|_| SendSlot {
                 name: addr::zeroed_storage(),
                 control: SourceControl::new(),
-                iov: libc::iovec {
-                    iov_base: buf.as_mut_ptr().cast(),
-                    iov_len: 0,
-                },
+                iov: unsafe { mem::zeroed() },
+                buf: [0; MAX_LEN],
             })
             .collect();
-        // SAFETY: mmsghdr is a plain C struct for which all zeroes is valid (null pointers,
-        // zero lengths); every pointer is set below before any use.
         let mut hdrs: Box<[libc::mmsghdr]> =
             (0..capacity).map(|_| unsafe { mem::zeroed() }).collect();
-        // The pointers aim into the boxed slices' heap memory, which never moves.
+        // The pointers aim into the boxed slots' heap memory, which never moves. Lengths are
+        // set per datagram, by `queue`.
         for (msg, slot) in hdrs.iter_mut().zip(slots.iter_mut()) {
+            slot.iov.iov_base = slot.buf.as_mut_ptr().cast();
             let hdr = &mut msg.msg_hdr;
             hdr.msg_name = ptr::addr_of_mut!(slot.name).cast();
             hdr.msg_iov = &mut slot.iov;
@@ -130,8 +125,6 @@ impl SendBatch {
         SendBatch {
             hdrs,
             slots,
-            _bufs: bufs,
-            max_len,
             v6_socket,
             queued: 0,
         }
@@ -166,7 +159,7 @@ impl SendBatch {
         if i == self.hdrs.len() {
             return Err(PushError::Full);
         }
-        if data.len() > self.max_len {
+        if data.len() > MAX_LEN {
             return Err(PushError::TooLong);
         }
         // SAFETY: `i` is below the capacity (`queued` never passes it), and there are as
@@ -186,11 +179,7 @@ impl SendBatch {
             }
             None => 0,
         };
-        // SAFETY: the slot's buffer is `max_len` bytes long, which `data` does not pass, and
-        // is ours alone: the kernel reads it only during `flush`.
-        unsafe {
-            ptr::copy_nonoverlapping(data.as_ptr(), slot.iov.iov_base.cast(), data.len());
-        }
+        slot.buf[..data.len()].copy_from_slice(data);
         slot.iov.iov_len = data.len();
         self.queued = i + 1;
         Ok(())

@@ -23,7 +23,7 @@ fn on_loopback(socket: &UdpSocket, ip: Ipv4Addr) -> SocketAddr {
 #[test]
 fn datagrams_round_trip_with_their_sources() {
     let (a, b) = (bound("127.0.0.1:0"), bound("127.0.0.1:0"));
-    let mut out = SendBatch::new(4, 64, false);
+    let mut out = SendBatch::<64>::new(4, false);
     for k in 0..3u8 {
         out.push(b.local_addr().unwrap(), &[k; 10][..k as usize + 1])
             .unwrap();
@@ -32,7 +32,7 @@ fn datagrams_round_trip_with_their_sources() {
     assert_eq!((flushed.sent, flushed.bytes, flushed.dropped), (3, 6, 0));
     assert!(out.is_empty() && flushed.socket_error.is_none());
 
-    let mut batch = RecvBatch::new(4, 64);
+    let mut batch = RecvBatch::<64>::new(4);
     let got: Vec<_> = batch
         .recv(&b, RecvWait::ForFirst)
         .unwrap()
@@ -55,7 +55,7 @@ fn datagrams_round_trip_with_their_sources() {
 fn longer_datagrams_arrive_cut_and_marked() {
     let (a, b) = (bound("127.0.0.1:0"), bound("127.0.0.1:0"));
     a.send_to(&[7; 10], b.local_addr().unwrap()).unwrap();
-    let mut batch = RecvBatch::new(2, 4);
+    let mut batch = RecvBatch::<4>::new(2);
     let mut got = batch.recv(&b, RecvWait::ForFirst).unwrap();
     let datagram = got.next().unwrap();
     assert!(datagram.is_truncated());
@@ -69,7 +69,7 @@ fn a_batch_read_in_part_still_takes_whole_addresses_next_time() {
     // the datagram read and for the one left unread alike.
     let (a4, b4) = (bound("127.0.0.1:0"), bound("127.0.0.1:0"));
     let (a6, b6) = (bound("[::1]:0"), bound("[::1]:0"));
-    let mut batch = RecvBatch::new(2, 16);
+    let mut batch = RecvBatch::<16>::new(2);
     for (from, to) in [(&a4, &b4), (&a6, &b6)] {
         for payload in [b"one", b"two"] {
             from.send_to(payload, to.local_addr().unwrap()).unwrap();
@@ -92,7 +92,7 @@ fn pktinfo_chooses_the_source_and_tells_the_destination() {
     let sender = bound("0.0.0.0:0");
     let receiver = bound("0.0.0.0:0");
     enable_pktinfo(&receiver).unwrap();
-    let mut out = SendBatch::new(2, 16, false);
+    let mut out = SendBatch::<16>::new(2, false);
     let to = on_loopback(&receiver, Ipv4Addr::new(127, 0, 0, 7));
     out.push_from(Ipv4Addr::new(127, 0, 0, 5), to, b"chosen")
         .unwrap();
@@ -100,7 +100,7 @@ fn pktinfo_chooses_the_source_and_tells_the_destination() {
         .unwrap();
     assert_eq!(out.flush(&sender, Patience::NONE).sent, 2);
 
-    let mut batch = RecvBatch::new(2, 16);
+    let mut batch = RecvBatch::<16>::new(2);
     let mut got = Vec::new();
     while got.len() < 2 {
         got.extend(
@@ -129,7 +129,7 @@ fn pktinfo_chooses_the_source_and_tells_the_destination() {
 
 #[test]
 fn what_cannot_be_queued_is_refused() {
-    let mut out = SendBatch::new(1, 4, false);
+    let mut out = SendBatch::<4>::new(1, false);
     let v6: SocketAddr = "[::1]:9".parse().unwrap();
     let v4: SocketAddr = "127.0.0.1:9".parse().unwrap();
     assert_eq!(out.push(v6, b"x"), Err(PushError::Unreachable));
@@ -142,7 +142,7 @@ fn what_cannot_be_queued_is_refused() {
 #[test]
 fn a_refused_datagram_is_dropped_alone() {
     let (a, b) = (bound("127.0.0.1:0"), bound("127.0.0.1:0"));
-    let mut out = SendBatch::new(3, 8, false);
+    let mut out = SendBatch::<8>::new(3, false);
     out.push(b.local_addr().unwrap(), b"one").unwrap();
     // Port 0 is no destination: the kernel refuses this one datagram (EINVAL).
     out.push("127.0.0.1:0".parse().unwrap(), b"none").unwrap();
@@ -150,7 +150,7 @@ fn a_refused_datagram_is_dropped_alone() {
     let flushed = out.flush(&a, Patience::NONE);
     assert_eq!((flushed.sent, flushed.dropped), (2, 1));
     assert!(flushed.socket_error.is_none());
-    let mut batch = RecvBatch::new(2, 8);
+    let mut batch = RecvBatch::<8>::new(2);
     let mut got = Vec::new();
     while got.len() < 2 {
         got.extend(
@@ -166,7 +166,7 @@ fn a_refused_datagram_is_dropped_alone() {
 #[test]
 fn a_dead_socket_ends_the_flush() {
     let not_a_socket = std::fs::File::open("/dev/null").unwrap();
-    let mut out = SendBatch::new(2, 8, false);
+    let mut out = SendBatch::<8>::new(2, false);
     out.push("127.0.0.1:9".parse().unwrap(), b"x").unwrap();
     out.push("127.0.0.1:9".parse().unwrap(), b"y").unwrap();
     let flushed = out.flush(&not_a_socket, Patience::NONE);

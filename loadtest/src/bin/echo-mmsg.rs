@@ -23,8 +23,8 @@ mod common;
 fn main() {
     let socket = common::start("echo-mmsg");
     let v6 = socket.local_addr().expect("bound socket").is_ipv6();
-    let mut requests = RecvBatch::new(BATCH, 2048);
-    let mut replies = SendBatch::new(BATCH, REPLY_LEN, v6);
+    let mut requests = RecvBatch::<2048>::new(BATCH);
+    let mut replies = SendBatch::<REPLY_LEN>::new(BATCH, v6);
     loop {
         // Blocks for the first datagram, then takes whatever else is already queued.
         let Ok(received) = requests.recv(&socket, RecvWait::ForFirst) else {
