@@ -128,7 +128,7 @@ struct Target {
     backend: BackendChoice,
     echo: bool,
     server: Responder,
-    client: Box<Client>,
+    client: Client,
     /// Replies/s of each interleaved slice.
     rates: Vec<f64>,
 }

@@ -16,12 +16,11 @@
 //! A reply is a 21-byte PONG (`0x04 ‖ 20-byte id`); PONGs that arrive inside a BATCH frame
 //! are counted one by one, and separately, so coalescing shows.
 
-use std::io;
-use std::mem;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::os::fd::AsRawFd;
-use std::ptr;
 use std::time::{Duration, Instant};
+
+use setowire_udp_batch::{poll, Patience, RecvBatch, RecvWait, SendBatch};
 
 pub const REQUEST_LEN: usize = 29;
 pub const REPLY_LEN: usize = 21;
@@ -61,46 +60,37 @@ pub struct ClientStats {
     pub lost: u64,
 }
 
-/// An `IP_PKTINFO` control message choosing a datagram's source address.
-#[repr(C)]
-struct PktInfo {
-    hdr: libc::cmsghdr,
-    info: libc::in_pktinfo,
-}
-
 pub struct Client {
     /// One socket per source address, all on one port; the first also sends.
     sockets: Vec<UdpSocket>,
+    /// The sockets' addresses, in the same order.
+    sources: Vec<Ipv4Addr>,
     pollfds: Vec<libc::pollfd>,
-    server: libc::sockaddr_in,
-    controls: Box<[PktInfo]>,
-    send_bufs: Box<[[u8; REQUEST_LEN]; BATCH]>,
-    recv_bufs: Box<[[u8; RECV_LEN]; BATCH]>,
-    send_iovs: [libc::iovec; BATCH],
-    recv_iovs: [libc::iovec; BATCH],
-    send_hdrs: [libc::mmsghdr; BATCH],
-    recv_hdrs: [libc::mmsghdr; BATCH],
+    server: SocketAddr,
+    /// The PING of each batch slot; only its timestamp changes from batch to batch.
+    requests: [[u8; REQUEST_LEN]; BATCH],
+    send: SendBatch<REQUEST_LEN>,
+    recv: RecvBatch<RECV_LEN>,
     in_flight: usize,
     started: Instant,
     stats: ClientStats,
 }
 
-// SAFETY: the raw pointers inside the headers only point into memory owned by the same boxed
-// client, so moving the box to another thread moves their targets along with them.
-unsafe impl Send for Client {}
-
 impl Client {
     /// A client of `server` (an IPv4 loopback address) sending from `sources` addresses:
     /// 127.0.0.1 alone when `sources` is 1, else 127.1.0.1 onwards.
-    pub fn new(server: SocketAddr, sources: usize) -> Box<Client> {
+    pub fn new(server: SocketAddr, sources: usize) -> Client {
         assert!(
             (1..=MAX_SOURCES).contains(&sources),
             "1 to {MAX_SOURCES} sources"
         );
-        let SocketAddr::V4(server) = server else {
+        let SocketAddr::V4(server_v4) = server else {
             panic!("the client speaks IPv4 only: {server}");
         };
-        assert!(server.ip().is_loopback(), "loopback servers only: {server}");
+        assert!(
+            server_v4.ip().is_loopback(),
+            "loopback servers only: {server}"
+        );
         let ips: Vec<Ipv4Addr> = if sources == 1 {
             vec![Ipv4Addr::LOCALHOST]
         } else {
@@ -129,74 +119,24 @@ impl Client {
                 revents: 0,
             })
             .collect();
-        // SAFETY: an all-zero cmsghdr/in_pktinfo is valid; the fields are set right after.
-        let controls: Box<[PktInfo]> = ips
-            .iter()
-            .map(|ip| {
-                let mut c: PktInfo = unsafe { mem::zeroed() };
-                c.hdr.cmsg_level = libc::IPPROTO_IP;
-                c.hdr.cmsg_type = libc::IP_PKTINFO;
-                // SAFETY: CMSG_LEN only computes a length.
-                c.hdr.cmsg_len =
-                    unsafe { libc::CMSG_LEN(mem::size_of::<libc::in_pktinfo>() as _) } as _;
-                c.info.ipi_spec_dst = libc::in_addr {
-                    s_addr: u32::from(*ip).to_be(),
-                };
-                c
-            })
-            .collect();
-        // SAFETY: as above; CMSG_SPACE only computes a length.
-        let space = unsafe { libc::CMSG_SPACE(mem::size_of::<libc::in_pktinfo>() as _) } as usize;
-        assert_eq!(space, mem::size_of::<PktInfo>(), "cmsg layout");
-        // SAFETY: all-zero sockaddr_in, iovecs and mmsghdrs are valid; pointers are set below.
-        let mut client = Box::new(Client {
-            sockets,
-            pollfds,
-            server: unsafe { mem::zeroed() },
-            controls,
-            send_bufs: Box::new([[0; REQUEST_LEN]; BATCH]),
-            recv_bufs: Box::new([[0; RECV_LEN]; BATCH]),
-            send_iovs: unsafe { mem::zeroed() },
-            recv_iovs: unsafe { mem::zeroed() },
-            send_hdrs: unsafe { mem::zeroed() },
-            recv_hdrs: unsafe { mem::zeroed() },
-            in_flight: 0,
-            started: Instant::now(),
-            stats: ClientStats::default(),
-        });
-        client.server.sin_family = libc::AF_INET as _;
-        client.server.sin_port = server.port().to_be();
-        client.server.sin_addr.s_addr = u32::from(*server.ip()).to_be();
-        let c = &mut *client;
-        for i in 0..BATCH {
-            let request = &mut c.send_bufs[i];
+        let mut requests = [[0; REQUEST_LEN]; BATCH];
+        for (i, request) in requests.iter_mut().enumerate() {
             request[0] = PING;
             // Any id but the node's own: a recognisable pattern, one per slot.
             request[9..].fill(0xb0 | (i as u8 & 0x0f));
-            c.send_iovs[i] = libc::iovec {
-                iov_base: request.as_mut_ptr().cast(),
-                iov_len: REQUEST_LEN,
-            };
-            c.recv_iovs[i] = libc::iovec {
-                iov_base: c.recv_bufs[i].as_mut_ptr().cast(),
-                iov_len: RECV_LEN,
-            };
-            let hdr = &mut c.send_hdrs[i].msg_hdr;
-            hdr.msg_iov = &mut c.send_iovs[i];
-            hdr.msg_iovlen = 1;
-            if sources > 1 {
-                hdr.msg_name = (&mut c.server as *mut libc::sockaddr_in).cast();
-                hdr.msg_namelen = mem::size_of::<libc::sockaddr_in>() as _;
-                // Slot i always leaves from source i mod sources: round-robin within a batch.
-                hdr.msg_control = (&mut c.controls[i % sources] as *mut PktInfo).cast();
-                hdr.msg_controllen = space as _;
-            }
-            let hdr = &mut c.recv_hdrs[i].msg_hdr;
-            hdr.msg_iov = &mut c.recv_iovs[i];
-            hdr.msg_iovlen = 1;
         }
-        // The pointers aim into the box (or into its own heap buffers), which never moves.
-        client
+        Client {
+            sockets,
+            sources: ips,
+            pollfds,
+            server,
+            requests,
+            send: SendBatch::new(BATCH, false),
+            recv: RecvBatch::new(BATCH),
+            in_flight: 0,
+            started: Instant::now(),
+            stats: ClientStats::default(),
+        }
     }
 
     pub fn stats(&self) -> ClientStats {
@@ -247,65 +187,47 @@ impl Client {
         }
     }
 
+    /// One `sendmmsg` of a batch of PINGs, all from the first socket; returns how many the
+    /// kernel took (none when its buffer is full).
     fn send_batch(&mut self) -> usize {
         let ms = (self.started.elapsed().as_millis() as u64).to_be_bytes();
-        for request in self.send_bufs.iter_mut() {
+        for (i, request) in self.requests.iter_mut().enumerate() {
             request[1..9].copy_from_slice(&ms);
+            let queued = if self.sources.len() == 1 {
+                self.send.push(self.server, request)
+            } else {
+                // Slot i always leaves from source i mod sources: round-robin within a batch.
+                let source = self.sources[i % self.sources.len()];
+                self.send.push_from(source, self.server, request)
+            };
+            queued.expect("a batch of PINGs fits the send batch");
         }
-        // SAFETY: the headers point at live requests, the server address and the source
-        // control messages (see `new`).
-        let n = unsafe {
-            libc::sendmmsg(
-                self.sockets[0].as_raw_fd(),
-                self.send_hdrs.as_mut_ptr(),
-                BATCH as _,
-                0 as _,
-            )
-        };
-        if n < 0 {
-            let err = io::Error::last_os_error();
-            if matches!(
-                err.raw_os_error(),
-                Some(libc::EAGAIN | libc::EINTR | libc::ENOBUFS)
-            ) {
-                return 0;
-            }
+        let flushed = self.send.flush(&self.sockets[0], Patience::NONE);
+        if let Some(err) = flushed.socket_error {
             panic!("client sendmmsg: {err}");
         }
-        let n = n as usize;
-        self.in_flight += n;
-        self.stats.sent += n as u64;
-        n
+        self.in_flight += flushed.sent;
+        self.stats.sent += flushed.sent as u64;
+        flushed.sent
     }
 
     /// Waits up to LOSS_TIMEOUT for replies on any source; returns how many came.
     fn receive(&mut self) -> usize {
         if self.sockets.len() == 1 {
-            return match self.recv_from(0, libc::MSG_WAITFORONE) {
+            return match self.recv_from(0, RecvWait::ForFirst) {
                 Some(got) => got,
                 None => self.lose_in_flight(),
             };
         }
-        // SAFETY: `pollfds` is a live array of that many entries.
-        let rc = unsafe {
-            libc::poll(
-                self.pollfds.as_mut_ptr(),
-                self.pollfds.len() as _,
-                LOSS_TIMEOUT.as_millis() as _,
-            )
-        };
-        if rc < 0 {
-            let err = io::Error::last_os_error();
-            assert_eq!(err.raw_os_error(), Some(libc::EINTR), "client poll: {err}");
-            return 0;
-        }
-        if rc == 0 {
+        let ready = poll(&mut self.pollfds, LOSS_TIMEOUT)
+            .unwrap_or_else(|err| panic!("client poll: {err}"));
+        if ready == 0 {
             return self.lose_in_flight();
         }
         let mut got = 0;
         for k in 0..self.sockets.len() {
             if self.pollfds[k].revents & libc::POLLIN != 0 {
-                got += self.recv_from(k, libc::MSG_DONTWAIT).unwrap_or(0);
+                got += self.recv_from(k, RecvWait::Never).unwrap_or(0);
             }
         }
         got
@@ -320,30 +242,18 @@ impl Client {
     }
 
     /// One `recvmmsg` on source `k`; returns the PONGs in it, or None when nothing came
-    /// (EAGAIN: timeout or nothing waiting; EINTR).
-    fn recv_from(&mut self, k: usize, flags: libc::c_int) -> Option<usize> {
-        // SAFETY: the headers point at live reply buffers (see `new`).
-        let n = unsafe {
-            libc::recvmmsg(
-                self.sockets[k].as_raw_fd(),
-                self.recv_hdrs.as_mut_ptr(),
-                BATCH as _,
-                flags as _,
-                ptr::null_mut(),
-            )
-        };
-        if n < 0 {
-            let err = io::Error::last_os_error();
-            assert!(
-                matches!(err.raw_os_error(), Some(libc::EAGAIN | libc::EINTR)),
-                "client recvmmsg: {err}"
-            );
+    /// (timeout or nothing waiting, or a signal).
+    fn recv_from(&mut self, k: usize, wait: RecvWait) -> Option<usize> {
+        let received = self
+            .recv
+            .recv(&self.sockets[k], wait)
+            .unwrap_or_else(|err| panic!("client recvmmsg: {err}"));
+        if received.is_empty() {
             return None;
         }
         let mut got = 0;
-        for i in 0..n as usize {
-            let len = (self.recv_hdrs[i].msg_len as usize).min(RECV_LEN);
-            let (pongs, batched) = count_pongs(&self.recv_bufs[i][..len]);
+        for datagram in received {
+            let (pongs, batched) = count_pongs(datagram.data);
             got += pongs;
             self.stats.datagrams += 1;
             if pongs == 0 {

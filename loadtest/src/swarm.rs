@@ -110,7 +110,9 @@ pub struct Swarm {
     dirty: Vec<u32>,
     is_dirty: Vec<bool>,
     scratch: Vec<u8>,
-    inbox: Inbox,
+    /// Taken out while its datagrams are handed on, which needs the swarm; kept between
+    /// turns since its batch buffers are costly to make.
+    inbox: Option<Inbox>,
 }
 
 impl Swarm {
@@ -147,7 +149,7 @@ impl Swarm {
             dirty: Vec::new(),
             is_dirty: vec![false; n],
             scratch: vec![0; crate::net::MAX_DATAGRAM],
-            inbox: Inbox::default(),
+            inbox: Some(Inbox::default()),
         }
     }
 
@@ -315,8 +317,7 @@ impl Swarm {
             self.net.wait(wait);
         }
         let now = Instant::now();
-        // The inbox is taken out while its datagrams are handed on, which needs the swarm.
-        let mut inbox = std::mem::take(&mut self.inbox);
+        let mut inbox = self.inbox.take().unwrap_or_default();
         loop {
             let got = self.net.receive(&mut inbox);
             for (slot, from, data) in inbox.iter() {
@@ -326,7 +327,7 @@ impl Swarm {
                 break;
             }
         }
-        self.inbox = inbox;
+        self.inbox = Some(inbox);
         while let Some(&Reverse((at, slot))) = self.timers.peek() {
             if at > now {
                 break;

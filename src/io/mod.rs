@@ -10,7 +10,6 @@
 //! Both backends see the same addresses: IPv4-mapped IPv6 sources come out as plain IPv4,
 //! and plain IPv4 destinations are mapped when the socket is a dual-stack IPv6 one.
 
-mod addr;
 mod mmsg;
 mod socket;
 mod uring;
@@ -24,6 +23,8 @@ use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::str::FromStr;
 use std::time::Duration;
+
+use setowire_udp_batch::addr;
 
 pub use socket::bind_reuseport;
 pub use waker::Waker;
@@ -199,12 +200,4 @@ fn send_direct(socket: &UdpSocket, v6: bool, dst: SocketAddr, data: &[u8], stats
         stats.datagrams_sent += 1;
         stats.bytes_sent += rc as u64;
     }
-}
-
-/// Errors that say the socket itself is unusable (as opposed to one datagram failing).
-fn is_fatal_socket_error(err: &io::Error) -> bool {
-    matches!(
-        err.raw_os_error(),
-        Some(libc::EBADF | libc::ENOTSOCK | libc::EFAULT | libc::EOPNOTSUPP)
-    )
 }

@@ -10,7 +10,7 @@
 //! `--listen ADDR` (default 127.0.0.1:0; loopback only). Prints `{"event":"ready","port":N}`
 //! on stdout once bound; exits when stdin closes (or after an hour at most).
 
-use std::os::fd::AsRawFd;
+use setowire_udp_batch::{Patience, RecvBatch, RecvWait, SendBatch};
 
 const PING: u8 = 0x03;
 const PONG: u8 = 0x04;
@@ -22,72 +22,29 @@ mod common;
 
 fn main() {
     let socket = common::start("echo-mmsg");
-
-    let fd = socket.as_raw_fd();
-    // SAFETY (whole block): plain C structs, zero is a valid value for each; every pointer
-    // stored in the headers points into these arrays, which outlive the calls.
-    unsafe {
-        let mut bufs = [[0u8; 2048]; BATCH];
-        let mut iov: [libc::iovec; BATCH] = std::mem::zeroed();
-        let mut addrs: [libc::sockaddr_storage; BATCH] = std::mem::zeroed();
-        let mut rx: [libc::mmsghdr; BATCH] = std::mem::zeroed();
-        let mut replies = [[0u8; REPLY_LEN]; BATCH];
-        let mut reply_iov: [libc::iovec; BATCH] = std::mem::zeroed();
-        let mut tx: [libc::mmsghdr; BATCH] = std::mem::zeroed();
-        for i in 0..BATCH {
-            iov[i] = libc::iovec {
-                iov_base: bufs[i].as_mut_ptr().cast(),
-                iov_len: bufs[i].len(),
-            };
-        }
-        loop {
-            for i in 0..BATCH {
-                let h = &mut rx[i].msg_hdr;
-                h.msg_name = (&mut addrs[i] as *mut libc::sockaddr_storage).cast();
-                h.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-                h.msg_iov = &mut iov[i];
-                h.msg_iovlen = 1;
+    let v6 = socket.local_addr().expect("bound socket").is_ipv6();
+    let mut requests = RecvBatch::<2048>::new(BATCH);
+    let mut replies = SendBatch::<REPLY_LEN>::new(BATCH, v6);
+    loop {
+        // Blocks for the first datagram, then takes whatever else is already queued.
+        let Ok(received) = requests.recv(&socket, RecvWait::ForFirst) else {
+            continue;
+        };
+        for request in received {
+            let data = &*request.data;
+            if data.len() != REQUEST_LEN || data[0] != PING {
+                continue; // not a PING: ignored
             }
-            // Blocks for the first datagram, then takes whatever else is already queued.
-            let got = libc::recvmmsg(
-                fd,
-                rx.as_mut_ptr(),
-                BATCH as _,
-                libc::MSG_WAITFORONE,
-                std::ptr::null_mut(),
-            );
-            if got <= 0 {
+            let Some(src) = request.source() else {
                 continue;
-            }
-            let mut n = 0;
-            for i in 0..got as usize {
-                let len = rx[i].msg_len as usize;
-                if len != REQUEST_LEN || bufs[i][0] != PING {
-                    continue; // not a PING: ignored
-                }
-                replies[n][0] = PONG;
-                replies[n][1..]
-                    .copy_from_slice(&bufs[i][REQUEST_LEN - (REPLY_LEN - 1)..REQUEST_LEN]);
-                reply_iov[n] = libc::iovec {
-                    iov_base: replies[n].as_mut_ptr().cast(),
-                    iov_len: REPLY_LEN,
-                };
-                let h = &mut tx[n].msg_hdr;
-                h.msg_name = (&mut addrs[i] as *mut libc::sockaddr_storage).cast();
-                h.msg_namelen = rx[i].msg_hdr.msg_namelen;
-                h.msg_iov = &mut reply_iov[n];
-                h.msg_iovlen = 1;
-                n += 1;
-            }
-            // sendmmsg may send fewer than asked; a failure drops the rest (lost replies, as in UDP).
-            let mut sent = 0;
-            while sent < n {
-                let r = libc::sendmmsg(fd, tx.as_mut_ptr().add(sent), (n - sent) as _, 0);
-                if r <= 0 {
-                    break;
-                }
-                sent += r as usize;
-            }
+            };
+            let mut reply = [0u8; REPLY_LEN];
+            reply[0] = PONG;
+            reply[1..].copy_from_slice(&data[REQUEST_LEN - (REPLY_LEN - 1)..]);
+            // At most BATCH requests came, so there is room for every reply.
+            let _ = replies.push(src, &reply);
         }
+        // A datagram refused or without room is a lost reply, as in UDP.
+        let _ = replies.flush(&socket, Patience::NONE);
     }
 }

@@ -20,11 +20,12 @@ use std::time::{Duration, Instant};
 
 use io_uring::types::{Fd, Fixed, RecvMsgOut, SubmitArgs, Timespec};
 use io_uring::{cqueue, opcode, squeue, IoUring, Probe};
+use setowire_udp_batch::{addr, is_socket_unusable};
 
 use self::buf_ring::BufRing;
 use self::send_slots::SendSlots;
 use super::MAX_DATAGRAM;
-use super::{addr, is_fatal_socket_error, send_direct, BackendKind, DatagramIo, IoStats, Waker};
+use super::{send_direct, BackendKind, DatagramIo, IoStats, Waker};
 
 /// Receive buffers in the provided-buffer ring. When all are waiting in our completion
 /// backlog the multishot receive stops with ENOBUFS and datagrams wait in the socket's own
@@ -519,7 +520,7 @@ impl DatagramIo for UringIo {
             return Ok(());
         }
         match self.submit() {
-            Err(e) if is_fatal_socket_error(&e) => Err(e),
+            Err(e) if is_socket_unusable(&e) => Err(e),
             // Anything else (EAGAIN for kernel memory…) leaves the entries queued for the
             // next submit.
             _ => Ok(()),

@@ -5,7 +5,8 @@
 use std::mem;
 use std::net::SocketAddr;
 
-use super::super::addr;
+use setowire_udp_batch::addr;
+
 use super::super::MAX_DATAGRAM;
 use super::mem::RawMem;
 

@@ -1,4 +1,4 @@
-//! `SocketAddr` ↔ `sockaddr` without allocation, for the preallocated message arrays.
+//! `SocketAddr` ↔ `sockaddr` without allocation, for preallocated message arrays.
 
 use std::mem;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
@@ -8,7 +8,7 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 /// IPv4 socket takes IPv4-mapped IPv6 destinations as plain IPv4. `None` when `dst` cannot
 /// be reached from such a socket (a real IPv6 address on an IPv4 socket).
 #[inline]
-pub(crate) fn encode(
+pub fn encode(
     dst: SocketAddr,
     v6_socket: bool,
     out: &mut libc::sockaddr_storage,
@@ -56,7 +56,7 @@ pub(crate) fn encode(
 
 /// Reads a source address the kernel wrote, reporting IPv4-mapped IPv6 as plain IPv4 so a
 /// peer has one address whichever socket family it reached.
-pub(crate) fn decode(storage: &libc::sockaddr_storage, len: libc::socklen_t) -> Option<SocketAddr> {
+pub fn decode(storage: &libc::sockaddr_storage, len: libc::socklen_t) -> Option<SocketAddr> {
     let len = len as usize;
     match storage.ss_family as libc::c_int {
         libc::AF_INET if len >= mem::size_of::<libc::sockaddr_in>() => {
@@ -93,7 +93,7 @@ pub(crate) fn decode(storage: &libc::sockaddr_storage, len: libc::socklen_t) -> 
 
 /// [`decode`] for address bytes the kernel placed at an arbitrary offset of a buffer (as
 /// io_uring's multishot `recvmsg` does).
-pub(crate) fn decode_bytes(bytes: &[u8]) -> Option<SocketAddr> {
+pub fn decode_bytes(bytes: &[u8]) -> Option<SocketAddr> {
     let mut storage = zeroed_storage();
     let len = bytes.len().min(mem::size_of::<libc::sockaddr_storage>());
     // SAFETY: copies `len` bytes, which fit both the source slice and the storage; the two
@@ -108,7 +108,7 @@ pub(crate) fn decode_bytes(bytes: &[u8]) -> Option<SocketAddr> {
     decode(&storage, len as libc::socklen_t)
 }
 
-pub(crate) fn zeroed_storage() -> libc::sockaddr_storage {
+pub fn zeroed_storage() -> libc::sockaddr_storage {
     // SAFETY: sockaddr_storage is plain old data; all zeroes is a valid (unspecified) value.
     unsafe { mem::zeroed() }
 }
