@@ -121,9 +121,9 @@ mod tests {
             ShardMessage::ValueArrived("v".into()),
         );
         let mut got = Vec::new();
-        for shard in 0..3 {
+        for (shard, wake) in wakes.iter().enumerate() {
             inboxes.take(shard, &mut got);
-            let woken = wakes[shard].load(Ordering::Relaxed);
+            let woken = wake.load(Ordering::Relaxed);
             assert_eq!(woken, got.len(), "shard {shard}");
             got.clear();
         }
