@@ -3,7 +3,8 @@
 # shard on the recvmmsg/sendmmsg backend, gets N and then (in a second run) 2N PINGs from
 # SOURCES loopback addresses in bursts of one PING per source, and the difference between the
 # shard thread's instruction totals, divided by N, is the cost of one reply (start-up and
-# shutdown cancel out).
+# shutdown cancel out). The node is paused (SIGSTOP) while each burst is sent, so that every
+# receive batch holds a whole burst and the count does not depend on scheduling.
 #
 # Usage: scripts/callgrind-ping.sh [NODE_BINARY] [N] [SOURCES]
 # Needs valgrind and python3; sends only to 127.0.0.1.
@@ -12,13 +13,15 @@ node=${1:-target/release/setowire-node}
 n=${2:-20000}
 sources=${3:-32}
 port=${PORT:-47391}
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+# KEEP=DIR keeps the profiles there, for callgrind_annotate.
+work=${KEEP:-$(mktemp -d)}
+mkdir -p "$work"
+[ -n "${KEEP:-}" ] || trap 'rm -rf "$work"' EXIT
 
 send_pings() {
-  python3 - "$port" "$1" "$sources" <<'PY'
-import socket, sys, time
-port, count, sources = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+  python3 - "$port" "$1" "$sources" "$2" <<'PY'
+import os, signal, socket, sys
+port, count, sources, pid = (int(a) for a in sys.argv[1:5])
 ping = bytes([0x03]) + (0).to_bytes(8, "big") + bytes(20)
 socks = []
 for i in range(sources):
@@ -42,8 +45,10 @@ probe.settimeout(30)
 sent = 0
 while sent < count:
     burst = socks[: min(sources, count - sent)]
+    os.kill(pid, signal.SIGSTOP)
     for s in burst:
         s.sendto(ping, ("127.0.0.1", port))
+    os.kill(pid, signal.SIGCONT)
     for s in burst:
         s.recv(64)
     sent += len(burst)
@@ -57,7 +62,7 @@ total_for() {
     --http-listen off --admin-listen off --log-filter warn \
     --unauth-rate-per-ip 100000000 --unauth-burst-per-ip 100000000 2>"$work/valgrind.$pings" &
   local pid=$!
-  send_pings "$pings"
+  send_pings "$pings" "$pid"
   kill -TERM "$pid"
   wait "$pid" || true
   # The shard's thread is the one whose profile runs the shard loop.

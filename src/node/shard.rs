@@ -145,14 +145,12 @@ impl Shard {
             let handshake = matches!(data.first(), Some(0xA1 | 0xA2))
                 .then(|| (engine.stats().handshakes, Instant::now()));
             engine.handle_datagram(now, src, data);
-            // The node learns of sessions at once, so the next datagram's engine (here or
-            // on another shard) counts them.
-            if engine.has_cluster_effects() {
-                apply_effects(engine, shared, shard);
-            }
             if let Some((before, started)) = handshake {
                 if engine.stats().handshakes > before {
                     handshake_seconds.observe(started.elapsed().as_secs_f64());
+                    // A new session is published at once, so that the next handshake, here
+                    // or on another shard, counts it and can be introduced to it.
+                    apply_effects(engine, shared, shard);
                 }
             }
         });

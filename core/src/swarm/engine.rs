@@ -223,12 +223,6 @@ impl Engine {
         self.node.poll_effect()
     }
 
-    /// Whether [`Engine::poll_cluster_effect`] has something: cheap enough to ask after
-    /// every datagram.
-    pub fn has_cluster_effects(&self) -> bool {
-        self.node.has_effects()
-    }
-
     /// Work another shard of the node asks for (see [`ShardMessage`]).
     pub fn handle_shard_message(&mut self, now: Instant, message: ShardMessage) {
         self.last_now = now;

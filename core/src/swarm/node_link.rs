@@ -131,10 +131,6 @@ impl NodeLink {
         }
     }
 
-    pub(crate) fn has_effects(&self) -> bool {
-        matches!(self, NodeLink::Shard(link) if !link.effects.is_empty())
-    }
-
     pub(crate) fn poll_effect(&mut self) -> Option<ClusterEffect> {
         let NodeLink::Shard(link) = self else {
             return None;
