@@ -18,6 +18,7 @@ use setowire_core::swarm::engine::Engine;
 use setowire_core::swarm::event::Event;
 use setowire_core::swarm::node_view::{NodeView, ShardId};
 use setowire_core::swarm::store::ValueStore;
+use setowire_node::node::shard::apply_effects;
 use setowire_node::node::shared::NodeShared;
 
 /// Which shard a datagram from a source reaches.
@@ -102,11 +103,8 @@ impl ShardedNode {
         &self.shared
     }
 
-    /// Hands everything the shard's engine asked of the node to the shared state.
     fn apply_effects(&mut self, shard: ShardId) {
-        while let Some(effect) = self.shards[shard].poll_cluster_effect() {
-            self.shared.apply(shard, effect);
-        }
+        apply_effects(&mut self.shards[shard], &self.shared, shard);
     }
 }
 
