@@ -1,13 +1,15 @@
 //! The node's cost per message of an encrypted chat flood, next to the crypto it cannot avoid.
 //!
 //! A node `Engine` (default config, flood on, mesh large enough to hold every peer) is
-//! connected in memory, with real handshakes and real crypto, to 8 recipient engines and one
-//! sender engine. The sender seals 64-byte chat messages (each one different, as the node
-//! drops repeated content, and in order, as its replay window and jitter buffer expect) in
-//! the untimed setup; the measured part is what the node does with one of them:
-//! `handle_datagram` (open, deliver, re-seal for each of the 8 other mesh peers), draining its
-//! transmits into a sink and polling its events. A virtual clock advances 1 ms per message,
-//! a rate the per-peer limit allows.
+//! connected, with real handshakes and real crypto, to 8 recipient engines and one sender
+//! engine on the simulated network (`setowire_core::simnet`, perfect links), which also
+//! carries one message from the sender through the node to check that every recipient opens
+//! it. Then the node and the sender are taken off the network. The sender seals 64-byte chat
+//! messages (each one different, as the node drops repeated content, and in order, as its
+//! replay window and jitter buffer expect) in the untimed setup; the measured part is what
+//! the node does with one of them: `handle_datagram` (open, deliver, re-seal for each of the
+//! 8 other mesh peers), draining its transmits into a sink and polling its events. A virtual
+//! clock advances 1 ms per message, a rate the per-peer limit allows.
 //!
 //! - `chat_flood/node`: as configured by default, which also answers each message with a
 //!   sealed WINDOW_ACK to the sender (`ack_data`, for py-setowire senders): 1 open + 9 seals.
@@ -25,7 +27,6 @@
 
 mod support;
 
-use std::collections::VecDeque;
 use std::hint::black_box;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -34,6 +35,7 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughpu
 use setowire_core::proto::frame::kind;
 use setowire_core::proto::identity::{Id8, Identity};
 use setowire_core::proto::session::{Session, DATA_HEADER_LEN, DATA_OVERHEAD};
+use setowire_core::simnet::{HostId, SimConfig, SimNet};
 use setowire_core::swarm::config::EngineConfig;
 use setowire_core::swarm::engine::Engine;
 use setowire_core::swarm::event::Event;
@@ -51,26 +53,6 @@ const ROUND_MESSAGES: usize = 20_000;
 
 fn addr(host: u8, port: u16) -> SocketAddr {
     SocketAddr::from(([10, 0, 0, host], port))
-}
-
-/// Delivers datagrams between engines until none is left, then drops their events.
-fn settle(net: &mut [(SocketAddr, Engine)], now: Instant) {
-    let mut in_flight = VecDeque::new();
-    for _ in 0..100_000 {
-        for (src, engine) in net.iter_mut() {
-            let src = *src;
-            engine.drain_transmits(|dst, bytes| in_flight.push_back((src, dst, bytes.to_vec())));
-        }
-        let Some((src, dst, bytes)) = in_flight.pop_front() else {
-            break;
-        };
-        if let Some((_, engine)) = net.iter_mut().find(|(a, _)| *a == dst) {
-            engine.handle_datagram(now, src, &bytes);
-        }
-    }
-    for (_, engine) in net.iter_mut() {
-        while engine.poll_event().is_some() {}
-    }
 }
 
 /// The sender: produces the node's input, one fresh sealed DATA datagram at a time.
@@ -115,7 +97,8 @@ struct Flood {
 
 impl Flood {
     fn new(ack_data: bool) -> Flood {
-        let now = Instant::now();
+        let mut net = SimNet::new(Instant::now(), SimConfig::default());
+        let now = net.now();
         let config = EngineConfig {
             // Every peer joins the mesh at its handshake while the mesh is below the degree.
             mesh_degree: RECIPIENTS + 1,
@@ -126,63 +109,71 @@ impl Flood {
         };
         assert!(config.flood);
         let node_addr = addr(1, 4000);
-        let mut net = vec![(node_addr, Engine::new(Identity::generate(), config, now))];
+        let node = Engine::new(Identity::generate(), config, now);
+        let node = net.add_host(node_addr, node).expect("a free address");
         // Recipients first, the sender last.
-        for i in 0..=RECIPIENTS {
-            let engine = Engine::new(Identity::generate(), EngineConfig::default(), now);
-            net.push((addr(10 + i as u8, 5000), engine));
+        let peers: Vec<HostId> = (0..=RECIPIENTS)
+            .map(|i| {
+                let engine = Engine::new(Identity::generate(), EngineConfig::default(), now);
+                net.add_host(addr(10 + i as u8, 5000), engine)
+                    .expect("a free address")
+            })
+            .collect();
+        for &peer in &peers {
+            assert!(net.host_mut(peer).dial(now, node_addr));
+            net.settle().expect("the handshake ends");
         }
-        for i in 1..net.len() {
-            assert!(net[i].1.dial(now, node_addr));
-            settle(&mut net, now);
-        }
-        let (sender_addr, sender) = net.pop().expect("sender");
-        let (_, node) = net.remove(0);
-        let mut recipients = net;
-        assert_eq!(node.peer_count(), RECIPIENTS + 1);
+        assert_eq!(net.host(node).peer_count(), RECIPIENTS + 1);
         assert_eq!(
-            node.peers().filter(|p| p.in_mesh).count(),
+            net.host(node).peers().filter(|p| p.in_mesh).count(),
             RECIPIENTS + 1,
             "every peer is in the node's mesh"
         );
-        let mut flood = Flood {
+        let (&sender, recipients) = peers.split_last().expect("a sender");
+        check_delivery(&mut net, node, sender, recipients, ack_data);
+        let sender_addr = net.addr(sender);
+        let node = net.remove_host(node).expect("the node");
+        Flood {
             sender: Sender {
-                engine: sender,
+                engine: net.remove_host(sender).expect("the sender"),
                 node: node.identity().id8(),
-                now,
-                count: 0,
+                now: net.now(),
+                count: 1,
             },
             node,
             sender_addr,
-        };
-        flood.check_delivery(&mut recipients, ack_data);
-        flood
-    }
-
-    /// Relays one message through the node and checks that every recipient can open it.
-    fn check_delivery(&mut self, recipients: &mut [(SocketAddr, Engine)], ack_data: bool) {
-        let (now, datagram) = self.sender.next();
-        self.node.handle_datagram(now, self.sender_addr, &datagram);
-        let mut out = Vec::new();
-        self.node
-            .drain_transmits(|dst, bytes| out.push((dst, bytes.to_vec())));
-        assert_eq!(out.len(), RECIPIENTS + usize::from(ack_data));
-        for (dst, bytes) in out {
-            if dst == self.sender_addr {
-                continue;
-            }
-            let (_, engine) = recipients
-                .iter_mut()
-                .find(|(a, _)| *a == dst)
-                .expect("sent to a recipient");
-            engine.handle_datagram(now, addr(1, 4000), &bytes);
-            let delivered = std::iter::from_fn(|| engine.poll_event()).any(|e| {
-                matches!(e, Event::Data { payload, .. }
-                    if payload == Sender::payload(self.sender.count))
-            });
-            assert!(delivered, "recipient {dst} got the message");
         }
-        while self.node.poll_event().is_some() {}
+    }
+}
+
+/// Relays the sender's first message through the node and checks that it went to every
+/// recipient (and a WINDOW_ACK back to the sender with `ack_data`) and that each opened it.
+fn check_delivery(
+    net: &mut SimNet<Engine>,
+    node: HostId,
+    sender: HostId,
+    recipients: &[HostId],
+    ack_data: bool,
+) {
+    let payload = Sender::payload(1);
+    let node_id = net.host(node).identity().id8();
+    let sent_before = net.host(node).stats().datagrams_sent;
+    net.host_mut(sender)
+        .send(&node_id, &payload)
+        .expect("sender has a session with the node");
+    net.settle().expect("the flood ends");
+    let sent = net.host(node).stats().datagrams_sent - sent_before;
+    assert_eq!(sent, (RECIPIENTS + usize::from(ack_data)) as u64);
+    for &recipient in recipients {
+        let delivered = net
+            .take_events(recipient)
+            .into_iter()
+            .any(|e| matches!(e, Event::Data { payload: got, .. } if got == payload));
+        assert!(
+            delivered,
+            "recipient {} got the message",
+            net.addr(recipient)
+        );
     }
 }
 

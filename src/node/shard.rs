@@ -230,7 +230,7 @@ impl Shard {
 }
 
 /// Hands everything the engine asked of the node to the shared state.
-fn apply_effects(engine: &mut Engine, shared: &NodeShared, shard: ShardId) {
+pub fn apply_effects(engine: &mut Engine, shared: &NodeShared, shard: ShardId) {
     while let Some(effect) = engine.poll_cluster_effect() {
         shared.apply(shard, effect);
     }

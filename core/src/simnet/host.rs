@@ -1,8 +1,10 @@
 //! What the simulated network needs from whatever sits at an address.
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use crate::dht::Dht;
 use crate::swarm::engine::Engine;
 use crate::swarm::event::Event;
 
@@ -53,5 +55,31 @@ impl SimHost for Engine {
 
     fn poll_event(&mut self) -> Option<Event> {
         Engine::poll_event(self)
+    }
+}
+
+impl SimHost for Dht {
+    /// A DHT node reports nothing but its answers; what it learnt is in its table and store.
+    type Event = Infallible;
+
+    fn handle_datagram(&mut self, now: Instant, src: SocketAddr, datagram: &[u8]) {
+        // A malformed datagram is counted in the node's stats.
+        Dht::handle_datagram(self, now, src, datagram);
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        Dht::handle_timeout(self, now);
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        Some(Dht::poll_timeout(self))
+    }
+
+    fn drain_transmits(&mut self, sink: &mut dyn FnMut(SocketAddr, &[u8])) {
+        Dht::drain_transmits(self, sink);
+    }
+
+    fn poll_event(&mut self) -> Option<Infallible> {
+        None
     }
 }

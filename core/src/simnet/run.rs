@@ -28,15 +28,20 @@ impl<H: SimHost> SimNet<H> {
         self.run_until(self.now() + duration)
     }
 
-    /// Runs until no datagram is in flight: each in flight arrives, and so do the ones that
-    /// causes, with the timeouts due meanwhile. The clock stops at the last arrival.
+    /// Runs until no datagram is in flight and no host has a timeout due: each datagram in
+    /// flight arrives, and so do the ones that causes, with the timeouts due meanwhile. The
+    /// clock stops at the last arrival.
+    ///
+    /// A timeout due by the time the last datagram arrives is taken too: it is how a host
+    /// asks for its turn at once, as a sharded node does when one shard has handed another
+    /// work.
     ///
     /// Fails when the network is not quiet after
     /// [`SimConfig::max_steps`](crate::simnet::SimConfig) steps, as happens when hosts
     /// keep answering each other, or when their timers send more often than a link delivers;
     /// [`SimNet::run_for`] suits those.
     pub fn settle(&mut self) -> Result<(), SimError> {
-        self.run_while(|net, _| !net.wire.is_empty())
+        self.run_while(|net, at| !net.wire.is_empty() || at <= net.now())
     }
 
     /// Sends what every host has queued, then takes steps while `wanted` says the next one,

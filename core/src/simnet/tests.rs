@@ -305,6 +305,22 @@ fn timeouts_fire_at_their_deadline_and_run_until_reaches_its_deadline() {
 }
 
 #[test]
+fn settle_takes_a_timeout_due_now_but_none_later() {
+    let (mut net, a, b) = pair(1, Link::PERFECT);
+    let now = net.now();
+    net.host_mut(a).wake_at = Some(now);
+    net.host_mut(b).wake_at = Some(now + Duration::from_millis(1));
+    net.settle().unwrap();
+    assert_eq!(
+        net.take_events(a),
+        [Seen::Woke(now)],
+        "nothing was in flight"
+    );
+    assert!(net.take_events(b).is_empty());
+    assert_eq!(net.elapsed(), Duration::ZERO);
+}
+
+#[test]
 fn settle_gives_up_after_the_step_bound() {
     let mut net = SimNet::new(
         Instant::now(),

@@ -1,4 +1,5 @@
 use super::*;
+use crate::simnet::{HostId, SimConfig, SimNet};
 use rand::SeedableRng;
 use serde_json::{json, Value};
 
@@ -350,68 +351,33 @@ fn garbage_is_counted_and_never_panics() {
     assert!(d.table().is_empty() && d.storage().is_empty());
 }
 
-/// A lossless network of DHT nodes at distinct addresses, stepped in virtual time.
-struct Net {
-    nodes: Vec<(SocketAddr, Dht)>,
-    now: Instant,
-}
-
-impl Net {
-    fn deliver(&mut self) {
-        for _ in 0..1000 {
-            let mut moving = Vec::new();
-            for (src, d) in &mut self.nodes {
-                let src = *src;
-                d.drain_transmits(|dst, b| moving.push((src, dst, b.to_vec())));
-            }
-            if moving.is_empty() {
-                return;
-            }
-            for (src, dst, bytes) in moving {
-                if let Some((_, d)) = self.nodes.iter_mut().find(|(a, _)| *a == dst) {
-                    d.handle_datagram(self.now, src, &bytes);
-                }
-            }
-        }
-        panic!("the network never went quiet");
-    }
-
-    fn run(&mut self, duration: Duration) {
-        let end = self.now + duration;
-        while self.now < end {
-            self.now += Duration::from_millis(250);
-            for (_, d) in &mut self.nodes {
-                d.handle_timeout(self.now);
-            }
-            self.deliver();
-        }
-    }
-}
-
 #[test]
 fn nodes_join_through_a_bootstrap_node_and_announce_to_each_other() {
     let t0 = Instant::now();
-    let mut net = Net {
-        nodes: (1..=12).map(|n| (addr(n), dht(u64::from(n), t0))).collect(),
-        now: t0,
-    };
+    let mut net = SimNet::new(t0, SimConfig::default());
+    let nodes: Vec<HostId> = (1..=12)
+        .map(|n| net.add_host(addr(n), dht(u64::from(n), t0)).unwrap())
+        .collect();
     let seed = addr(1);
-    for (i, (_, d)) in net.nodes.iter_mut().enumerate().skip(1) {
+    for (i, &node) in nodes.iter().enumerate().skip(1) {
+        let d = net.host_mut(node);
         d.announce(&format!("topic:abc:{i}"), format!("\"value {i}\""));
         d.bootstrap(t0, &[seed]);
     }
-    net.deliver();
-    net.run(Duration::from_secs(30));
-    for (a, d) in &net.nodes {
-        assert!(d.table().len() >= 5, "{a}: {} nodes", d.table().len());
+    net.settle().expect("the network goes quiet");
+    net.run_for(Duration::from_secs(30)).unwrap();
+    for &node in &nodes {
+        let table = net.host(node).table().len();
+        assert!(table >= 5, "{}: {table} nodes", net.addr(node));
     }
     // Every announced value sits at the K closest nodes: with 12 nodes, at all the others.
     for i in 1..12 {
         let key = NodeId::of_key(&format!("topic:abc:{i}"));
-        let holders = net
-            .nodes
+        let holders = nodes
             .iter()
-            .filter(|(_, d)| d.value(&key, net.now) == Some(&format!("\"value {i}\"")))
+            .filter(|&&node| {
+                net.host(node).value(&key, net.now()) == Some(&format!("\"value {i}\""))
+            })
             .count();
         assert_eq!(holders, 12, "topic {i}");
     }
