@@ -36,7 +36,6 @@ use crate::telemetry::NodeMetrics;
 use listeners::{ListenerParts, Listeners};
 use setowire_core::proto::identity::Identity;
 use setowire_core::swarm::config::EngineConfig;
-use setowire_core::swarm::discovery::PEX_MAX;
 use setowire_core::swarm::event::Event;
 use setowire_core::swarm::node_view::ShardId;
 use setowire_core::swarm::store::ValueStore;
@@ -204,12 +203,7 @@ fn shared_state(backends: &[Backend], engine: &EngineConfig) -> Arc<NodeShared> 
         engine.store_max_bytes,
         engine.store_max_value,
     );
-    NodeShared::new(
-        wakes,
-        engine.gossip_fanout.max(PEX_MAX + 1),
-        engine.max_dials,
-        store,
-    )
+    NodeShared::new(wakes, engine.recent_peers_wanted(), engine.max_dials, store)
 }
 
 /// The channel the shards' events reach the stdio control interface by, when it runs.

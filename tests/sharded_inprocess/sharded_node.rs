@@ -12,7 +12,6 @@ use rand::SeedableRng;
 use setowire_core::proto::identity::Identity;
 use setowire_core::simnet::SimHost;
 use setowire_core::swarm::config::EngineConfig;
-use setowire_core::swarm::discovery::PEX_MAX;
 use setowire_core::swarm::effects::ShardMessage;
 use setowire_core::swarm::engine::Engine;
 use setowire_core::swarm::event::Event;
@@ -64,7 +63,7 @@ impl ShardedNode {
         );
         let shared = NodeShared::new(
             wakers,
-            config.gossip_fanout.max(PEX_MAX + 1),
+            config.recent_peers_wanted(),
             config.max_dials,
             store,
         );

@@ -52,6 +52,8 @@ pub const IHAVE_HASH_LEN: usize = 8;
 /// Shortest and longest peer id a PEX entry may carry (py-setowire sends 8 bytes).
 pub const PEX_ID_MIN: usize = 8;
 pub const PEX_ID_MAX: usize = 32;
+/// py-setowire lists at most this many peers in one PEX frame.
+pub const PEX_MAX: usize = 20;
 
 /// The type of a frame, for dispatch, logs and bounded metric labels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

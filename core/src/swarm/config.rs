@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::proto::frame::PEX_MAX;
 use crate::ratelimit::Rate;
 
 #[derive(Debug, Clone)]
@@ -68,6 +69,14 @@ pub struct EngineConfig {
     /// First DATA counter of every session; a node restarting with a persisted identity
     /// sets it above every counter it used before so no (key, nonce) pair repeats.
     pub first_send_counter: u64,
+}
+
+impl EngineConfig {
+    /// How many recently connected peers the engine asks its node for at most: a
+    /// newcomer's introductions, or a PEX list and one more (the recipient is left out).
+    pub fn recent_peers_wanted(&self) -> usize {
+        self.gossip_fanout.max(PEX_MAX + 1)
+    }
 }
 
 impl Default for EngineConfig {

@@ -7,7 +7,6 @@
 
 pub mod config;
 pub mod dedupe;
-pub mod discovery;
 pub mod effects;
 pub mod engine;
 pub mod event;
@@ -20,7 +19,6 @@ pub mod pieces;
 pub mod single_node;
 pub mod stats;
 pub mod store;
-mod sync;
 
 #[cfg(test)]
 mod tests;

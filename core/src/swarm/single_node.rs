@@ -8,7 +8,6 @@ use std::time::Instant;
 
 use crate::proto::identity::Id8;
 use crate::swarm::config::EngineConfig;
-use crate::swarm::discovery::PEX_MAX;
 use crate::swarm::node_view::{NodeView, PeerLocation, DIAL_MEMORY};
 use crate::swarm::store::ValueStore;
 
@@ -104,7 +103,7 @@ pub(crate) struct SingleNode {
 impl SingleNode {
     pub(crate) fn new(config: &EngineConfig) -> Self {
         Self {
-            index: PeerIndex::new(config.gossip_fanout.max(PEX_MAX + 1), config.max_dials),
+            index: PeerIndex::new(config.recent_peers_wanted(), config.max_dials),
             store: ValueStore::new(
                 config.store_max_entries,
                 config.store_max_bytes,

@@ -9,6 +9,9 @@
 //! address and are unauthenticated: they are hints that may only affect the peer at that
 //! address.
 
+mod discovery;
+mod sync;
+
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -33,7 +36,7 @@ use crate::swarm::pieces::{pieces, FRAG_PIECE_LEN, FRAG_THRESHOLD};
 use crate::swarm::single_node::SingleNode;
 use crate::swarm::stats::{DropReason, Stats};
 use crate::swarm::store::ValueLimits;
-use crate::swarm::sync::SyncState;
+use sync::SyncState;
 
 /// BATCH inside BATCH is legal but no dialect nests deeper than this.
 const MAX_BATCH_DEPTH: usize = 2;

@@ -6,15 +6,13 @@ use std::time::Instant;
 
 use serde::Deserialize;
 
-use crate::proto::frame::{encode_pex, Endpoint, Frame, PexEntries, PexEntry};
+use crate::proto::frame::{encode_pex, Endpoint, Frame, PexEntries, PexEntry, PEX_MAX};
 use crate::proto::identity::{decode_hex, encode_hex, Id8};
 use crate::swarm::effects::{ShardMessage, ShardTarget};
 use crate::swarm::engine::Engine;
 use crate::swarm::node_view::{PeerLocation, ShardId};
 use crate::swarm::stats::DropReason;
 
-/// py-setowire lists at most this many peers in one PEX frame.
-pub const PEX_MAX: usize = 20;
 /// Peers sent a PEX list in one round; a larger table gets a random sample each round.
 const PEX_RECIPIENTS_PER_ROUND: usize = 1024;
 
