@@ -715,8 +715,8 @@ pub(crate) async fn handle(
                     ),
                 );
             }
-            if let Err(line) = check_n(parts.uri.query()) {
-                return text(StatusCode::BAD_REQUEST, line);
+            if let Err(refused) = check_n(parts.uri.query()) {
+                return text(StatusCode::BAD_REQUEST, refused.to_string());
             }
             let max_body = rendezvous.config.max_body;
             let declared = parts
@@ -763,8 +763,8 @@ pub(crate) async fn handle(
                     "[ERROR] Service Worker registration is rejected.\n".to_owned(),
                 );
             }
-            if let Err(line) = check_n(parts.uri.query()) {
-                return text(StatusCode::BAD_REQUEST, line);
+            if let Err(refused) = check_n(parts.uri.query()) {
+                return text(StatusCode::BAD_REQUEST, refused.to_string());
             }
             rendezvous.receive(path, conn).await
         }
@@ -782,19 +782,28 @@ pub(crate) async fn handle(
     }
 }
 
-/// The `n` query parameter (receivers per transfer): absent or 1.
-/// Refused with 400 and the returned line otherwise.
-fn check_n(query: Option<&str>) -> Result<(), String> {
+/// An `n` query parameter (receivers per transfer) other than 1; its message is the line the
+/// request is refused with (400).
+#[derive(Debug, thiserror::Error)]
+enum BadReceiverCount {
+    #[error("[ERROR] Invalid \"n\" query parameter\n")]
+    NotANumber,
+    #[error("[ERROR] n should > 0, but n = {0}.\n")]
+    NotPositive(i64),
+    #[error("[ERROR] This server sends to one receiver at a time (n = 1), not n = {0}.\n")]
+    MoreThanOne(i64),
+}
+
+/// The `n` query parameter: absent or 1.
+fn check_n(query: Option<&str>) -> Result<(), BadReceiverCount> {
     let Some((_, value)) = form_pairs(query.unwrap_or("")).find(|(key, _)| key == "n") else {
         return Ok(());
     };
     match value.trim().parse::<i64>() {
-        Err(_) => Err("[ERROR] Invalid \"n\" query parameter\n".to_owned()),
-        Ok(n) if n <= 0 => Err(format!("[ERROR] n should > 0, but n = {n}.\n")),
+        Err(_) => Err(BadReceiverCount::NotANumber),
+        Ok(n) if n <= 0 => Err(BadReceiverCount::NotPositive(n)),
         Ok(1) => Ok(()),
-        Ok(n) => Err(format!(
-            "[ERROR] This server sends to one receiver at a time (n = 1), not n = {n}.\n"
-        )),
+        Ok(n) => Err(BadReceiverCount::MoreThanOne(n)),
     }
 }
 
@@ -956,7 +965,7 @@ mod tests {
         assert!(check_n(Some("x=2")).is_ok());
         assert!(check_n(Some("n=1")).is_ok());
         for bad in ["n=0", "n=-3", "n=2", "n=abc", "n="] {
-            let line = check_n(Some(bad)).expect_err(bad);
+            let line = check_n(Some(bad)).expect_err(bad).to_string();
             assert!(line.starts_with("[ERROR] "), "{bad}: {line}");
         }
     }
