@@ -130,7 +130,7 @@ fn cross_shard(c: &mut Criterion) {
                 "rwlock",
                 Arc::new(RwLock::new(PeerIndex::new(RECENT, 4096))),
             ),
-            ("lock_free", Arc::new(PeerDirectory::new(RECENT, 4096))),
+            ("lock_free", Arc::new(PeerDirectory::new(2, RECENT, 4096))),
         ];
         for (name, index) in indexes {
             filled(&*index);

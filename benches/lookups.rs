@@ -313,7 +313,7 @@ fn peer_index(c: &mut Criterion) {
     let mut rng = StdRng::seed_from_u64(2);
     let (ids, absent) = keys(PEERS, &mut rng, random_id8);
     let mut index = PeerIndex::new(17, 1024);
-    let directory = PeerDirectory::new(17, 1024);
+    let directory = PeerDirectory::new(8, 17, 1024);
     for (i, id8) in ids.iter().enumerate() {
         let location = PeerLocation {
             id8: *id8,

@@ -3,11 +3,14 @@
 //!
 //! Every shard's engine reads it while it handles datagrams, and the shards write it when
 //! they apply their engines' effects, so it takes no lock: the maps are lock-free hash tables
-//! (papaya), and the recently-connected list is a ring of atomic slots.
+//! (papaya), and each shard publishes its own most recent peers as a snapshot (arc-swap).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
+
+use arc_swap::ArcSwap;
 
 use setowire_core::proto::identity::Id8;
 use setowire_core::swarm::node_view::{PeerLocation, ShardId, DIAL_MEMORY};
@@ -15,10 +18,19 @@ use setowire_core::swarm::node_view::{PeerLocation, ShardId, DIAL_MEMORY};
 /// Randomly keyed fast hashing: ids and addresses are chosen by the peers.
 type FastMap<K, V> = papaya::HashMap<K, V, ahash::RandomState>;
 
+/// Peers come and go all the time: blocking resizes trade a rare slow insert for cheaper
+/// writes and reads the rest of the time.
+fn fast_map<K, V>() -> FastMap<K, V> {
+    papaya::HashMap::builder()
+        .hasher(ahash::RandomState::new())
+        .resize_mode(papaya::ResizeMode::Blocking)
+        .build()
+}
+
 pub struct PeerDirectory {
     by_id: FastMap<Id8, PeerLocation>,
     by_addr: FastMap<SocketAddr, Id8>,
-    recent: RecentRing,
+    recent: RecentPeers,
     dials: FastMap<SocketAddr, Instant>,
     dials_cap: usize,
     /// Entries in `by_id`: papaya's own length is approximate while writers race.
@@ -26,14 +38,14 @@ pub struct PeerDirectory {
 }
 
 impl PeerDirectory {
-    /// `recent_cap`: how many recent peers readers ask for at most; `dials_cap`: addresses
-    /// being dialled at once, node-wide.
-    pub fn new(recent_cap: usize, dials_cap: usize) -> Self {
+    /// A directory for `shards` shards. `recent_cap`: how many recent peers readers ask for
+    /// at most; `dials_cap`: addresses being dialled at once, node-wide.
+    pub fn new(shards: usize, recent_cap: usize, dials_cap: usize) -> Self {
         Self {
-            by_id: FastMap::default(),
-            by_addr: FastMap::default(),
-            recent: RecentRing::new(recent_cap),
-            dials: FastMap::default(),
+            by_id: fast_map(),
+            by_addr: fast_map(),
+            recent: RecentPeers::new(shards, recent_cap),
+            dials: fast_map(),
             dials_cap,
             peers: AtomicUsize::new(0),
         }
@@ -61,7 +73,7 @@ impl PeerDirectory {
         }
         self.by_addr.pin().insert(location.addr, location.id8);
         self.dials.pin().remove(&location.addr);
-        self.recent.push(&location.id8);
+        self.recent.connected(location);
     }
 
     /// Forgets the session `location` names, unless the peer has since connected on
@@ -80,6 +92,7 @@ impl PeerDirectory {
             self.peers.fetch_sub(1, Ordering::Relaxed);
             self.remove_addr(location.addr, &location.id8);
         }
+        self.recent.disconnected(location);
     }
 
     fn remove_addr(&self, addr: SocketAddr, id8: &Id8) {
@@ -96,19 +109,7 @@ impl PeerDirectory {
 
     /// Up to `n` connected peers, most recently connected first.
     pub fn recent(&self, n: usize) -> Vec<PeerLocation> {
-        let by_id = self.by_id.pin();
-        let mut found: Vec<PeerLocation> = Vec::with_capacity(n);
-        for id8 in self.recent.newest_first() {
-            if found.len() >= n {
-                break;
-            }
-            if let Some(location) = by_id.get(&id8) {
-                if !found.iter().any(|f| f.id8 == id8) {
-                    found.push(*location);
-                }
-            }
-        }
-        found
+        self.recent.newest(n)
     }
 
     pub fn note_dial(&self, addr: SocketAddr, at: Instant) {
@@ -134,43 +135,84 @@ impl PeerDirectory {
     }
 }
 
-/// The ids of the most recently connected peers, newest last, in a fixed ring of atomic
-/// slots. Writers never wait; a reader may see a slot being overwritten as the newer id,
-/// which is as recent. Peers that left are skipped by the reader (they are not in the
-/// directory any more), as are repeats, so the ring is larger than what readers ask for.
-struct RecentRing {
-    slots: Box<[AtomicU64]>,
-    /// Ids pushed so far; the next goes to `pushed % slots.len()`.
-    pushed: AtomicU64,
+/// Each shard's most recently connected peers, newest first, as a snapshot the shard
+/// replaces whenever one of its peers comes or goes. Readers merge the shards' snapshots by
+/// the order the sessions were made in, without a lookup per peer.
+struct RecentPeers {
+    shards: Box<[ArcSwap<Vec<Recent>>]>,
+    /// Orders sessions across shards.
+    made: AtomicU64,
+    /// Peers kept per shard: twice what a reader asks for, so that peers leaving do not
+    /// leave the list short until others arrive.
+    keep: usize,
 }
 
-/// Slots per id a reader asks for: room for peers that left or reconnected since.
-const RECENT_SLACK: usize = 8;
+#[derive(Clone, Copy)]
+struct Recent {
+    made: u64,
+    location: PeerLocation,
+}
 
-impl RecentRing {
-    fn new(readers_ask_for: usize) -> Self {
-        let len = (readers_ask_for.max(1) * RECENT_SLACK).next_power_of_two();
+impl RecentPeers {
+    fn new(shards: usize, keep: usize) -> Self {
         Self {
-            slots: (0..len).map(|_| AtomicU64::new(0)).collect(),
-            pushed: AtomicU64::new(0),
+            shards: (0..shards.max(1)).map(|_| ArcSwap::default()).collect(),
+            made: AtomicU64::new(0),
+            keep: 2 * keep.max(1),
         }
     }
 
-    fn push(&self, id8: &Id8) {
-        let at = self.pushed.fetch_add(1, Ordering::AcqRel);
-        let slot = &self.slots[(at % self.slots.len() as u64) as usize];
-        slot.store(u64::from_ne_bytes(*id8), Ordering::Release);
+    fn connected(&self, location: PeerLocation) {
+        let Some(list) = self.shards.get(location.shard) else {
+            return;
+        };
+        let newest = Recent {
+            made: self.made.fetch_add(1, Ordering::Relaxed),
+            location,
+        };
+        // Only the shard itself writes its list; rcu keeps it right even if that changes.
+        list.rcu(|old| {
+            let kept = old.iter().filter(|r| r.location.id8 != location.id8);
+            let mut list = Vec::with_capacity(self.keep);
+            list.push(newest);
+            list.extend(kept.take(self.keep - 1).copied());
+            list
+        });
     }
 
-    fn newest_first(&self) -> impl Iterator<Item = Id8> + '_ {
-        let pushed = self.pushed.load(Ordering::Acquire);
-        let len = self.slots.len() as u64;
-        (0..pushed.min(len)).map(move |back| {
-            let at = (pushed - 1 - back) % len;
-            self.slots[at as usize]
-                .load(Ordering::Acquire)
-                .to_ne_bytes()
-        })
+    fn disconnected(&self, location: &PeerLocation) {
+        let Some(list) = self.shards.get(location.shard) else {
+            return;
+        };
+        if list.load().iter().any(|r| r.location == *location) {
+            list.rcu(|old| {
+                old.iter()
+                    .filter(|r| r.location != *location)
+                    .copied()
+                    .collect::<Vec<_>>()
+            });
+        }
+    }
+
+    /// Up to `n` peers, newest first; a peer listed by two shards (it reconnected on
+    /// another before the first noticed) counts where it connected last.
+    fn newest(&self, n: usize) -> Vec<PeerLocation> {
+        let snapshots: Vec<_> = self.shards.iter().map(ArcSwap::load).collect();
+        // Each list is newest first: merge them, taking the newest head each time.
+        let mut next = vec![0usize; snapshots.len()];
+        let mut found: Vec<PeerLocation> = Vec::with_capacity(n);
+        while found.len() < n {
+            let newest = (0..snapshots.len())
+                .filter_map(|s| snapshots[s].get(next[s]).map(|r| (r.made, s)))
+                .max();
+            let Some((_, shard)) = newest else { break };
+            let recent = snapshots[shard][next[shard]];
+            next[shard] += 1;
+            if !found.iter().any(|f| f.id8 == recent.location.id8) {
+                found.push(recent.location);
+            }
+        }
+        found
     }
 }
 
@@ -189,7 +231,7 @@ mod tests {
 
     #[test]
     fn records_locates_and_forgets_peers() {
-        let d = PeerDirectory::new(4, 16);
+        let d = PeerDirectory::new(2, 4, 16);
         d.insert(at(1, 0));
         d.insert(at(2, 1));
         assert_eq!(d.len(), 2);
@@ -203,7 +245,7 @@ mod tests {
 
     #[test]
     fn a_stale_disconnect_does_not_remove_a_reconnected_peer() {
-        let d = PeerDirectory::new(4, 16);
+        let d = PeerDirectory::new(2, 4, 16);
         d.insert(at(1, 0));
         d.insert(at(1, 1));
         assert_eq!(d.len(), 1);
@@ -215,7 +257,7 @@ mod tests {
 
     #[test]
     fn recent_lists_distinct_connected_peers_newest_first() {
-        let d = PeerDirectory::new(3, 16);
+        let d = PeerDirectory::new(2, 3, 16);
         for id in 1..=5 {
             d.insert(at(id, 0));
         }
@@ -227,8 +269,8 @@ mod tests {
     }
 
     #[test]
-    fn recent_survives_wrapping_the_ring() {
-        let d = PeerDirectory::new(2, 16);
+    fn recent_keeps_the_newest() {
+        let d = PeerDirectory::new(2, 2, 16);
         for id in 1..=200u8 {
             d.insert(at(id, 0));
         }
@@ -238,7 +280,7 @@ mod tests {
 
     #[test]
     fn dials_expire_and_are_capped() {
-        let d = PeerDirectory::new(2, 2);
+        let d = PeerDirectory::new(2, 2, 2);
         let t0 = Instant::now();
         let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
         let b: SocketAddr = "127.0.0.1:2".parse().unwrap();
@@ -262,7 +304,7 @@ mod tests {
 
     #[test]
     fn shards_write_and_read_at_once() {
-        let d = std::sync::Arc::new(PeerDirectory::new(8, 64));
+        let d = std::sync::Arc::new(PeerDirectory::new(2, 8, 64));
         let writers: Vec<_> = (0..2)
             .map(|shard| {
                 let d = std::sync::Arc::clone(&d);

@@ -30,7 +30,7 @@ impl NodeShared {
         store: ValueStore,
     ) -> Arc<Self> {
         Arc::new(Self {
-            directory: PeerDirectory::new(recent_cap, dials_cap),
+            directory: PeerDirectory::new(wakers.len(), recent_cap, dials_cap),
             values: NodeValues::new(store),
             inboxes: ShardInboxes::new(wakers),
         })
