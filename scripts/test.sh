@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 cargo fmt --all -- --check
-# The node crate's top-level modules use each other without cycles.
+# The modules of the node and core crates use each other without cycles, at every level.
 python3 scripts/module-deps.py
 cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace --lib --bins --tests
