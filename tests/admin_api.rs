@@ -16,7 +16,7 @@ use serde_json::Value;
 use admin::{get, node_with_admin, request};
 use support::net::TestNet;
 use support::peer::{spawn_node, PyPeer};
-use support::{is_event, pattern_bytes, TIMEOUT};
+use support::{pattern_bytes, TIMEOUT};
 
 #[track_caller]
 fn json_ok(reply: &http_client::Reply) -> Value {
@@ -251,12 +251,7 @@ fn a_token_guards_the_api_only() {
 fn the_admin_listener_can_be_turned_off() {
     let net = TestNet::new();
     let mut node = spawn_node(&net, &["--admin-listen", "off"]);
-    let ready = node
-        .proc
-        .events_so_far()
-        .into_iter()
-        .find(|e| is_event(e, "ready"))
-        .unwrap();
+    let ready = node.ready_event();
     assert!(ready["admin_port"].is_null(), "{ready}");
 }
 

@@ -393,21 +393,6 @@ fn substitute(expr: &str, instance: &str) -> String {
     out
 }
 
-/// The node's ready event field `name` as a port.
-#[track_caller]
-fn ready_port(node: &mut ControlPeer, name: &str) -> u16 {
-    let ready = node
-        .events_so_far()
-        .into_iter()
-        .find(|e| is_event(e, "ready"))
-        .expect("the node announced itself");
-    ready[name]
-        .as_u64()
-        .and_then(|p| u16::try_from(p).ok())
-        .filter(|&p| p > 0)
-        .unwrap_or_else(|| panic!("ready event without {name}: {ready}"))
-}
-
 /// Raw datagrams that move the node's counters: PINGs, a DHT ping and store, a STUN Binding
 /// request, and garbage (unknown type, truncated frames, bad JSON). Sent from inside `net`.
 fn poke_udp(net: &TestNet, udp_port: u16, round: u64) {
@@ -540,8 +525,8 @@ fn every_dashboard_query_runs_against_a_live_node() {
 
     let net = TestNet::new();
     let mut node = spawn_node(&net, &["--shards", "2", "--admin-listen", "127.0.0.1:0"]);
-    let admin_port = ready_port(&mut node, "admin_port");
-    let http_port = ready_port(&mut node, "http_port");
+    let admin_port = node.ready_port("admin_port");
+    let http_port = node.ready_port("http_port");
     let udp_port = node.port;
     let instance = format!("127.0.0.1:{admin_port}");
 

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use support::net::TestNet;
 use support::peer::{node_command, spawn_node_command};
-use support::{is_event, TIMEOUT};
+use support::TIMEOUT;
 
 /// When the injected panic fires, after the shards start: time enough to see the node ready.
 const PANIC_AFTER_MS: u64 = 1500;
@@ -59,13 +59,7 @@ fn a_panicking_shard_stops_the_node_with_an_error() {
         format!("shard-panic:1:{PANIC_AFTER_MS}"),
     );
     let mut node = spawn_node_command(cmd);
-    let ready = node
-        .proc
-        .events_so_far()
-        .into_iter()
-        .find(|e| is_event(e, "ready"))
-        .expect("ready event");
-    let admin_port = ready["admin_port"].as_u64().expect("admin_port") as u16;
+    let admin_port = node.ready_port("admin_port");
     let admin = SocketAddr::from(([127, 0, 0, 1], admin_port));
 
     let done = AtomicBool::new(false);

@@ -2,7 +2,6 @@
 #![allow(dead_code)]
 
 use crate::http_client::{curl, Reply};
-use crate::support::is_event;
 use crate::support::net::TestNet;
 use crate::support::peer::{spawn_node, ControlPeer};
 
@@ -10,15 +9,7 @@ use crate::support::peer::{spawn_node, ControlPeer};
 #[track_caller]
 pub fn node_with_admin(net: &TestNet, args: &[&str]) -> (ControlPeer, String) {
     let mut node = spawn_node(net, args);
-    let ready = node
-        .proc
-        .events_so_far()
-        .into_iter()
-        .find(|e| is_event(e, "ready"))
-        .expect("ready event");
-    let port = ready["admin_port"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("no admin_port in {ready}"));
+    let port = node.ready_port("admin_port");
     (node, format!("http://127.0.0.1:{port}"))
 }
 

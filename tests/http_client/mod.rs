@@ -10,7 +10,6 @@ use std::process::{Child, Command, Output, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::support::is_event;
 use crate::support::net::TestNet;
 use crate::support::peer::{spawn_node, ControlPeer};
 
@@ -23,14 +22,7 @@ pub fn node_with_http(net: &TestNet, args: &[&str]) -> (ControlPeer, String) {
     let mut all = vec!["--http-listen", "127.0.0.1:0", "--shards", "1"];
     all.extend_from_slice(args);
     let mut node = spawn_node(net, &all);
-    let ready = node
-        .events_so_far()
-        .into_iter()
-        .find(|e| is_event(e, "ready"))
-        .expect("the node announced itself");
-    let port = ready["http_port"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("ready event without http_port: {ready}"));
+    let port = node.ready_port("http_port");
     (node, format!("http://127.0.0.1:{port}"))
 }
 

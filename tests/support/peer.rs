@@ -57,6 +57,27 @@ impl ControlPeer {
         }
     }
 
+    /// The `ready` event this process announced itself with.
+    #[track_caller]
+    pub fn ready_event(&mut self) -> Value {
+        self.proc
+            .events_so_far()
+            .into_iter()
+            .find(|e| is_event(e, "ready"))
+            .expect("the process announced itself")
+    }
+
+    /// A listener port the `ready` event names (`http_port`, `admin_port`).
+    #[track_caller]
+    pub fn ready_port(&mut self, name: &str) -> u16 {
+        let ready = self.ready_event();
+        ready[name]
+            .as_u64()
+            .and_then(|p| u16::try_from(p).ok())
+            .filter(|&p| p > 0)
+            .unwrap_or_else(|| panic!("ready event without {name}: {ready}"))
+    }
+
     /// `127.0.0.1:<port>`.
     pub fn addr(&self) -> String {
         format!("127.0.0.1:{}", self.port)
