@@ -80,6 +80,8 @@ impl Shard {
                 .min(MAX_WAIT);
             // One clock reading for the turn: the one its datagrams were handled at, if any.
             let now = self.receive(timeout).unwrap_or_else(Instant::now);
+            // Published once per batch: within it the engine counts its own new sessions.
+            apply_effects(&mut self.engine, &self.shared, self.id);
             self.shared.inboxes.take(self.id, &mut inbox);
             for message in inbox.drain(..) {
                 self.engine.handle_shard_message(now, message);
@@ -126,8 +128,6 @@ impl Shard {
     fn receive(&mut self, timeout: Duration) -> Option<Instant> {
         let engine = &mut self.engine;
         let demux = &mut self.demux;
-        let shared = &*self.shared;
-        let shard = self.id;
         let handshake_seconds = &self.hooks.handshake_seconds;
         // One clock reading per batch: datagrams of a batch arrived together.
         let mut now = None;
@@ -148,9 +148,6 @@ impl Shard {
             if let Some((before, started)) = handshake {
                 if engine.stats().handshakes > before {
                     handshake_seconds.observe(started.elapsed().as_secs_f64());
-                    // A new session is published at once, so that the next handshake, here
-                    // or on another shard, counts it and can be introduced to it.
-                    apply_effects(engine, shared, shard);
                 }
             }
         });
