@@ -60,10 +60,6 @@ impl ValueStore {
         }
     }
 
-    pub fn limits(&self) -> ValueLimits {
-        self.limits
-    }
-
     /// Stores `value` under `key` as the most recently used entry, replacing any previous
     /// value and evicting least recently used entries to fit. Returns false, storing
     /// nothing, when [`ValueLimits::admits`] refuses the entry.
