@@ -5,6 +5,12 @@
 //! (when [`Engine::poll_timeout`] says), sends what [`Engine::drain_transmits`] hands out and
 //! reads [`Engine::poll_event`]. Every table and queue inside is bounded.
 //!
+//! An engine that is one shard of a node ([`Engine::for_shard`]) reads the rest of the node
+//! through a [`NodeView`] and tells it what it did through [`Engine::poll_cluster_effect`];
+//! other shards' work for it comes in through [`Engine::handle_shard_message`]. Its
+//! discovery (introductions, PEX, relay) and store/fetch parts are the child modules
+//! `discovery` and `sync`.
+//!
 //! Control frames (everything but DATA and the handshake) are attributed to a peer by source
 //! address and are unauthenticated: they are hints that may only affect the peer at that
 //! address.
