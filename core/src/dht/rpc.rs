@@ -115,7 +115,7 @@ pub struct DhtStats {
     pub bytes_sent: u64,
     /// Not a DHT message (bad JSON, type or field); dropped.
     pub malformed: u64,
-    /// Longer than [`MAX_DATAGRAM`]; dropped unparsed.
+    /// Longer than [`message::MAX_DATAGRAM`]; dropped unparsed.
     pub too_large: u64,
     /// Dropped by the per-source rate limit (counted by whoever applies it).
     pub rate_limited: u64,
