@@ -1,5 +1,6 @@
 //! The node's UDP face without a session: PING gets PONG over IPv4, IPv6 and a dual-stack
-//! socket, and traffic from one address without a session is rate-limited.
+//! socket, traffic from one address without a session is rate-limited, and a node refuses a
+//! port another process holds.
 
 #[macro_use]
 mod support;
@@ -9,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use setowire_core::proto::frame::Frame;
 use support::net::TestNet;
-use support::peer::spawn_node_on;
+use support::peer::{node_command, spawn_node_on};
+use support::process::LineProcess;
 
 on_both_backends!(
     ping_gets_pong_on_ipv4_ipv6_and_dual_stack,
@@ -97,4 +99,50 @@ fn unauthenticated_traffic_is_limited_per_source_ip(backend: &str) {
     // Another source address has its own allowance.
     let other = pongs(&net, "127.0.0.2:0", target, 20, Duration::from_millis(300));
     assert_eq!(other, 20);
+}
+
+/// A loopback port free when asked, for a test that needs a fixed one.
+fn free_port(net: &TestNet) -> u16 {
+    net.run_inside(|| {
+        UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    })
+}
+
+/// Starts a node on `listen` and expects it to refuse at once, naming the address.
+fn assert_refused(net: &TestNet, listen: &str) {
+    let cmd = node_command(net, listen, &["--shards", "2"]);
+    let mut node = LineProcess::spawn_command("refused node", cmd);
+    let status = node.wait_exit(Duration::from_secs(5));
+    let stderr = node.stderr_text();
+    assert!(!status.success(), "{status:?}\n{stderr}");
+    assert!(
+        stderr.contains(&format!("UDP {listen} is held by another process")),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_second_node_on_the_same_port_refuses_and_the_first_keeps_serving() {
+    let net = TestNet::new();
+    let listen = format!("127.0.0.1:{}", free_port(&net));
+    // Its two shards share the port between them.
+    let node = spawn_node_on(&net, &listen, &["--shards", "2"]);
+    assert_refused(&net, &listen);
+    let target = SocketAddr::new("127.0.0.1".parse().unwrap(), node.port);
+    assert_eq!(
+        pongs(&net, "127.0.0.1:0", target, 5, Duration::from_millis(500)),
+        5
+    );
+}
+
+#[test]
+fn a_port_held_by_a_plain_socket_is_refused() {
+    let net = TestNet::new();
+    let holder = net.run_inside(|| UdpSocket::bind("127.0.0.1:0").unwrap());
+    let listen = holder.local_addr().unwrap().to_string();
+    assert_refused(&net, &listen);
 }

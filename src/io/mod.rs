@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use setowire_udp_batch::addr;
 
-pub use socket::bind_reuseport;
+pub use socket::{bind_reuseport, probe_exclusive};
 pub use waker::Waker;
 
 /// The largest datagram a backend receives whole; longer ones are dropped and counted as

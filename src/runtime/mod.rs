@@ -79,6 +79,12 @@ pub enum RuntimeError {
         #[source]
         source: io::Error,
     },
+    #[error("UDP {addr} is held by another process (another node?); refusing to share it")]
+    PortInUse {
+        addr: SocketAddr,
+        #[source]
+        source: io::Error,
+    },
     #[error("opening the I/O backend of shard {shard}")]
     Backend {
         shard: ShardId,
