@@ -86,6 +86,18 @@ fn payload(i: usize) -> Vec<u8> {
     (0..len).map(|j| (i.wrapping_mul(31) + j) as u8).collect()
 }
 
+/// `recv_from` that goes on when interrupted: a receive timeout makes the call return EINTR
+/// when a signal arrives, and io_uring signals the thread that set a ring up (this test
+/// thread) when it has task work for it.
+fn recv_from(socket: &UdpSocket, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr)> {
+    loop {
+        match socket.recv_from(buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            result => return result,
+        }
+    }
+}
+
 fn echo_10k(choice: BackendChoice, server: &str, client_addr: &str) {
     const TOTAL: usize = 10_000;
     const WINDOW: usize = 64;
@@ -103,7 +115,7 @@ fn echo_10k(choice: BackendChoice, server: &str, client_addr: &str) {
         }
         let mut echoed = Vec::with_capacity(window.len());
         for _ in 0..window.len() {
-            let (n, from) = client.recv_from(&mut buf).unwrap_or_else(|e| {
+            let (n, from) = recv_from(&client, &mut buf).unwrap_or_else(|e| {
                 panic!(
                     "{choice}: echo {} of {TOTAL} missing: {e}",
                     sent + echoed.len()
@@ -199,7 +211,7 @@ fn many_sends_without_flush() {
         let mut buf = [0u8; 16];
         let mut got = Vec::new();
         for _ in 0..1000 {
-            let (n, _) = client.recv_from(&mut buf).unwrap();
+            let (n, _) = recv_from(&client, &mut buf).unwrap();
             got.push(u32::from_be_bytes(buf[..n].try_into().unwrap()));
         }
         got.sort();
@@ -329,7 +341,7 @@ fn oversized_datagrams_are_counted_not_delivered() {
         io.queue_send(client.local_addr().unwrap(), &[9u8; 3000]);
         io.flush().unwrap();
         let mut buf = [0u8; 4096];
-        let (n, _) = client.recv_from(&mut buf).unwrap();
+        let (n, _) = recv_from(&client, &mut buf).unwrap();
         assert_eq!(n, 3000, "{choice}");
     }
 }
@@ -349,7 +361,7 @@ fn refused_datagrams_are_counted_and_skipped() {
         let mut buf = [0u8; 64];
         let mut got = Vec::new();
         for _ in 0..2 {
-            let (n, _) = client.recv_from(&mut buf).unwrap();
+            let (n, _) = recv_from(&client, &mut buf).unwrap();
             got.push(buf[..n].to_vec());
         }
         assert_eq!(got, vec![b"one".to_vec(), b"two".to_vec()], "{choice}");
@@ -391,12 +403,12 @@ fn dual_stack_socket_reports_ipv4_sources() {
         io.queue_send(v6.local_addr().unwrap(), b"r6");
         io.flush().unwrap();
         let mut buf = [0u8; 16];
-        let (n, from) = v4.recv_from(&mut buf).unwrap();
+        let (n, from) = recv_from(&v4, &mut buf).unwrap();
         assert_eq!(
             (&buf[..n], from),
             (&b"r4"[..], SocketAddr::from(([127, 0, 0, 1], port)))
         );
-        let (n, from) = v6.recv_from(&mut buf).unwrap();
+        let (n, from) = recv_from(&v6, &mut buf).unwrap();
         assert_eq!(&buf[..n], b"r6");
         assert_eq!(from.port(), port);
     }
