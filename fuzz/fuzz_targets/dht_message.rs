@@ -1,6 +1,6 @@
 //! The JSON DHT on arbitrary bytes, one datagram per line from a few sources with time
-//! passing between them: parsing never panics and agrees with what `Dht::handle_datagram`
-//! reports, an unverified source gets at most `AMPLIFICATION_FACTOR` times the bytes it
+//! passing between them: parsing never panics, `Dht::handle_datagram` reports a datagram
+//! that does not parse as malformed with the same error, an unverified source gets at most `AMPLIFICATION_FACTOR` times the bytes it
 //! sent, and the requests in flight stay within `max_pending`.
 #![no_main]
 
