@@ -2,7 +2,7 @@
 # The whole test suite, from a fresh clone: formatting, module layering, lints,
 # unit/property/integration tests, the interop tests against py-setowire 0.1.0 (the tests
 # create their own Python venv from PyPI under target/), and one quick pass over every
-# benchmark.
+# benchmark; then a short run of every fuzz target (fuzz/, on a nightly toolchain).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,3 +13,5 @@ cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace --lib --bins --tests
 # Each criterion benchmark once, as a smoke test (criterion refuses libtest's flags).
 cargo test --workspace --benches
+# Every fuzz target for 20 s from its seed corpus: fails on any crash.
+./scripts/fuzz.sh 20
