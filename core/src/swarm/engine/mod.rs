@@ -141,8 +141,9 @@ impl Engine {
 
     /// Shard `shard` of a node. `view` answers what the engine asks about the node; what
     /// the node must learn comes out of [`Engine::poll_cluster_effect`], which the shard must
-    /// drain after every input and before it sends the transmits (a dial's answer may reach
-    /// another shard, which must know of the dial by then).
+    /// drain before it sends the transmits (a dial's answer may reach another shard, which
+    /// must know of the dial by then). Draining once per batch of inputs is enough: until
+    /// then the engine counts its own new sessions against the node-wide peer limit.
     pub fn for_shard(
         identity: Identity,
         config: EngineConfig,
