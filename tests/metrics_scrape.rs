@@ -252,7 +252,7 @@ fn metrics_cover_the_node_with_real_traffic() {
             .iter()
             .filter(|(n, _, _)| n == "setowire_drops_total")
             .count(),
-        2 * 24,
+        2 * 28,
         "every reason on every shard"
     );
     assert!(sum(&samples, "setowire_handshake_duration_seconds_count", &[]) >= 1.0);

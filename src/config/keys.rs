@@ -245,8 +245,16 @@ config_keys! {
         parse = positive, emit = |n: &u32| int_value(*n);
     session_burst: Scalar, "session-burst", "N", "Burst of that limit",
         parse = positive, emit = |n: &u32| int_value(*n);
-    rate_limit_ips: Scalar, "rate-limit-ips", "N", "Size of the per-IP limiter table",
+    handshake_rate_per_ip: Scalar, "handshake-rate-per-ip", "N",
+        "New sessions/s from one IP (or IPv6 prefix), all shards together",
+        parse = positive, emit = |n: &u32| int_value(*n);
+    handshake_burst_per_ip: Scalar, "handshake-burst-per-ip", "N", "Burst of that limit",
+        parse = positive, emit = |n: &u32| int_value(*n);
+    rate_limit_ips: Scalar, "rate-limit-ips", "N", "Slots of each per-IP limiter table",
         parse = |r: &RawValue| int_in(r, 1, 1 << 24), emit = |n: &usize| int_value(*n);
+    ipv6_prefix_len: Scalar, "ipv6-prefix-len", "BITS",
+        "IPv6 sources in one prefix of this length count as one IP for every limit",
+        parse = |r: &RawValue| int_in(r, 0, 128), emit = |n: &u8| int_value(*n);
     log_format: Scalar, "log-format", "pretty|json", "Log line format on stderr",
         parse = parse_log_format, emit = |f: &LogFormat| str_value(f.as_str());
     log_filter: Scalar, "log-filter", "FILTER", "Log filter, RUST_LOG syntax (RUST_LOG wins)",

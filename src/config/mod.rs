@@ -146,8 +146,13 @@ pub struct NodeConfig {
     /// Datagrams/s from one peer with a session.
     pub session_rate: u32,
     pub session_burst: u32,
-    /// Entries of the per-IP limiter table.
+    /// New sessions/s from one source IP (IPv6: prefix), node-wide.
+    pub handshake_rate_per_ip: u32,
+    pub handshake_burst_per_ip: u32,
+    /// Slots of each node-wide per-IP limiter table.
     pub rate_limit_ips: usize,
+    /// IPv6 sources are grouped by this prefix length for per-IP limits.
+    pub ipv6_prefix_len: u8,
     pub log_format: LogFormat,
     /// `RUST_LOG`-style filter; see [`NodeConfig::effective_log_filter`].
     pub log_filter: String,

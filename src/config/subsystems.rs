@@ -76,7 +76,12 @@ impl NodeConfig {
                 per_second: self.session_rate as f32,
                 burst: self.session_burst as f32,
             },
+            handshake_rate: Rate {
+                per_second: self.handshake_rate_per_ip as f32,
+                burst: self.handshake_burst_per_ip as f32,
+            },
             rate_limit_ips: self.rate_limit_ips,
+            ipv6_prefix: self.ipv6_prefix_len,
             public_addr: self.public_addr,
             ..EngineConfig::default()
         }
@@ -210,7 +215,8 @@ mod tests {
              relay_announce_secs = 11\ngossip_fanout = 2\nstore_max_entries = 3\n\
              store_max_bytes = 4000\nstore_max_value_bytes = 500\nunauth_rate_per_ip = 10\n\
              unauth_burst_per_ip = 20\nsession_rate = 30\nsession_burst = 40\n\
-             rate_limit_ips = 50\npublic_addr = \"192.0.2.1:4242\"\n",
+             handshake_rate_per_ip = 60\nhandshake_burst_per_ip = 70\n\
+             rate_limit_ips = 50\nipv6_prefix_len = 56\npublic_addr = \"192.0.2.1:4242\"\n",
         )
         .unwrap();
         let engine = config.engine_config();
@@ -244,6 +250,14 @@ mod tests {
             }
         );
         assert_eq!(engine.rate_limit_ips, 50);
+        assert_eq!(
+            engine.handshake_rate,
+            Rate {
+                per_second: 60.0,
+                burst: 70.0
+            }
+        );
+        assert_eq!(engine.ipv6_prefix, 56);
         assert_eq!(engine.public_addr, Some("192.0.2.1:4242".parse().unwrap()));
         assert_eq!(engine.first_send_counter, 0);
 

@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use setowire_core::proto::identity::Id8;
 use setowire_core::swarm::effects::ClusterEffect;
+use setowire_core::swarm::node_limits::NodeLimits;
 use setowire_core::swarm::node_view::{NodeView, PeerLocation, ShardId};
 use setowire_core::swarm::store::ValueStore;
 
@@ -18,6 +19,8 @@ pub struct NodeShared {
     pub directory: PeerDirectory,
     pub values: NodeValues,
     pub inboxes: ShardInboxes,
+    /// Per-source limits and memory caps every shard charges.
+    pub limits: Arc<NodeLimits>,
 }
 
 impl NodeShared {
@@ -28,11 +31,13 @@ impl NodeShared {
         recent_cap: usize,
         dials_cap: usize,
         store: ValueStore,
+        limits: NodeLimits,
     ) -> Arc<Self> {
         Arc::new(Self {
             directory: PeerDirectory::new(wakers.len(), recent_cap, dials_cap),
             values: NodeValues::new(store),
             inboxes: ShardInboxes::new(wakers),
+            limits: Arc::new(limits),
         })
     }
 
@@ -86,5 +91,9 @@ impl NodeView for NodeShared {
 
     fn recent_keys(&self, n: usize) -> Vec<String> {
         self.values.recent_keys(n)
+    }
+
+    fn limits(&self) -> Arc<NodeLimits> {
+        Arc::clone(&self.limits)
     }
 }

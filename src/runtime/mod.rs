@@ -37,6 +37,7 @@ use listeners::{ListenerParts, Listeners};
 use setowire_core::proto::identity::Identity;
 use setowire_core::swarm::config::EngineConfig;
 use setowire_core::swarm::event::Event;
+use setowire_core::swarm::node_limits::NodeLimits;
 use setowire_core::swarm::node_view::ShardId;
 use setowire_core::swarm::store::ValueStore;
 use shards::{ShardParts, Shards};
@@ -209,7 +210,14 @@ fn shared_state(backends: &[Backend], engine: &EngineConfig) -> Arc<NodeShared> 
         engine.store_max_bytes,
         engine.store_max_value,
     );
-    NodeShared::new(wakes, engine.recent_peers_wanted(), engine.max_dials, store)
+    let limits = NodeLimits::new(engine, Instant::now());
+    NodeShared::new(
+        wakes,
+        engine.recent_peers_wanted(),
+        engine.max_dials,
+        store,
+        limits,
+    )
 }
 
 /// The channel the shards' events reach the stdio control interface by, when it runs.

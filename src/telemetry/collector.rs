@@ -43,6 +43,8 @@ pub struct NodeCollector {
     drops: IntCounterVec,
     relay_forwards: IntCounterVec,
     data_delivered: IntCounterVec,
+    peers_displaced: IntCounterVec,
+    credit_probes: IntCounterVec,
     dht_requests: IntCounterVec,
     dht_values: IntGauge,
     dht_nodes: IntGauge,
@@ -109,6 +111,16 @@ impl NodeCollector {
                 "Application messages delivered in order",
                 shard,
             )?,
+            peers_displaced: counter_vec(
+                "setowire_peers_displaced_total",
+                "Sessions ended to make room for a newcomer in a full peer table",
+                shard,
+            )?,
+            credit_probes: counter_vec(
+                "setowire_credit_probes_total",
+                "HELLOs sent to peers whose send credit did not cover what they are owed",
+                shard,
+            )?,
             dht_requests: counter_vec(
                 "setowire_dht_requests_total",
                 "DHT datagrams received, by request type",
@@ -151,7 +163,7 @@ impl NodeCollector {
         })
     }
 
-    fn parts(&self) -> [&dyn Collector; 22] {
+    fn parts(&self) -> [&dyn Collector; 24] {
         [
             &self.peers,
             &self.handshakes,
@@ -163,6 +175,8 @@ impl NodeCollector {
             &self.drops,
             &self.relay_forwards,
             &self.data_delivered,
+            &self.peers_displaced,
+            &self.credit_probes,
             &self.dht_requests,
             &self.dht_values,
             &self.dht_nodes,
@@ -191,6 +205,8 @@ impl NodeCollector {
             &self.drops,
             &self.relay_forwards,
             &self.data_delivered,
+            &self.peers_displaced,
+            &self.credit_probes,
             &self.dht_requests,
             &self.http_requests,
         ] {
@@ -211,6 +227,8 @@ impl NodeCollector {
                 (&self.bytes_sent, &shard.bytes_sent),
                 (&self.relay_forwards, &shard.relay_forwards),
                 (&self.data_delivered, &shard.data_delivered),
+                (&self.peers_displaced, &shard.peers_displaced),
+                (&self.credit_probes, &shard.credit_probes),
             ];
             for (vec, value) in pairs {
                 vec.with_label_values(l).inc_by(load(value));

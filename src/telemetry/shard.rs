@@ -21,6 +21,8 @@ pub struct ShardMetrics {
     pub bytes_sent: AtomicU64,
     pub relay_forwards: AtomicU64,
     pub data_delivered: AtomicU64,
+    pub peers_displaced: AtomicU64,
+    pub credit_probes: AtomicU64,
     pub stun_responses: AtomicU64,
     pub send_errors: AtomicU64,
     frames: [AtomicU64; FrameKind::ALL.len()],
@@ -44,6 +46,8 @@ impl ShardMetrics {
         set(&self.bytes_sent, io.bytes_sent);
         set(&self.relay_forwards, stats.relay_forwards);
         set(&self.data_delivered, stats.data_delivered);
+        set(&self.peers_displaced, stats.peers_displaced);
+        set(&self.credit_probes, stats.credit_probes);
         set(&self.stun_responses, stats.stun_responses);
         set(&self.send_errors, io.send_errors);
         for (slot, kind) in self.frames.iter().zip(FrameKind::ALL) {

@@ -15,6 +15,7 @@ use setowire_core::swarm::config::EngineConfig;
 use setowire_core::swarm::effects::ShardMessage;
 use setowire_core::swarm::engine::Engine;
 use setowire_core::swarm::event::Event;
+use setowire_core::swarm::node_limits::NodeLimits;
 use setowire_core::swarm::node_view::{NodeView, ShardId};
 use setowire_core::swarm::store::ValueStore;
 use setowire_node::node::shard::apply_effects;
@@ -66,6 +67,7 @@ impl ShardedNode {
             config.recent_peers_wanted(),
             config.max_dials,
             store,
+            NodeLimits::new(&config, now),
         );
         let shards = (0..shards)
             .map(|i| {

@@ -60,8 +60,15 @@ pub struct EngineConfig {
     pub unauth_rate: Rate,
     /// Datagrams per second (and burst) from one peer with a session.
     pub session_rate: Rate,
-    /// Source IPs tracked by the unauthenticated-traffic limiter.
+    /// New sessions per second (and burst) from one source IP, or one IPv6 prefix; each
+    /// costs a Diffie-Hellman and a peer record. Counted across all shards.
+    pub handshake_rate: Rate,
+    /// Slots in each node-wide per-source table (8 bytes each, fixed at start): sources
+    /// beyond it share slots, which only makes their limits stricter.
     pub rate_limit_ips: usize,
+    /// IPv6 sources in one prefix of this length count as one source for every per-source
+    /// limit (a subscriber holds a whole /64 or more).
+    pub ipv6_prefix: u8,
     /// Where peers can reach this node; announced in RELAY_ANN when `relay` is on.
     pub public_addr: Option<SocketAddr>,
     /// How often RELAY_ANN goes to every peer (py-setowire: 30 s).
@@ -114,7 +121,12 @@ impl Default for EngineConfig {
                 per_second: 4000.0,
                 burst: 8000.0,
             },
+            handshake_rate: Rate {
+                per_second: 100.0,
+                burst: 200.0,
+            },
             rate_limit_ips: 65_536,
+            ipv6_prefix: crate::ratelimit::DEFAULT_IPV6_PREFIX,
             public_addr: None,
             relay_announce_interval: Duration::from_secs(30),
             first_send_counter: 0,

@@ -38,7 +38,7 @@ pub enum Event {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DisconnectReason {
-    /// The peer said GOAWAY.
+    /// The peer said GOAWAY and fell silent.
     Goaway,
     /// Nothing heard from the peer within the peer timeout.
     Timeout,
@@ -46,6 +46,8 @@ pub enum DisconnectReason {
     Local,
     /// Another identity completed a handshake from the same address.
     Replaced,
+    /// The peer table was full and a newcomer took the place (see `Engine`'s handshake).
+    Displaced,
 }
 
 impl DisconnectReason {
@@ -55,6 +57,7 @@ impl DisconnectReason {
             DisconnectReason::Timeout => "timeout",
             DisconnectReason::Local => "local",
             DisconnectReason::Replaced => "replaced",
+            DisconnectReason::Displaced => "displaced",
         }
     }
 }

@@ -5,12 +5,14 @@
 //! and [`effects::ClusterEffect`]s. What it reads about other shards comes through a
 //! [`node_view::NodeView`].
 
+mod budget;
 pub mod config;
 pub mod dedupe;
 pub mod effects;
 pub mod engine;
 pub mod event;
 mod jitter;
+pub mod node_limits;
 mod node_link;
 pub mod node_view;
 pub mod outqueue;

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::proto::identity::Id8;
+use crate::swarm::node_limits::NodeLimits;
 
 pub type ShardId = usize;
 
@@ -47,4 +48,6 @@ pub trait NodeView: Send + Sync {
     fn has_stored(&self, key: &str) -> bool;
     /// Up to `n` stored keys, most recent first.
     fn recent_keys(&self, n: usize) -> Vec<String>;
+    /// The limits all shards charge together (asked once, when an engine is made).
+    fn limits(&self) -> Arc<NodeLimits>;
 }

@@ -1,11 +1,13 @@
 //! One connected peer: its session and the per-peer receive state.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use crate::proto::identity::PeerId;
+use crate::proto::identity::{Id8, PeerId};
 use crate::proto::session::Session;
 use crate::ratelimit::TokenBucket;
+use crate::swarm::budget::SendBudget;
 use crate::swarm::jitter::JitterBuffer;
 use crate::swarm::pieces::{PieceAssembler, PieceError, PieceLimits};
 
@@ -36,6 +38,47 @@ pub(crate) struct Peer {
     pub rate: TokenBucket,
     pub bytes_in: u64,
     pub bytes_out: u64,
+    /// What the node may still send to `addr`, and to `alias`, on its own initiative.
+    pub budget: SendBudget,
+    pub alias_budget: SendBudget,
+    /// When a GOAWAY came from `addr`: nothing is sent until the peer talks again, and the
+    /// session ends if it stays silent (a forged GOAWAY must not end a live session).
+    pub goaway_at: Option<Instant>,
+    /// Work waiting for `budget` to grow; most peers never have any.
+    pub pending: Option<Box<Pending>>,
+}
+
+/// Work toward a peer that its address's send budget could not pay for yet.
+#[derive(Default)]
+pub(crate) struct Pending {
+    pub have_summary: bool,
+    /// Peers still to be introduced to this one (and it to them).
+    pub introductions_left: usize,
+    /// Peers it was introduced to already, so a later round picks others.
+    pub introduced: Vec<Id8>,
+    /// Newcomers it is still to be told about (a bounded queue, oldest dropped first).
+    pub tell_about: VecDeque<(Id8, SocketAddr)>,
+    /// Stored values it asked for, sent piece by piece as credit comes.
+    pub values: VecDeque<ValueSend>,
+    /// Credit probes sent and not answered yet.
+    pub probes_out: u8,
+}
+
+impl Pending {
+    pub(crate) fn is_empty(&self) -> bool {
+        !self.have_summary
+            && self.introductions_left == 0
+            && self.tell_about.is_empty()
+            && self.values.is_empty()
+    }
+}
+
+/// A stored value being sent in CHUNK pieces.
+pub(crate) struct ValueSend {
+    pub key: String,
+    pub dst: SocketAddr,
+    /// The next piece to send.
+    pub next: u16,
 }
 
 impl Peer {
@@ -44,6 +87,7 @@ impl Peer {
         addr: SocketAddr,
         session: Session,
         rate: TokenBucket,
+        budget: SendBudget,
         now: Instant,
     ) -> Self {
         Self {
@@ -63,7 +107,26 @@ impl Peer {
             rate,
             bytes_in: 0,
             bytes_out: 0,
+            budget,
+            alias_budget: SendBudget::default(),
+            goaway_at: None,
+            pending: None,
         }
+    }
+
+    /// The budget of `dst` if it is one of this peer's addresses.
+    pub(crate) fn budget_of(&mut self, dst: SocketAddr) -> Option<&mut SendBudget> {
+        if dst == self.addr {
+            Some(&mut self.budget)
+        } else if self.alias == Some(dst) {
+            Some(&mut self.alias_budget)
+        } else {
+            None
+        }
+    }
+
+    pub(crate) fn pending_mut(&mut self) -> &mut Pending {
+        self.pending.get_or_insert_with(Box::default)
     }
 
     pub(crate) fn record_rtt(&mut self, now: Instant) {
@@ -74,7 +137,6 @@ impl Peer {
     }
 }
 
-/// A snapshot of a peer for listings (admin API, control interface).
 /// A peer's FRAG reassembly, allocated when its first fragment arrives: most peers never send
 /// one, and at 100 000 peers the empty assembler alone would be 9 MB.
 #[derive(Default)]
@@ -89,22 +151,44 @@ impl Fragments {
         total: u16,
         piece: &[u8],
     ) -> Result<Option<Vec<u8>>, PieceError> {
-        self.0
-            .get_or_insert_with(|| Box::new(PieceAssembler::new(PieceLimits::FRAG)))
-            .add(now, frag_id, index, total, piece)
+        let assembler = self
+            .0
+            .get_or_insert_with(|| Box::new(PieceAssembler::new(PieceLimits::FRAG)));
+        let added = assembler.add(now, frag_id, index, total, piece);
+        self.release_if_empty();
+        added
+    }
+
+    /// Drops the reassembly of `frag_id` (its memory could not be paid for).
+    pub(crate) fn abandon(&mut self, frag_id: &[u8; 8]) {
+        if let Some(assembler) = &mut self.0 {
+            assembler.remove(frag_id);
+        }
+        self.release_if_empty();
     }
 
     pub(crate) fn expire(&mut self, now: Instant) {
         if let Some(assembler) = &mut self.0 {
             assembler.expire(now);
         }
+        self.release_if_empty();
     }
 
-    pub(crate) fn bytes(&self) -> usize {
-        self.0.as_ref().map_or(0, |a| a.bytes())
+    /// Heap bytes this peer's reassembly takes, the assembler itself included.
+    pub(crate) fn memory(&self) -> usize {
+        self.0.as_ref().map_or(0, |a| {
+            std::mem::size_of::<PieceAssembler<[u8; 8]>>() + a.memory()
+        })
+    }
+
+    fn release_if_empty(&mut self) {
+        if self.0.as_ref().is_some_and(|a| a.is_empty()) {
+            self.0 = None;
+        }
     }
 }
 
+/// A snapshot of a peer for listings (admin API, control interface).
 #[derive(Debug, Clone, PartialEq)]
 pub struct PeerInfo {
     pub id: PeerId,

@@ -73,7 +73,8 @@ pub enum PieceError {
 pub struct PieceAssembler<K: Eq + Hash + Clone> {
     limits: PieceLimits,
     assemblies: HashMap<K, Assembly>,
-    bytes: usize,
+    /// Heap bytes all assemblies take: piece buffers, slot tables, table entries.
+    memory: usize,
 }
 
 #[derive(Debug)]
@@ -85,6 +86,17 @@ struct Assembly {
     data: Vec<u8>,
     /// Where each piece sits in `data`, by index.
     slots: Vec<Option<Slot>>,
+}
+
+impl Assembly {
+    /// What this assembly costs in memory under key type `K`: its buffers as allocated and
+    /// its entry in the table (with the table's own overhead per entry, about one word).
+    fn memory<K>(&self) -> usize {
+        std::mem::size_of::<(K, Assembly)>()
+            + std::mem::size_of::<usize>()
+            + self.data.capacity()
+            + self.slots.capacity() * std::mem::size_of::<Option<Slot>>()
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -99,7 +111,7 @@ impl<K: Eq + Hash + Clone> PieceAssembler<K> {
         Self {
             limits,
             assemblies: HashMap::new(),
-            bytes: 0,
+            memory: 0,
         }
     }
 
@@ -145,16 +157,15 @@ impl<K: Eq + Hash + Clone> PieceAssembler<K> {
             while self.assemblies.len() >= self.limits.max_assemblies {
                 self.evict_oldest();
             }
-            self.assemblies.insert(
-                key.clone(),
-                Assembly {
-                    started: now,
-                    total,
-                    received: 0,
-                    data: Vec::new(),
-                    slots: vec![None; usize::from(total)],
-                },
-            );
+            let assembly = Assembly {
+                started: now,
+                total,
+                received: 0,
+                data: Vec::new(),
+                slots: vec![None; usize::from(total)],
+            };
+            self.memory += assembly.memory::<K>();
+            self.assemblies.insert(key.clone(), assembly);
         }
         let Some(a) = self.assemblies.get_mut(&key) else {
             return Ok(None);
@@ -177,9 +188,10 @@ impl<K: Eq + Hash + Clone> PieceAssembler<K> {
             start: a.data.len() as u32,
             len: piece.len() as u32,
         });
+        let capacity = a.data.capacity();
         a.data.extend_from_slice(piece);
         a.received += 1;
-        self.bytes += piece.len();
+        self.memory += a.data.capacity() - capacity;
         if a.received < a.total {
             return Ok(None);
         }
@@ -187,7 +199,7 @@ impl<K: Eq + Hash + Clone> PieceAssembler<K> {
         let Some(a) = self.assemblies.remove(&key) else {
             return Ok(None);
         };
-        self.bytes -= a.data.len();
+        self.memory -= a.memory::<K>();
         let mut value = Vec::with_capacity(a.data.len());
         for slot in a.slots.iter().flatten() {
             let start = slot.start as usize;
@@ -204,11 +216,11 @@ impl<K: Eq + Hash + Clone> PieceAssembler<K> {
         self.assemblies.retain(|_, a| {
             let keep = now.saturating_duration_since(a.started) < timeout;
             if !keep {
-                freed += a.data.len();
+                freed += a.memory::<K>();
             }
             keep
         });
-        self.bytes -= freed;
+        self.memory -= freed;
         before - self.assemblies.len()
     }
 
@@ -229,14 +241,15 @@ impl<K: Eq + Hash + Clone> PieceAssembler<K> {
         self.assemblies.len()
     }
 
-    /// Piece bytes held across all assemblies, for a global memory budget.
-    pub fn bytes(&self) -> usize {
-        self.bytes
+    /// Heap bytes held by all assemblies in progress (not the assembler's own table), for
+    /// a node-wide memory budget.
+    pub fn memory(&self) -> usize {
+        self.memory
     }
 
     pub fn remove(&mut self, key: &K) {
         if let Some(a) = self.assemblies.remove(key) {
-            self.bytes -= a.data.len();
+            self.memory -= a.memory::<K>();
         }
         if self.assemblies.is_empty() && self.assemblies.capacity() > 0 {
             // Give the table back: an assembler lives in every peer.
@@ -327,11 +340,11 @@ mod tests {
                 assert_eq!(got.as_deref(), Some(&p[..]));
             } else {
                 assert_eq!(got, None);
-                assert!(asm.bytes() > 0);
+                assert!(asm.memory() > 0);
             }
         }
         assert!(asm.is_empty());
-        assert_eq!(asm.bytes(), 0);
+        assert_eq!(asm.memory(), 0);
     }
 
     #[test]
@@ -340,8 +353,9 @@ mod tests {
         let mut asm = PieceAssembler::new(PieceLimits::CHUNK);
         let k = "key".to_string();
         assert_eq!(asm.add(now, k.clone(), 0, 2, b"ab").unwrap(), None);
+        let after_first = asm.memory();
         assert_eq!(asm.add(now, k.clone(), 0, 2, b"zz").unwrap(), None);
-        assert_eq!(asm.bytes(), 2);
+        assert_eq!(asm.memory(), after_first);
         assert_eq!(
             asm.add(now, k.clone(), 1, 2, b"cd").unwrap(),
             Some(b"abcd".to_vec())
@@ -389,7 +403,7 @@ mod tests {
         assert_eq!(asm.add(now, 1, 0, 3, &[0; 6]), Ok(None));
         assert_eq!(asm.add(now, 1, 1, 3, &[0; 6]), Err(PieceError::TooLarge));
         assert!(asm.is_empty());
-        assert_eq!(asm.bytes(), 0);
+        assert_eq!(asm.memory(), 0);
         assert_eq!(asm.add(now, 2, 0, 1, &[0; 11]), Err(PieceError::TooLarge));
     }
 
@@ -434,8 +448,9 @@ mod tests {
         asm.add(t0 + Duration::from_secs(5), 2, 0, 2, b"a").unwrap();
         assert_eq!(asm.next_deadline(), Some(t0 + Duration::from_secs(10)));
         assert_eq!(asm.expire(t0 + Duration::from_secs(9)), 0);
+        let both = asm.memory();
         assert_eq!(asm.expire(t0 + Duration::from_secs(10)), 1);
-        assert_eq!(asm.bytes(), 1);
+        assert!(asm.memory() > 0 && asm.memory() < both);
         assert_eq!(asm.next_deadline(), Some(t0 + Duration::from_secs(15)));
         // A piece for a timed-out assembly that expire() missed starts over.
         assert_eq!(
@@ -445,7 +460,7 @@ mod tests {
         assert_eq!(asm.len(), 1);
         asm.remove(&2);
         assert!(asm.is_empty());
-        assert_eq!(asm.bytes(), 0);
+        assert_eq!(asm.memory(), 0);
     }
 
     #[test]
@@ -466,7 +481,24 @@ mod tests {
             let len = ((x >> 24) % 3000) as usize;
             let _ = asm.add(now, key, index, total, &vec![0; len]);
             assert!(asm.len() <= 3);
-            assert!(asm.bytes() <= 3 * PieceLimits::FRAG.max_bytes);
+            // Buffers may be allocated up to twice what they hold.
+            assert!(asm.memory() <= 3 * (2 * PieceLimits::FRAG.max_bytes + 4096));
         }
+    }
+
+    /// A one-byte piece of a 256-piece value costs its slot table, not one byte: what a
+    /// node-wide memory cap must count.
+    #[test]
+    fn memory_counts_the_slot_table() {
+        let now = Instant::now();
+        let mut asm: PieceAssembler<[u8; 8]> = PieceAssembler::new(PieceLimits::FRAG);
+        asm.add(now, [1; 8], 0, 256, b"x").unwrap();
+        assert!(
+            asm.memory() >= 256 * std::mem::size_of::<Option<Slot>>(),
+            "{}",
+            asm.memory()
+        );
+        asm.remove(&[1; 8]);
+        assert_eq!(asm.memory(), 0);
     }
 }

@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use crate::proto::identity::Id8;
 use crate::swarm::config::EngineConfig;
+use crate::swarm::node_limits::NodeLimits;
 use crate::swarm::node_view::{NodeView, PeerLocation, DIAL_MEMORY};
 use crate::swarm::store::ValueStore;
 
@@ -98,11 +99,13 @@ impl PeerIndex {
 pub(crate) struct SingleNode {
     pub(crate) index: PeerIndex,
     pub(crate) store: ValueStore,
+    limits: Arc<NodeLimits>,
 }
 
 impl SingleNode {
-    pub(crate) fn new(config: &EngineConfig) -> Self {
+    pub(crate) fn new(config: &EngineConfig, now: Instant) -> Self {
         Self {
+            limits: Arc::new(NodeLimits::new(config, now)),
             index: PeerIndex::new(config.recent_peers_wanted(), config.max_dials),
             store: ValueStore::new(
                 config.store_max_entries,
@@ -148,5 +151,9 @@ impl NodeView for SingleNode {
 
     fn recent_keys(&self, n: usize) -> Vec<String> {
         self.store.recent_keys(n).map(str::to_owned).collect()
+    }
+
+    fn limits(&self) -> Arc<NodeLimits> {
+        Arc::clone(&self.limits)
     }
 }

@@ -32,10 +32,19 @@ pub enum DropReason {
     Dht,
     /// STUN that is not a valid Binding request or indication.
     Stun,
+    /// Something the node would have sent to an address that has not sent enough to pay for
+    /// it (three times its bytes); it waits or is not sent.
+    AddressBudget,
+    /// A new session over the per-source handshake rate.
+    HandshakeRate,
+    /// A HELLO with another key from the address of a session that is still talking.
+    KeyChangeRefused,
+    /// FRAG reassembly would pass the node-wide memory cap.
+    FragmentMemory,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 24] = [
+    pub const ALL: [DropReason; 28] = [
         DropReason::Malformed,
         DropReason::UnknownType,
         DropReason::UnknownPeer,
@@ -60,6 +69,10 @@ impl DropReason {
         DropReason::RateLimited,
         DropReason::Dht,
         DropReason::Stun,
+        DropReason::AddressBudget,
+        DropReason::HandshakeRate,
+        DropReason::KeyChangeRefused,
+        DropReason::FragmentMemory,
     ];
 
     pub fn name(self) -> &'static str {
@@ -88,6 +101,10 @@ impl DropReason {
             DropReason::RateLimited => "rate_limited",
             DropReason::Dht => "dht",
             DropReason::Stun => "stun",
+            DropReason::AddressBudget => "address_budget",
+            DropReason::HandshakeRate => "handshake_rate",
+            DropReason::KeyChangeRefused => "key_change_refused",
+            DropReason::FragmentMemory => "fragment_memory",
         }
     }
 }
@@ -103,6 +120,10 @@ pub struct Stats {
     pub relay_forwards: u64,
     /// STUN Binding responses sent.
     pub stun_responses: u64,
+    /// Sessions ended to make room for a newcomer when the peer table was full.
+    pub peers_displaced: u64,
+    /// HELLOs sent to a peer to earn send credit (each answered HELLO_ACK pays for three).
+    pub credit_probes: u64,
     frames: [u64; FrameKind::ALL.len()],
     drops: [u64; DropReason::ALL.len()],
 }
@@ -114,6 +135,10 @@ impl Stats {
 
     pub fn count_drop(&mut self, reason: DropReason) {
         self.drops[reason as usize] += 1;
+    }
+
+    pub fn count_drops(&mut self, reason: DropReason, n: u64) {
+        self.drops[reason as usize] += n;
     }
 
     pub fn frames(&self, kind: FrameKind) -> u64 {

@@ -8,9 +8,12 @@ use serde::Deserialize;
 
 use crate::proto::frame::{encode_pex, Endpoint, Frame, PexEntries, PexEntry, PEX_MAX};
 use crate::proto::identity::{decode_hex, encode_hex, Id8};
+use crate::proto::session::DATA_OVERHEAD;
 use crate::swarm::effects::{ShardMessage, ShardTarget};
+use crate::swarm::engine::paced::INDUCED_DIAL_BYTES;
 use crate::swarm::engine::Engine;
 use crate::swarm::node_view::{PeerLocation, ShardId};
+use crate::swarm::peer::Pending;
 use crate::swarm::stats::DropReason;
 
 /// Peers sent a PEX list in one round; a larger table gets a random sample each round.
@@ -30,8 +33,20 @@ impl Engine {
     /// Matchmaking: tells a newcomer about the peers that connected most recently (on any
     /// shard) and them about it, both with a gossip introduction (which py-setowire acts on)
     /// and with RELAY_FWD, so that peers which only know this node dial each other directly
-    /// and punch through their NATs at the same time.
+    /// and punch through their NATs at the same time. Introductions are paid from both sides'
+    /// send credit, with the HELLOs each side will send the other; the newcomer's wait for it.
     pub(crate) fn introduce(&mut self, newcomer: &Id8) {
+        if self.config.gossip_fanout == 0 {
+            return;
+        }
+        if let Some(p) = self.peers.get_mut(newcomer) {
+            p.pending_mut().introductions_left = self.config.gossip_fanout;
+            self.pending_peers.insert(*newcomer);
+        }
+    }
+
+    /// Makes as many of the newcomer's pending introductions as its credit pays for.
+    pub(crate) fn introduce_within_credit(&mut self, newcomer: &Id8, pending: &mut Pending) {
         let Some(new_addr) = self.peers.get(newcomer).map(|p| p.addr) else {
             return;
         };
@@ -40,25 +55,27 @@ impl Engine {
             addr: new_addr,
             shard: self.node.shard_id(),
         };
-        let others: Vec<PeerLocation> = self
+        let candidates: Vec<PeerLocation> = self
             .node
             .view()
-            .recent(self.config.gossip_fanout + 1)
+            .recent(self.config.gossip_fanout + 1 + pending.introduced.len())
             .into_iter()
-            .filter(|other| other.id8 != *newcomer)
-            .take(self.config.gossip_fanout)
+            .filter(|other| other.id8 != *newcomer && !pending.introduced.contains(&other.id8))
+            .take(pending.introductions_left)
             .collect();
-        let about_newcomer = introduction_json(newcomer, new_addr);
         let mut elsewhere: Vec<(ShardId, Vec<Id8>)> = Vec::new();
-        for other in others {
-            self.send_unsequenced(
-                newcomer,
-                introduction_json(&other.id8, other.addr).as_bytes(),
-            );
-            self.send_relay_fwd(new_addr, &other.id8, other.addr);
-            self.send_relay_fwd(other.addr, newcomer, new_addr);
+        let mut ran_out_of_credit = false;
+        for other in candidates {
+            let to_newcomer = introduction_json(&other.id8, other.addr);
+            let cost_to_newcomer = introduction_cost(&to_newcomer, other.addr);
+            if self.credit(newcomer, new_addr) < cost_to_newcomer {
+                ran_out_of_credit = true;
+                break;
+            }
+            pending.introduced.push(other.id8);
+            pending.introductions_left -= 1;
             if self.peers.contains_key(&other.id8) {
-                self.send_unsequenced(&other.id8, about_newcomer.as_bytes());
+                self.tell_about(&other.id8, me);
             } else {
                 match elsewhere
                     .iter_mut()
@@ -68,6 +85,13 @@ impl Engine {
                     None => elsewhere.push((other.shard, vec![other.id8])),
                 }
             }
+            self.spend(newcomer, new_addr, cost_to_newcomer);
+            self.send_unsequenced(newcomer, to_newcomer.as_bytes());
+            self.send_relay_fwd(new_addr, &other.id8, other.addr);
+        }
+        if !ran_out_of_credit {
+            // Everyone there is to introduce was: later newcomers introduce themselves.
+            pending.introductions_left = 0;
         }
         for (shard, targets) in elsewhere {
             let message = ShardMessage::Introduce {
@@ -80,25 +104,49 @@ impl Engine {
 
     /// Introduces a peer connected on another shard to some of this shard's peers.
     pub(crate) fn introduce_from_elsewhere(&mut self, targets: &[Id8], newcomer: PeerLocation) {
-        let about = introduction_json(&newcomer.id8, newcomer.addr);
         for target in targets {
-            self.send_unsequenced(target, about.as_bytes());
+            self.tell_about(target, newcomer);
         }
     }
 
-    /// RELAY_FWD to `dst`: "dial `from` at `at`". A control frame, so any shard may send it.
+    /// Tells `target` (a peer of this shard) about `newcomer`, now or when its credit has
+    /// grown enough.
+    fn tell_about(&mut self, target: &Id8, newcomer: PeerLocation) {
+        let Some(p) = self.peers.get_mut(target) else {
+            return;
+        };
+        let queue = &mut p.pending_mut().tell_about;
+        if queue.len() >= self.config.gossip_fanout.max(1) {
+            queue.pop_front();
+            self.stats.count_drop(DropReason::AddressBudget);
+        }
+        queue.push_back((newcomer.id8, newcomer.addr));
+        self.pending_peers.insert(*target);
+        self.resume(target);
+    }
+
+    /// Sends `target` the introductions queued for it that its credit pays for; false when
+    /// some are left.
+    pub(crate) fn tell_within_credit(&mut self, target: &Id8, pending: &mut Pending) -> bool {
+        let Some(addr) = self.peers.get(target).map(|p| p.addr) else {
+            return true;
+        };
+        while let Some(&(id8, at)) = pending.tell_about.front() {
+            let about = introduction_json(&id8, at);
+            if !self.spend(target, addr, introduction_cost(&about, at)) {
+                return false;
+            }
+            pending.tell_about.pop_front();
+            self.send_unsequenced(target, about.as_bytes());
+            self.send_relay_fwd(addr, &id8, at);
+        }
+        true
+    }
+
+    /// RELAY_FWD to `dst`: "dial `from` at `at`". Paid for by the caller.
     fn send_relay_fwd(&mut self, dst: SocketAddr, from: &Id8, at: SocketAddr) {
         let ip = at.ip().to_string();
-        self.send_frame(
-            dst,
-            &Frame::RelayFwd {
-                from: *from,
-                endpoint: Endpoint {
-                    ip: &ip,
-                    port: at.port(),
-                },
-            },
-        );
+        self.send_frame(dst, &relay_fwd(from, &ip, at.port()));
     }
 
     /// RELAY_ANN to every peer of this shard, when this node relays and knows its address.
@@ -114,15 +162,16 @@ impl Engine {
                 port: public.port(),
             },
         };
-        let addrs: Vec<SocketAddr> = self.peers.values().map(|p| p.addr).collect();
-        for addr in addrs {
-            self.send_frame(addr, &frame);
+        let addrs: Vec<(Id8, SocketAddr)> =
+            self.peers.iter().map(|(id, p)| (*id, p.addr)).collect();
+        for (peer, addr) in addrs {
+            self.send_paid(&peer, addr, &frame);
         }
     }
 
     /// Acts on an introduction if `json` is one; returns false for ordinary data, which the
     /// caller then delivers.
-    pub(crate) fn on_gossip(&mut self, now: Instant, json: &[u8]) -> bool {
+    pub(crate) fn on_gossip(&mut self, now: Instant, from: Introducer, json: &[u8]) -> bool {
         const MARK: &[u8] = b"\"_gossip\"";
         if !json.windows(MARK.len()).any(|w| w == MARK) {
             return false;
@@ -142,20 +191,27 @@ impl Engine {
                 .map(|ip| SocketAddr::new(ip, intro.port));
             if let (Some(id8), Some(addr)) = (id8, addr) {
                 let id8: Id8 = id8.try_into().expect("16 hex chars are 8 bytes");
-                self.follow_introduction(now, &id8, addr);
+                self.follow_introduction(now, from, &id8, addr);
             }
         }
         true
     }
 
-    /// Dials a peer someone introduced, unless it is us, known, or not dialable.
-    fn follow_introduction(&mut self, now: Instant, id8: &Id8, addr: SocketAddr) {
+    /// Dials a peer someone introduced, unless it is us, known, or not dialable. The HELLOs
+    /// go to an address the introducer chose, so they are paid from the introducer's credit:
+    /// introductions cannot aim more at a third party than the introducer sent.
+    fn follow_introduction(&mut self, now: Instant, from: Introducer, id8: &Id8, addr: SocketAddr) {
         if *id8 == self.id8
             || self.peers.contains_key(id8)
             || self.node.view().locate(id8).is_some()
             || addr.port() == 0
+            || self.dials.contains_key(&addr)
+            || self.node.view().is_dialing(&addr, now)
         {
             return;
+        }
+        if !self.spend(&from.peer, from.addr, INDUCED_DIAL_BYTES) {
+            return self.count_drop(DropReason::AddressBudget);
         }
         self.dial(now, addr);
     }
@@ -191,9 +247,17 @@ impl Engine {
                     id: &id[..],
                     endpoint: Endpoint { ip, port: *port },
                 });
+            let len = 2 + entries
+                .clone()
+                .map(|e| 4 + e.id.len() + e.endpoint.ip.len())
+                .sum::<usize>();
+            if !self.spend(&recipient, addr, len) {
+                self.count_drop(DropReason::AddressBudget);
+                continue;
+            }
             match self
                 .out
-                .push_with(addr, 2 + PEX_MAX * 60, |buf| encode_pex(entries, buf))
+                .push_with(addr, len, |buf| encode_pex(entries, buf))
             {
                 Ok(true) => {}
                 _ => self.count_drop(DropReason::OutQueueFull),
@@ -202,18 +266,19 @@ impl Engine {
     }
 
     pub(crate) fn on_pex(&mut self, now: Instant, src: SocketAddr, entries: PexEntries<'_>) {
-        if !self.by_addr.contains_key(&src) {
+        let Some(peer) = self.by_addr.get(&src).copied() else {
             return self.count_drop(DropReason::UnknownPeer);
-        }
+        };
         if !self.config.follow_introductions {
             return;
         }
+        let from = Introducer { peer, addr: src };
         for entry in entries.entries().take(PEX_MAX) {
             let id8: Id8 = entry.id[..8]
                 .try_into()
                 .expect("PEX ids are at least 8 bytes");
             if let Some(addr) = entry.endpoint.socket_addr() {
-                self.follow_introduction(now, &id8, addr);
+                self.follow_introduction(now, from, &id8, addr);
             }
         }
     }
@@ -222,15 +287,24 @@ impl Engine {
     /// its request came from, and the requester where `to` is, so both punch at once.
     /// The observed source address is used rather than the one claimed in the request, so a
     /// request cannot aim a peer's HELLOs at a third party.
+    /// Only a peer with a session may ask, and it pays, from its credit, for both RELAY_FWDs
+    /// and for the HELLOs the target will send it.
     pub(crate) fn on_relay_req(&mut self, src: SocketAddr, from: &Id8, to: &Id8) {
         if !self.config.relay {
             return self.count_drop(DropReason::RelayDisabled);
         }
+        let Some(requester) = self.by_addr.get(&src).copied() else {
+            return self.count_drop(DropReason::UnknownPeer);
+        };
         let target = self.peers.get(to).map(|p| p.addr);
         let Some(target_addr) = target.or_else(|| self.node.view().locate(to).map(|p| p.addr))
         else {
             return self.count_drop(DropReason::RelayUnknownTarget);
         };
+        let cost = relay_fwd_len(src) + relay_fwd_len(target_addr) + INDUCED_DIAL_BYTES;
+        if !self.spend(&requester, src, cost) {
+            return self.count_drop(DropReason::AddressBudget);
+        }
         self.send_relay_fwd(target_addr, from, src);
         self.send_relay_fwd(src, to, target_addr);
         self.stats.relay_forwards += 1;
@@ -249,10 +323,37 @@ impl Engine {
         if !self.config.follow_introductions {
             return;
         }
+        let Some(peer) = self.by_addr.get(&src).copied() else {
+            return;
+        };
         if let Some(addr) = endpoint.socket_addr() {
-            self.follow_introduction(now, from, addr);
+            self.follow_introduction(now, Introducer { peer, addr: src }, from, addr);
         }
     }
+}
+
+/// The peer, and the address, an introduction came from: its credit pays for the dial.
+#[derive(Clone, Copy)]
+pub(crate) struct Introducer {
+    pub peer: Id8,
+    pub addr: SocketAddr,
+}
+
+fn relay_fwd<'a>(from: &Id8, ip: &'a str, port: u16) -> Frame<'a> {
+    Frame::RelayFwd {
+        from: *from,
+        endpoint: Endpoint { ip, port },
+    }
+}
+
+fn relay_fwd_len(at: SocketAddr) -> usize {
+    relay_fwd(&[0; 8], &at.ip().to_string(), at.port()).encoded_len()
+}
+
+/// What one side of an introduction is sent, and made to receive: the gossip DATA, the
+/// RELAY_FWD, and the HELLOs of the peer it is introduced to.
+fn introduction_cost(json: &str, about: SocketAddr) -> usize {
+    DATA_OVERHEAD + json.len() + relay_fwd_len(about) + INDUCED_DIAL_BYTES
 }
 
 /// The introduction py-setowire understands: sent as the whole plaintext, without a seq,

@@ -16,6 +16,8 @@
 //! address.
 
 mod discovery;
+mod handshake;
+mod paced;
 mod sync;
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -26,14 +28,15 @@ use std::time::{Duration, Instant};
 use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
 
-use crate::proto::frame::{kind, Frame, FrameError, FrameKind, Handshake, PING_LEN, PONG_LEN};
-use crate::proto::identity::{peer_id_of, Id8, Identity};
+use crate::proto::frame::{kind, Frame, FrameError, FrameKind, PING_LEN, PONG_LEN};
+use crate::proto::identity::{Id8, Identity};
 use crate::proto::session::{CryptoError, DATA_HEADER_LEN, DATA_OVERHEAD, TAG_LEN};
-use crate::ratelimit::{Clock, IpLimiter, TokenBucket};
+use crate::ratelimit::{Clock, SourceGrouping};
 use crate::swarm::config::EngineConfig;
 use crate::swarm::dedupe::{content_hash, SeenFilter};
 use crate::swarm::effects::{ClusterEffect, ShardMessage, ShardTarget};
 use crate::swarm::event::{DisconnectReason, Event};
+use crate::swarm::node_limits::NodeLimits;
 use crate::swarm::node_link::NodeLink;
 use crate::swarm::node_view::{NodeView, ShardId};
 use crate::swarm::outqueue::OutQueue;
@@ -42,6 +45,7 @@ use crate::swarm::pieces::{pieces, FRAG_PIECE_LEN, FRAG_THRESHOLD};
 use crate::swarm::single_node::SingleNode;
 use crate::swarm::stats::{DropReason, Stats};
 use crate::swarm::store::ValueLimits;
+use discovery::Introducer;
 use sync::SyncState;
 
 /// BATCH inside BATCH is legal but no dialect nests deeper than this.
@@ -68,6 +72,9 @@ pub enum SendError {
     QueueFull,
     #[error("session cannot send: {0}")]
     Crypto(CryptoError),
+    /// The peer's address said GOAWAY: nothing is sent until the peer talks again.
+    #[error("the peer said GOAWAY")]
+    PeerLeaving,
 }
 
 pub struct Engine {
@@ -85,13 +92,14 @@ pub struct Engine {
     pub(crate) mesh_degree: usize,
     /// The rest of the node: read through a view, told through effects.
     pub(crate) node: NodeLink,
-    /// Limits traffic from addresses without a session, per source IP.
-    unauth_limiter: IpLimiter,
+    /// Node-wide limits per source (unauthenticated traffic, handshakes) and on memory.
+    limits: Arc<NodeLimits>,
+    grouping: SourceGrouping,
+    /// Peers with work waiting for their send credit (see `paced`).
+    pending_peers: HashSet<Id8>,
     /// The time base of the peers' rate buckets.
     clock: Clock,
     pub(crate) dials: HashMap<SocketAddr, Dial>,
-    /// Bytes held by all peers' fragment reassembly, capped by the config.
-    fragment_bytes: usize,
     /// Peers holding out-of-order DATA, looked at on the fine tick.
     gapped: HashSet<Id8>,
     pub(crate) out: OutQueue,
@@ -126,6 +134,16 @@ pub(crate) const DIAL_HELLOS: u8 = 8;
 pub(crate) const DIAL_INTERVAL: Duration = Duration::from_millis(300);
 /// A dial is forgotten this long after its last HELLO went unanswered.
 const DIAL_LINGER: Duration = Duration::from_secs(3);
+/// A session whose address said GOAWAY ends when it has been silent this long since; a
+/// peer that goes on talking was not the one that said it.
+const GOAWAY_GRACE: Duration = Duration::from_secs(3);
+/// A HELLO with a new key replaces the session at its address only after that session has
+/// been silent this many ping intervals (a restarted peer is silent; a live one is not).
+const KEY_CHANGE_SILENT_PINGS: u32 = 2;
+/// Sessions looked at when the peer table is full and a newcomer needs room.
+const DISPLACEMENT_SAMPLE: usize = 64;
+/// A session that never carried application data may be displaced once it is this old.
+const DISPLACEABLE_AFTER: Duration = Duration::from_secs(10);
 
 impl Engine {
     /// An engine that is the whole node.
@@ -135,7 +153,7 @@ impl Engine {
 
     /// Like [`Engine::new`] with a seeded random source, for reproducible tests.
     pub fn with_rng(identity: Identity, config: EngineConfig, now: Instant, rng: StdRng) -> Self {
-        let node = NodeLink::Single(Box::new(SingleNode::new(&config)));
+        let node = NodeLink::Single(Box::new(SingleNode::new(&config, now)));
         Self::with_node(identity, config, now, rng, node)
     }
 
@@ -173,6 +191,7 @@ impl Engine {
             .encode(&mut pong)
             .expect("PONG fits its buffer");
         debug_assert_eq!(pong_len, PONG_LEN);
+        let limits = node.view().limits();
         Self {
             id8: identity.id8(),
             identity,
@@ -181,11 +200,12 @@ impl Engine {
             mesh_size: 0,
             mesh_degree: config.mesh_degree,
             node,
-            unauth_limiter: IpLimiter::new(config.unauth_rate, config.rate_limit_ips, now),
+            limits,
+            grouping: SourceGrouping::new(config.ipv6_prefix),
+            pending_peers: HashSet::new(),
             clock: Clock::new(now),
             dials: HashMap::new(),
             gapped: HashSet::new(),
-            fragment_bytes: 0,
             out: OutQueue::new(config.out_queue_bytes),
             events: VecDeque::new(),
             seen: SeenFilter::new(config.seen_filter_bits, SEEN_ROTATE, now),
@@ -322,12 +342,21 @@ impl Engine {
                 let allowed = peer
                     .rate
                     .allow(self.config.session_rate, self.clock.nanos(now));
-                if allowed && ping {
-                    peer.last_seen = now;
+                if allowed {
+                    if src == peer.addr {
+                        peer.budget.earn(datagram.len());
+                        // Whoever said GOAWAY from here, the peer is still talking.
+                        peer.goaway_at = None;
+                    } else {
+                        peer.alias_budget.earn(datagram.len());
+                    }
+                    if ping {
+                        peer.last_seen = now;
+                    }
                 }
                 allowed
             }
-            None => self.unauth_limiter.allow(src.ip(), now),
+            None => self.limits.unauthenticated.allow(src.ip(), now, 1.0),
         };
         if !allowed {
             return self.count_drop(DropReason::RateLimited);
@@ -342,7 +371,18 @@ impl Engine {
     /// Charges work done for an address without a session (also DHT and STUN, which the
     /// node answers outside the engine) to that source IP.
     pub fn allow_unauthenticated(&mut self, now: Instant, src: SocketAddr) -> bool {
-        self.unauth_limiter.allow(src.ip(), now)
+        self.limits.unauthenticated.allow(src.ip(), now, 1.0)
+    }
+
+    /// Charges one more frame of a BATCH to its sender: a BATCH costs what its frames would
+    /// cost as datagrams of their own.
+    fn allow_inner_frame(&mut self, now: Instant, src: SocketAddr) -> bool {
+        match self.by_addr.get(&src).and_then(|id| self.peers.get_mut(id)) {
+            Some(peer) => peer
+                .rate
+                .allow(self.config.session_rate, self.clock.nanos(now)),
+            None => self.limits.unauthenticated.allow(src.ip(), now, 1.0),
+        }
     }
 
     fn dispatch(&mut self, now: Instant, src: SocketAddr, datagram: &[u8], depth: usize) {
@@ -361,11 +401,7 @@ impl Engine {
             // Nobody acts on IHAVE; LAN announcements arrive on the multicast socket, which
             // the node handles itself.
             Frame::Ihave(_) | Frame::Lan(_) => {}
-            Frame::Goaway => {
-                if let Some(id8) = self.by_addr.get(&src).copied() {
-                    self.remove_peer(&id8, DisconnectReason::Goaway);
-                }
-            }
+            Frame::Goaway => self.on_goaway(now, src),
             Frame::Frag(f) => self.on_fragment(now, src, f),
             Frame::Have(keys) => self.on_have(now, src, keys),
             Frame::Want { key } => self.on_want(src, key),
@@ -376,7 +412,11 @@ impl Engine {
                 if depth >= MAX_BATCH_DEPTH {
                     return self.count_drop(DropReason::BatchTooDeep);
                 }
-                for inner in entries.datagrams() {
+                for (n, inner) in entries.datagrams().enumerate() {
+                    // The first frame was paid for with the datagram.
+                    if n > 0 && !self.allow_inner_frame(now, src) {
+                        return self.count_drop(DropReason::RateLimited);
+                    }
                     self.dispatch(now, src, inner, depth + 1);
                 }
             }
@@ -419,136 +459,6 @@ impl Engine {
         }
     }
 
-    // ---- handshake -------------------------------------------------------------------
-
-    fn on_handshake(&mut self, now: Instant, src: SocketAddr, h: &Handshake, is_hello: bool) {
-        if h.id8 == self.id8 {
-            return self.count_drop(DropReason::SelfConnection);
-        }
-        let id = peer_id_of(&h.public_key);
-        if id[..8] != h.id8 {
-            return self.count_drop(DropReason::BadHandshakeId);
-        }
-        if let Some(peer) = self.peers.get_mut(&h.id8) {
-            // A dialer repeats HELLO to punch through NATs: answer each, connect once.
-            peer.last_seen = now;
-            if src != peer.addr && peer.alias != Some(src) {
-                if let Some(old) = peer.alias.replace(src) {
-                    self.by_addr.remove(&old);
-                }
-                self.by_addr.insert(src, h.id8);
-            }
-            if is_hello {
-                self.send_handshake(src, false);
-            }
-            return;
-        }
-        if !is_hello && !self.dials.contains_key(&src) && !self.node.view().is_dialing(&src, now) {
-            return self.count_drop(DropReason::UnsolicitedAck);
-        }
-        // Refuse before the Diffie-Hellman, the one expensive step a stranger can trigger.
-        if self.node.peer_count() >= self.config.max_peers {
-            return self.count_drop(DropReason::PeerTableFull);
-        }
-        let session = match self.identity.derive_session(
-            &h.public_key,
-            &h.id8,
-            self.config.first_send_counter,
-        ) {
-            Ok(session) => session,
-            Err(CryptoError::SelfConnection) => return self.count_drop(DropReason::SelfConnection),
-            Err(_) => return self.count_drop(DropReason::WeakKey),
-        };
-        if is_hello {
-            self.send_handshake(src, false);
-        }
-        if let Some(previous) = self.by_addr.get(&src).copied() {
-            self.remove_peer(&previous, DisconnectReason::Replaced);
-        }
-        self.dials.remove(&src);
-        let rate = TokenBucket::full(self.config.session_rate, self.clock.nanos(now));
-        self.peers
-            .insert(h.id8, Box::new(Peer::new(id, src, session, rate, now)));
-        self.by_addr.insert(src, h.id8);
-        self.node.connected(h.id8, src);
-        self.stats.handshakes += 1;
-        if self.mesh_size < self.mesh_degree {
-            self.set_mesh(&h.id8, true);
-        }
-        self.emit(Event::Connected {
-            peer: h.id8,
-            addr: src,
-        });
-        self.introduce(&h.id8);
-        self.send_have_summary(&h.id8);
-    }
-
-    /// Sends our HELLO (when dialling) or HELLO_ACK (when answering a HELLO).
-    pub(crate) fn send_handshake(&mut self, dst: SocketAddr, is_hello: bool) {
-        let h = Handshake {
-            id8: self.id8,
-            public_key: *self.identity.public_key(),
-        };
-        let frame = if is_hello {
-            Frame::Hello(h)
-        } else {
-            Frame::HelloAck(h)
-        };
-        self.send_frame(dst, &frame);
-    }
-
-    /// Starts dialling `addr`: HELLO now and up to seven more times until answered.
-    /// Returns false when already connected there or the dial table is full.
-    pub fn dial(&mut self, now: Instant, addr: SocketAddr) -> bool {
-        if self.by_addr.contains_key(&addr)
-            || self.dials.contains_key(&addr)
-            || self.node.view().is_connected_addr(&addr)
-        {
-            return false;
-        }
-        if self.dials.len() >= self.config.max_dials {
-            self.count_drop(DropReason::DialTableFull);
-            return false;
-        }
-        self.node.dialing(addr, now);
-        self.dials.insert(
-            addr,
-            Dial {
-                hellos_left: DIAL_HELLOS - 1,
-                next_at: now + DIAL_INTERVAL,
-            },
-        );
-        self.send_handshake(addr, true);
-        true
-    }
-
-    fn run_dials(&mut self, now: Instant) {
-        if self.dials.is_empty() {
-            return;
-        }
-        let mut due = Vec::new();
-        self.dials.retain(|addr, dial| {
-            if dial.next_at > now {
-                return true;
-            }
-            if dial.hellos_left == 0 {
-                return false;
-            }
-            dial.hellos_left -= 1;
-            dial.next_at = now
-                + if dial.hellos_left == 0 {
-                    DIAL_LINGER
-                } else {
-                    DIAL_INTERVAL
-                };
-            due.push(*addr);
-            true
-        });
-        for addr in due {
-            self.send_handshake(addr, true);
-        }
-    }
-
     // ---- DATA ------------------------------------------------------------------------
 
     fn on_data(&mut self, now: Instant, src: SocketAddr, sealed: &[u8]) {
@@ -580,9 +490,14 @@ impl Engine {
             peer.addr = src;
         }
         let plain_bytes = &plain[..len];
+        let introducer = Introducer {
+            peer: id8,
+            addr: src,
+        };
         if plain_bytes == WINDOW_ACK {
             // Only there to open our own window in py-setowire's terms; nothing to do.
-        } else if plain_bytes.first() == Some(&b'{') && self.on_gossip(now, plain_bytes) {
+        } else if plain_bytes.first() == Some(&b'{') && self.on_gossip(now, introducer, plain_bytes)
+        {
             // A whole-plaintext introduction (no seq), as this engine sends them.
         } else if len < SEQ_LEN {
             // py-setowire delivers plaintext too short for a seq as it is.
@@ -603,7 +518,7 @@ impl Engine {
                 self.deliver(now, &id8, &payload);
             }
             self.released = released;
-            if self.config.ack_data {
+            if self.config.ack_data && self.spend(&id8, src, DATA_OVERHEAD + WINDOW_ACK.len()) {
                 self.send_unsequenced(&id8, WINDOW_ACK);
             }
         }
@@ -641,15 +556,22 @@ impl Engine {
         };
         peer.last_seen = now;
         // Fragments are cleartext and unauthenticated: besides the per-peer limits, all
-        // peers together may hold only a bounded number of bytes.
-        if self.fragment_bytes + f.piece.len() > self.config.max_fragment_bytes {
-            return self.count_drop(DropReason::Fragment);
-        }
-        let before = peer.fragments.bytes();
+        // shards' peers together may hold only so much memory, counted as allocated (a
+        // one-byte piece of a 256-piece value costs its slot table).
+        let before = peer.fragments.memory();
         let added = peer
             .fragments
             .add(now, f.frag_id, f.index, f.total, f.piece);
-        self.fragment_bytes = self.fragment_bytes + peer.fragments.bytes() - before;
+        let after = peer.fragments.memory();
+        if after > before && !self.limits.reserve_fragment_memory(after - before) {
+            peer.fragments.abandon(&f.frag_id);
+            let left = peer.fragments.memory();
+            self.limits
+                .release_fragment_memory(before.saturating_sub(left));
+            return self.count_drop(DropReason::FragmentMemory);
+        }
+        self.limits
+            .release_fragment_memory(before.saturating_sub(after));
         match added {
             Ok(Some(payload)) => self.deliver(now, &id8, &payload),
             Ok(None) => {}
@@ -660,8 +582,14 @@ impl Engine {
     /// Hands an in-order payload to the application (once per content) and floods it on.
     fn deliver(&mut self, now: Instant, from: &Id8, payload: &[u8]) {
         // py-setowire prefixes its introductions with a seq like any DATA.
-        if payload.first() == Some(&b'{') && self.on_gossip(now, payload) {
-            return;
+        if payload.first() == Some(&b'{') {
+            let Some(addr) = self.peers.get(from).map(|p| p.addr) else {
+                return;
+            };
+            let introducer = Introducer { peer: *from, addr };
+            if self.on_gossip(now, introducer, payload) {
+                return;
+            }
         }
         if self.seen.check_and_insert(now, content_hash(payload)) {
             return self.count_drop(DropReason::Duplicate);
@@ -689,7 +617,8 @@ impl Engine {
             .map(|(id, _)| *id)
             .collect();
         for id in mesh {
-            // A full queue is counted inside; flooding goes on to the others.
+            // A full queue is counted inside, a peer that said GOAWAY is skipped; flooding
+            // goes on to the others.
             let _ = self.send(&id, payload);
         }
     }
@@ -712,6 +641,9 @@ impl Engine {
         let Some(p) = self.peers.get_mut(peer) else {
             return Err(SendError::UnknownPeer);
         };
+        if p.goaway_at.is_some() {
+            return Err(SendError::PeerLeaving);
+        }
         let dst = p.addr;
         if payload.len() > FRAG_THRESHOLD {
             let mut frag_id = [0u8; 8];
@@ -792,14 +724,23 @@ impl Engine {
 
     fn heartbeat(&mut self, now: Instant) {
         let timeout = self.config.peer_timeout;
-        let dead: Vec<Id8> = self
+        let dead: Vec<(Id8, DisconnectReason)> = self
             .peers
             .iter()
-            .filter(|(_, p)| now.saturating_duration_since(p.last_seen) > timeout)
-            .map(|(id, _)| *id)
+            .filter_map(|(id, p)| {
+                if now.saturating_duration_since(p.last_seen) > timeout {
+                    Some((*id, DisconnectReason::Timeout))
+                } else if p.goaway_at.is_some_and(|at| {
+                    now.saturating_duration_since(at.max(p.last_seen)) >= GOAWAY_GRACE
+                }) {
+                    Some((*id, DisconnectReason::Goaway))
+                } else {
+                    None
+                }
+            })
             .collect();
-        for id in dead {
-            self.remove_peer(&id, DisconnectReason::Timeout);
+        for (id, reason) in dead {
+            self.remove_peer(&id, reason);
         }
         let ping = Frame::Ping {
             // Monotonic milliseconds, like py-setowire's: only the sender reads them.
@@ -809,16 +750,29 @@ impl Engine {
         let mut buf = [0u8; crate::proto::frame::PING_LEN];
         let len = ping.encode(&mut buf).expect("PING fits its buffer");
         let mut full = false;
+        let mut unpaid = 0;
+        let mut fragments_freed = 0;
         for peer in self.peers.values_mut() {
-            let before = peer.fragments.bytes();
+            let before = peer.fragments.memory();
             peer.fragments.expire(now);
-            self.fragment_bytes -= before - peer.fragments.bytes();
+            fragments_freed += before - peer.fragments.memory();
+            // Not to a peer that said GOAWAY, nor beyond what its address paid for.
+            if peer.goaway_at.is_some() {
+                continue;
+            }
+            if !peer.budget.try_spend(len) {
+                unpaid += 1;
+                continue;
+            }
             peer.last_ping_sent = Some(now);
             full |= !self.out.push(peer.addr, &buf[..len]);
         }
+        self.limits.release_fragment_memory(fragments_freed);
         if full {
             self.count_drop(DropReason::OutQueueFull);
         }
+        self.stats.count_drops(DropReason::AddressBudget, unpaid);
+        self.resume_all();
         self.maintain_mesh(now);
         self.expire_sync(now);
     }
@@ -853,8 +807,9 @@ impl Engine {
         if peer.in_mesh {
             self.mesh_size -= 1;
         }
-        self.fragment_bytes -= peer.fragments.bytes();
+        self.limits.release_fragment_memory(peer.fragments.memory());
         self.gapped.remove(id8);
+        self.pending_peers.remove(id8);
         self.node.disconnected(*id8, peer.addr);
         self.emit(Event::Disconnected { peer: *id8, reason });
     }

@@ -11,7 +11,7 @@ use crate::proto::identity::Id8;
 use crate::swarm::effects::{ShardMessage, ShardTarget};
 use crate::swarm::engine::Engine;
 use crate::swarm::event::Event;
-use crate::swarm::pieces::{pieces, PieceAssembler, PieceLimits, CHUNK_PIECE_LEN};
+use crate::swarm::pieces::{PieceAssembler, PieceLimits};
 use crate::swarm::stats::DropReason;
 
 /// py-setowire announces at most this many stored keys to a new peer.
@@ -47,7 +47,9 @@ impl Engine {
             return false;
         }
         for peer in self.mesh_peers() {
-            self.send_have(&peer, std::iter::once(key));
+            if !self.send_have(&peer, std::iter::once(key)) {
+                self.count_drop(DropReason::AddressBudget);
+            }
         }
         true
     }
@@ -86,7 +88,7 @@ impl Engine {
         let want = Frame::Want { key };
         for peer in self.mesh_peers() {
             if let Some(addr) = self.peers.get(&peer).map(|p| p.addr) {
-                self.send_frame(addr, &want);
+                self.send_paid(&peer, addr, &want);
             }
         }
     }
@@ -124,28 +126,33 @@ impl Engine {
         entry.requested |= requested;
     }
 
-    pub(crate) fn send_have_summary(&mut self, peer: &Id8) {
+    /// The stored keys a newcomer is told about; false while its credit does not cover
+    /// them (the summary then waits).
+    pub(crate) fn send_have_summary(&mut self, peer: &Id8) -> bool {
         let keys = self.node.view().recent_keys(HAVE_SUMMARY_MAX);
-        if !keys.is_empty() {
-            self.send_have(peer, keys.iter().map(String::as_str));
-        }
+        keys.is_empty() || self.send_have(peer, keys.iter().map(String::as_str))
     }
 
-    fn send_have<'k>(&mut self, peer: &Id8, keys: impl Iterator<Item = &'k str> + Clone) {
+    /// HAVE to `peer`, paid from its credit; false when the credit is short.
+    fn send_have<'k>(&mut self, peer: &Id8, keys: impl Iterator<Item = &'k str> + Clone) -> bool {
         let Some(addr) = self.peers.get(peer).map(|p| p.addr) else {
-            return;
+            return true;
         };
         let len = 2 + keys.clone().map(|k| 1 + k.len()).sum::<usize>();
+        if !self.spend(peer, addr, len) {
+            return false;
+        }
         match self.out.push_with(addr, len, |buf| encode_have(keys, buf)) {
             Ok(true) => {}
             _ => self.count_drop(DropReason::OutQueueFull),
         }
+        true
     }
 
     pub(crate) fn on_have(&mut self, now: Instant, src: SocketAddr, keys: KeyList<'_>) {
-        if !self.by_addr.contains_key(&src) {
+        let Some(peer) = self.by_addr.get(&src).copied() else {
             return self.count_drop(DropReason::UnknownPeer);
-        }
+        };
         for key in keys.keys() {
             let wanted = self.sync.wanted.contains_key(key);
             let forward = self.config.store_forward
@@ -156,36 +163,25 @@ impl Engine {
                 self.want(now + self.config.fetch_timeout, key, false);
             }
             if wanted || forward {
-                self.send_frame(src, &Frame::Want { key });
+                self.send_paid(&peer, src, &Frame::Want { key });
             }
         }
     }
 
+    /// A stored value asked for is sent as the asker's credit allows (see `paced`).
     pub(crate) fn on_want(&mut self, src: SocketAddr, key: &str) {
-        if !self.by_addr.contains_key(&src) {
+        let Some(peer) = self.by_addr.get(&src).copied() else {
             return self.count_drop(DropReason::UnknownPeer);
-        }
-        let Some(value) = self.node.view().stored(key) else {
-            return;
         };
-        if value.len() <= CHUNK_PIECE_LEN {
-            return self.send_frame(src, &Frame::Chunk(Chunk::Whole { key, value: &value }));
-        }
-        for (index, total, piece) in pieces(&value, CHUNK_PIECE_LEN) {
-            let chunk = Chunk::Piece {
-                key,
-                index,
-                total,
-                piece,
-            };
-            self.send_frame(src, &Frame::Chunk(chunk));
+        if self.node.view().has_stored(key) {
+            self.queue_value(&peer, src, key);
         }
     }
 
     pub(crate) fn on_chunk(&mut self, now: Instant, src: SocketAddr, chunk: Chunk<'_>) {
-        if !self.by_addr.contains_key(&src) {
+        let Some(peer) = self.by_addr.get(&src).copied() else {
             return self.count_drop(DropReason::UnknownPeer);
-        }
+        };
         let key = chunk.key();
         if !self.sync.wanted.contains_key(key) {
             // Unlike py-setowire, values nobody asked for are not stored.
@@ -199,7 +195,8 @@ impl Engine {
                 piece,
                 ..
             } => {
-                self.send_frame(src, &Frame::ChunkAck { key, index });
+                // A CHUNK_ACK is smaller than the piece it answers.
+                self.send_paid(&peer, src, &Frame::ChunkAck { key, index });
                 match self
                     .sync
                     .chunks

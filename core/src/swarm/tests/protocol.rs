@@ -193,6 +193,9 @@ fn store_forward_keeps_a_value_after_its_owner_left() {
     let hub = net.id8(0);
     net.engine(1).disconnect(&hub);
     net.settle();
+    // The hub ends the session once the peer that said GOAWAY stays silent.
+    net.remove(1);
+    net.advance(Duration::from_secs(4));
     assert_eq!(net.engine(0).peer_count(), 0);
     net.connect(2, 0);
     let now = net.now();
@@ -219,6 +222,9 @@ fn goaway_disconnects_and_silence_times_out() {
     let (id0, id1) = (net.id8(0), net.id8(1));
     net.engine(1).disconnect(&id0);
     net.settle();
+    // Node 1 said GOAWAY and is silent from then on: after the grace, node 0 lets it go.
+    net.remove(1);
+    net.advance(Duration::from_secs(4));
     assert!(net.take_events(0).contains(&Event::Disconnected {
         peer: id1,
         reason: DisconnectReason::Goaway
@@ -332,6 +338,18 @@ fn relay_request_introduces_both_sides() {
     }
     .to_vec()
     .unwrap();
+    // Without a session nobody is told anything.
+    let (now, src) = (net.now(), net.addr(2));
+    net.engine(0).handle_datagram(now, src, &request);
+    let mut sent = 0;
+    net.engine(0).drain_transmits(|_, _| sent += 1);
+    assert_eq!(sent, 0);
+    assert_eq!(net.engine(0).stats().drops(DropReason::UnknownPeer), 1);
+    // With a session that has sent enough to pay for both RELAY_FWDs and the HELLOs the
+    // target will send it (its PINGs pay within a few seconds), both sides are told.
+    net.connect(2, 0);
+    net.advance(Duration::from_secs(5));
+    net.settle();
     let (now, src) = (net.now(), net.addr(2));
     net.engine(0).handle_datagram(now, src, &request);
     let mut sent = Vec::new();

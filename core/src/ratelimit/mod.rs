@@ -1,6 +1,12 @@
 //! Token buckets: per source IP for traffic from addresses without a session (HELLO, PING,
 //! DHT, STUN all cost the node work before anything is proven), and per session for peers.
 
+mod prefix;
+mod shared;
+
+pub use prefix::{SourceGroup, SourceGrouping, DEFAULT_IPV6_PREFIX};
+pub use shared::SharedIpLimiter;
+
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::Instant;
