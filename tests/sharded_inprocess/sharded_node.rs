@@ -67,7 +67,7 @@ impl ShardedNode {
             config.recent_peers_wanted(),
             config.max_dials,
             store,
-            NodeLimits::new(&config, now),
+            NodeLimits::new(config, now),
         );
         let shards = (0..shards)
             .map(|i| {

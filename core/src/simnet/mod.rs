@@ -148,6 +148,8 @@ pub struct SimNet<H: SimHost> {
     counters: Counters,
     /// The transmits of the host being drained; kept to reuse its allocation.
     outbox: Vec<(SocketAddr, Vec<u8>)>,
+    /// Bytes hosts sent toward each watched IP (see [`SimNet::watch`]).
+    watched: HashMap<IpAddr, u64>,
 }
 
 impl<H: SimHost> SimNet<H> {
@@ -163,6 +165,7 @@ impl<H: SimHost> SimNet<H> {
             wire: Wire::new(config.max_in_flight),
             counters: Counters::default(),
             outbox: Vec::new(),
+            watched: HashMap::new(),
             config,
         }
     }
@@ -258,6 +261,32 @@ impl<H: SimHost> SimNet<H> {
         link.validate()?;
         self.links.set(a, b, link);
         Ok(())
+    }
+
+    /// Counts from now on the bytes hosts send toward `ip` (which need not be a host's: a
+    /// forged source's, say), for [`SimNet::bytes_sent_to`].
+    pub fn watch(&mut self, ip: IpAddr) {
+        self.watched.entry(ip).or_insert(0);
+    }
+
+    /// Bytes hosts sent toward a watched IP, whether or not anything received them.
+    pub fn bytes_sent_to(&self, ip: IpAddr) -> u64 {
+        self.watched.get(&ip).copied().unwrap_or(0)
+    }
+
+    /// Puts a datagram on the public network as if `src` had sent it (an attacker forging
+    /// its source): it arrives at `dst` now, whatever the links do.
+    pub fn inject(&mut self, src: SocketAddr, dst: SocketAddr, bytes: Vec<u8>) {
+        let now = self.now();
+        self.put_on_wire(
+            now,
+            wire::Datagram {
+                src,
+                dst,
+                network: None,
+                bytes,
+            },
+        );
     }
 
     pub fn counters(&self) -> Counters {

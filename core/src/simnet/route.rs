@@ -13,6 +13,9 @@ impl<H: SimHost> SimNet<H> {
     /// private side, then lost, delayed or duplicated by the link.
     pub(super) fn transmit(&mut self, from: HostId, dst: SocketAddr, bytes: Vec<u8>) {
         self.counters.sent += 1;
+        if let Some(watched) = self.watched.get_mut(&dst.ip()) {
+            *watched += bytes.len() as u64;
+        }
         let now = self.now();
         let slot = self.slot(from);
         let (own, network) = (slot.addr, slot.network);
@@ -55,7 +58,7 @@ impl<H: SimHost> SimNet<H> {
         }
     }
 
-    fn put_on_wire(&mut self, at: Instant, datagram: Datagram) {
+    pub(super) fn put_on_wire(&mut self, at: Instant, datagram: Datagram) {
         if !self.wire.push(at, datagram) {
             self.counters.wire_full += 1;
         }

@@ -11,6 +11,10 @@
 
 /// Bytes of credit earned per byte received.
 pub(crate) const AMPLIFICATION: usize = 3;
+/// What one frame may add on the wire beyond its own bytes: the out queue packs frames to
+/// one address into a BATCH, which costs two bytes of header and two of length per frame,
+/// at most three bytes a frame for the two or more frames a BATCH holds.
+pub(crate) const FRAME_OVERHEAD: usize = 3;
 /// Credit stops accumulating here: an address cannot bank an unbounded burst, and the cap
 /// still covers a whole stored value (1 MiB by default is sent as it is earned).
 const CREDIT_CAP: usize = 256 << 10;
@@ -34,12 +38,14 @@ impl SendBudget {
         self.credit = credit.min(CREDIT_CAP) as u32;
     }
 
-    /// Takes `bytes` if the credit covers them.
+    /// Takes what one frame of `bytes` costs (with [`FRAME_OVERHEAD`]) if the credit
+    /// covers it.
     pub(crate) fn try_spend(&mut self, bytes: usize) -> bool {
-        if bytes > self.credit as usize {
+        let cost = bytes + FRAME_OVERHEAD;
+        if cost > self.credit as usize {
             return false;
         }
-        self.credit -= bytes as u32;
+        self.credit -= cost as u32;
         true
     }
 
@@ -56,12 +62,12 @@ mod tests {
     fn three_times_what_was_received_and_no_more() {
         let mut b = SendBudget::after_receiving(41);
         assert_eq!(b.available(), 123);
-        assert!(b.try_spend(41));
-        assert!(!b.try_spend(83));
-        assert!(b.try_spend(82));
-        assert!(!b.try_spend(1));
+        assert!(b.try_spend(41 - FRAME_OVERHEAD));
+        assert!(!b.try_spend(83 - FRAME_OVERHEAD));
+        assert!(b.try_spend(82 - FRAME_OVERHEAD));
+        assert!(!b.try_spend(0));
         b.earn(10);
-        assert!(b.try_spend(30));
+        assert!(b.try_spend(30 - FRAME_OVERHEAD));
     }
 
     #[test]

@@ -60,8 +60,10 @@ pub(crate) struct Pending {
     pub tell_about: VecDeque<(Id8, SocketAddr)>,
     /// Stored values it asked for, sent piece by piece as credit comes.
     pub values: VecDeque<ValueSend>,
+    /// Peers it asked to be introduced to with RELAY_REQ, from the address it asked from.
+    pub relay_requests: VecDeque<(Id8, SocketAddr)>,
     /// Credit probes sent and not answered yet.
-    pub probes_out: u8,
+    pub probes_out: u16,
 }
 
 impl Pending {
@@ -70,6 +72,7 @@ impl Pending {
             && self.introductions_left == 0
             && self.tell_about.is_empty()
             && self.values.is_empty()
+            && self.relay_requests.is_empty()
     }
 }
 

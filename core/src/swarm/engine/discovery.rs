@@ -9,6 +9,7 @@ use serde::Deserialize;
 use crate::proto::frame::{encode_pex, Endpoint, Frame, PexEntries, PexEntry, PEX_MAX};
 use crate::proto::identity::{decode_hex, encode_hex, Id8};
 use crate::proto::session::DATA_OVERHEAD;
+use crate::swarm::budget::FRAME_OVERHEAD;
 use crate::swarm::effects::{ShardMessage, ShardTarget};
 use crate::swarm::engine::paced::INDUCED_DIAL_BYTES;
 use crate::swarm::engine::Engine;
@@ -16,6 +17,8 @@ use crate::swarm::node_view::{PeerLocation, ShardId};
 use crate::swarm::peer::Pending;
 use crate::swarm::stats::DropReason;
 
+/// Relay requests a peer may have waiting for its credit; a further one replaces the oldest.
+const RELAY_REQUESTS_PENDING_MAX: usize = 4;
 /// Peers sent a PEX list in one round; a larger table gets a random sample each round.
 const PEX_RECIPIENTS_PER_ROUND: usize = 1024;
 
@@ -125,22 +128,20 @@ impl Engine {
         self.resume(target);
     }
 
-    /// Sends `target` the introductions queued for it that its credit pays for; false when
-    /// some are left.
-    pub(crate) fn tell_within_credit(&mut self, target: &Id8, pending: &mut Pending) -> bool {
+    /// Sends `target` the introductions queued for it that its credit pays for.
+    pub(crate) fn tell_within_credit(&mut self, target: &Id8, pending: &mut Pending) {
         let Some(addr) = self.peers.get(target).map(|p| p.addr) else {
-            return true;
+            return;
         };
         while let Some(&(id8, at)) = pending.tell_about.front() {
             let about = introduction_json(&id8, at);
             if !self.spend(target, addr, introduction_cost(&about, at)) {
-                return false;
+                return;
             }
             pending.tell_about.pop_front();
             self.send_unsequenced(target, about.as_bytes());
             self.send_relay_fwd(addr, &id8, at);
         }
-        true
     }
 
     /// RELAY_FWD to `dst`: "dial `from` at `at`". Paid for by the caller.
@@ -216,16 +217,21 @@ impl Engine {
         self.dial(now, addr);
     }
 
+    /// A PEX list to each peer (a sample of them on a large shard). A listed peer will be
+    /// dialled by every recipient that does not know it, eight HELLOs each, so each listing
+    /// is paid from the listed peer's credit: this shard lists only its own recent peers, each
+    /// to as many recipients as its credit covers.
     pub(crate) fn send_pex_round(&mut self) {
         if self.peers.is_empty() || self.node.peer_count() < 2 {
             return;
         }
-        let known: Vec<(Id8, String, u16)> = self
+        let known: Vec<(Id8, SocketAddr, String)> = self
             .node
             .view()
             .recent(PEX_MAX + 1)
             .into_iter()
-            .map(|p| (p.id8, p.addr.ip().to_string(), p.addr.port()))
+            .filter(|p| self.peers.contains_key(&p.id8))
+            .map(|p| (p.id8, p.addr, p.addr.ip().to_string()))
             .collect();
         let mut recipients: Vec<(Id8, SocketAddr)> =
             self.peers.iter().map(|(id, p)| (*id, p.addr)).collect();
@@ -237,16 +243,31 @@ impl Engine {
             );
             recipients = sample.to_vec();
         }
+        let mut listed = Vec::with_capacity(PEX_MAX);
         for (recipient, addr) in recipients {
             // Never list a peer to itself: py-setowire would dial itself.
-            let entries = known
-                .iter()
-                .filter(|(id, _, _)| *id != recipient)
-                .take(PEX_MAX)
-                .map(|(id, ip, port)| PexEntry {
+            listed.clear();
+            for (index, (id, at, _)) in known.iter().enumerate() {
+                if listed.len() == PEX_MAX {
+                    break;
+                }
+                if *id != recipient && self.spend(id, *at, INDUCED_DIAL_BYTES) {
+                    listed.push(index);
+                }
+            }
+            if listed.is_empty() {
+                continue;
+            }
+            let entries = listed.iter().map(|&index| {
+                let (id, at, ip) = &known[index];
+                PexEntry {
                     id: &id[..],
-                    endpoint: Endpoint { ip, port: *port },
-                });
+                    endpoint: Endpoint {
+                        ip,
+                        port: at.port(),
+                    },
+                }
+            });
             let len = 2 + entries
                 .clone()
                 .map(|e| 4 + e.id.len() + e.endpoint.ip.len())
@@ -285,29 +306,55 @@ impl Engine {
 
     /// A peer asks to be introduced to `to`: tell `to` to dial the requester at the address
     /// its request came from, and the requester where `to` is, so both punch at once.
-    /// The observed source address is used rather than the one claimed in the request, so a
-    /// request cannot aim a peer's HELLOs at a third party.
     /// Only a peer with a session may ask, and it pays, from its credit, for both RELAY_FWDs
-    /// and for the HELLOs the target will send it.
-    pub(crate) fn on_relay_req(&mut self, src: SocketAddr, from: &Id8, to: &Id8) {
+    /// and for the HELLOs the target will send it; a request its credit does not cover yet
+    /// waits for it.
+    pub(crate) fn on_relay_req(&mut self, src: SocketAddr, to: &Id8) {
         if !self.config.relay {
             return self.count_drop(DropReason::RelayDisabled);
         }
         let Some(requester) = self.by_addr.get(&src).copied() else {
             return self.count_drop(DropReason::UnknownPeer);
         };
-        let target = self.peers.get(to).map(|p| p.addr);
-        let Some(target_addr) = target.or_else(|| self.node.view().locate(to).map(|p| p.addr))
-        else {
-            return self.count_drop(DropReason::RelayUnknownTarget);
+        let Some(p) = self.peers.get_mut(&requester) else {
+            return;
         };
-        let cost = relay_fwd_len(src) + relay_fwd_len(target_addr) + INDUCED_DIAL_BYTES;
-        if !self.spend(&requester, src, cost) {
-            return self.count_drop(DropReason::AddressBudget);
+        let requests = &mut p.pending_mut().relay_requests;
+        if !requests.contains(&(*to, src)) {
+            if requests.len() >= RELAY_REQUESTS_PENDING_MAX {
+                requests.pop_front();
+                self.stats.count_drop(DropReason::AddressBudget);
+            }
+            requests.push_back((*to, src));
         }
-        self.send_relay_fwd(target_addr, from, src);
-        self.send_relay_fwd(src, to, target_addr);
-        self.stats.relay_forwards += 1;
+        self.pending_peers.insert(requester);
+        self.resume(&requester);
+    }
+
+    /// Answers the relay requests of `requester` that its credit pays for.
+    pub(crate) fn relay_within_credit(&mut self, requester: &Id8, pending: &mut Pending) {
+        while let Some(&(to, src)) = pending.relay_requests.front() {
+            let target = self.peers.get(&to).map(|p| p.addr);
+            let Some(target_addr) = target.or_else(|| self.node.view().locate(&to).map(|p| p.addr))
+            else {
+                pending.relay_requests.pop_front();
+                self.count_drop(DropReason::RelayUnknownTarget);
+                continue;
+            };
+            let cost = relay_fwd_len(src)
+                + relay_fwd_len(target_addr)
+                + FRAME_OVERHEAD
+                + INDUCED_DIAL_BYTES;
+            if !self.spend(requester, src, cost) {
+                return;
+            }
+            pending.relay_requests.pop_front();
+            // The observed source address, not the one claimed in the request, so that a
+            // request cannot aim the target's HELLOs at a third party.
+            self.send_relay_fwd(target_addr, requester, src);
+            self.send_relay_fwd(src, &to, target_addr);
+            self.stats.relay_forwards += 1;
+        }
     }
 
     pub(crate) fn on_relay_fwd(
@@ -353,7 +400,8 @@ fn relay_fwd_len(at: SocketAddr) -> usize {
 /// What one side of an introduction is sent, and made to receive: the gossip DATA, the
 /// RELAY_FWD, and the HELLOs of the peer it is introduced to.
 fn introduction_cost(json: &str, about: SocketAddr) -> usize {
-    DATA_OVERHEAD + json.len() + relay_fwd_len(about) + INDUCED_DIAL_BYTES
+    // Two frames: the spend charges one frame's overhead, this the other's.
+    DATA_OVERHEAD + json.len() + relay_fwd_len(about) + FRAME_OVERHEAD + INDUCED_DIAL_BYTES
 }
 
 /// The introduction py-setowire understands: sent as the whole plaintext, without a seq,

@@ -237,6 +237,11 @@ impl Engine {
         &self.stats
     }
 
+    /// The node-wide limits this engine charges (shared with the node's other shards).
+    pub fn limits(&self) -> &NodeLimits {
+        &self.limits
+    }
+
     /// Peers with a session on this engine.
     pub fn peer_count(&self) -> usize {
         self.peers.len()
@@ -343,15 +348,21 @@ impl Engine {
                     .rate
                     .allow(self.config.session_rate, self.clock.nanos(now));
                 if allowed {
-                    if src == peer.addr {
-                        peer.budget.earn(datagram.len());
+                    let budget = if src == peer.addr {
                         // Whoever said GOAWAY from here, the peer is still talking.
                         peer.goaway_at = None;
+                        &mut peer.budget
                     } else {
-                        peer.alias_budget.earn(datagram.len());
-                    }
+                        &mut peer.alias_budget
+                    };
+                    budget.earn(datagram.len());
                     if ping {
                         peer.last_seen = now;
+                        // A PONG to a session's address is paid like anything else sent
+                        // there (a PING earns three of them).
+                        if !budget.try_spend(PONG_LEN) {
+                            return self.count_drop(DropReason::AddressBudget);
+                        }
                     }
                 }
                 allowed
@@ -422,7 +433,8 @@ impl Engine {
             }
             // The node is itself a relay; other relays' announcements are not used yet.
             Frame::RelayAnn { .. } => {}
-            Frame::RelayReq { from, to, .. } => self.on_relay_req(src, &from, &to),
+            // `from` is the requester's claim; the session at `src` is who asks.
+            Frame::RelayReq { to, .. } => self.on_relay_req(src, &to),
             Frame::RelayFwd { from, endpoint } => self.on_relay_fwd(now, src, &from, endpoint),
             Frame::Pex(entries) => self.on_pex(now, src, entries),
         }
@@ -701,9 +713,16 @@ impl Engine {
     // ---- liveness --------------------------------------------------------------------
 
     fn on_ping(&mut self, now: Instant, src: SocketAddr) {
-        // Every PING is answered, as py-setowire does; a PONG is smaller than a PING.
+        // Every PING is answered, as py-setowire does; a PONG is smaller than a PING, and a
+        // session's address pays for it from its credit.
         if let Some(peer) = self.by_addr.get(&src).and_then(|id| self.peers.get_mut(id)) {
             peer.last_seen = now;
+            let paid = peer
+                .budget_of(src)
+                .is_some_and(|budget| budget.try_spend(PONG_LEN));
+            if !paid {
+                return self.count_drop(DropReason::AddressBudget);
+            }
         }
         self.send_pong(src);
     }

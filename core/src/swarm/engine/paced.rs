@@ -22,8 +22,10 @@ use crate::swarm::stats::DropReason;
 /// What introducing a peer makes it send toward the peer it is introduced to: a dial of
 /// eight HELLOs (py-setowire dials each introduced peer once, however many times it is told).
 pub(crate) const INDUCED_DIAL_BYTES: usize = DIAL_HELLOS as usize * HANDSHAKE_LEN;
-/// Probes sent at once to a peer whose pending work its credit does not cover.
-const PROBES_PER_ROUND: usize = 16;
+/// Probes sent at once, at most, to a peer whose pending work its credit does not cover.
+/// Each round answered earns three times what it cost, so credit grows by half a round
+/// trip after round trip (values use the other half) until this cap.
+const PROBES_PER_ROUND: usize = 256;
 /// Values a peer may be waiting for at once; a further WANT replaces the oldest.
 const VALUES_PENDING_MAX: usize = 4;
 
@@ -100,6 +102,7 @@ impl Engine {
             self.introduce_within_credit(peer, &mut pending);
         }
         self.tell_within_credit(peer, &mut pending);
+        self.relay_within_credit(peer, &mut pending);
         while let Some(mut value) = pending.values.pop_front() {
             if !self.send_value_pieces(peer, &mut value) {
                 pending.values.push_front(value);
@@ -137,6 +140,13 @@ impl Engine {
         let Some(stored) = self.node.view().stored(&value.key) else {
             return true;
         };
+        // When the credit cannot cover the rest, half of it is kept for probes: spending it
+        // all on pieces would leave nothing to earn more with.
+        let left = stored
+            .len()
+            .saturating_sub(usize::from(value.next) * CHUNK_PIECE_LEN);
+        let credit = self.credit(peer, value.dst);
+        let reserve = if left > credit { credit / 2 } else { 0 };
         let key = value.key.as_str();
         if stored.len() <= CHUNK_PIECE_LEN {
             let frame = Frame::Chunk(Chunk::Whole {
@@ -153,7 +163,9 @@ impl Engine {
                 total,
                 piece,
             });
-            if !self.send_waiting(peer, value.dst, &frame) {
+            if self.credit(peer, value.dst) < reserve + frame.encoded_len()
+                || !self.send_waiting(peer, value.dst, &frame)
+            {
                 return false;
             }
             value.next = index + 1;
@@ -196,9 +208,11 @@ impl Engine {
         if pending.probes_out > 0 {
             return;
         }
-        let count = (p.budget.available() / HANDSHAKE_LEN).min(PROBES_PER_ROUND);
-        p.budget.try_spend(count * HANDSHAKE_LEN);
-        pending.probes_out = count as u8;
+        let mut count = 0;
+        while count < PROBES_PER_ROUND && p.budget.try_spend(HANDSHAKE_LEN) {
+            count += 1;
+        }
+        pending.probes_out = count as u16;
         for _ in 0..count {
             self.send_handshake(addr, true);
         }

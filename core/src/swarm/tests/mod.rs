@@ -1,6 +1,7 @@
 //! Engines talking to each other over the simulated network, with a virtual clock:
 //! deterministic tests of the engine's behaviour.
 
+mod hostile;
 mod network;
 mod protocol;
 
