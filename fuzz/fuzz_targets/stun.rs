@@ -1,5 +1,6 @@
-//! `stun::answer` on arbitrary bytes: never panics, and an answer fits the buffer it was
-//! written to.
+//! `stun::answer` on arbitrary bytes: never panics, an answer fits the buffer it was written
+//! to, and it is never more than three times the request (a forged source must not make the
+//! node an amplifier).
 #![no_main]
 
 use std::net::SocketAddr;
@@ -17,6 +18,7 @@ fuzz_target!(|request: &[u8]| {
         let mut out = [0u8; MAX_RESPONSE];
         if let Ok(Some(n)) = answer(request, src, &mut out) {
             assert!(n <= MAX_RESPONSE);
+            assert!(n <= 3 * request.len(), "{n} B answer to {} B", request.len());
         }
     }
 });

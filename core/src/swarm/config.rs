@@ -48,7 +48,8 @@ pub struct EngineConfig {
     pub max_dials: usize,
     /// Largest application payload sent or reassembled.
     pub max_message: usize,
-    /// Bytes all peers' fragment reassembly may hold together.
+    /// Memory all peers' FRAG and CHUNK reassembly may take together, across all shards
+    /// (counted as allocated: a one-byte piece of a 256-piece value costs its slot table).
     pub max_fragment_bytes: usize,
     /// Bits in each of the two Bloom generations that de-duplicate flooded data.
     pub seen_filter_bits: usize,

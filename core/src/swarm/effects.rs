@@ -53,4 +53,14 @@ pub enum ShardMessage {
     Want(String),
     /// This key arrived in the node's store: a fetch of it waiting with you is complete.
     ValueArrived(String),
+    /// List these peers of mine in your PEX round, each to at most as many of your peers as
+    /// it paid for (see the engine's PEX round).
+    Pex(Arc<[PexListing]>),
+}
+
+/// A peer to be listed in PEX, and to how many recipients, at most.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PexListing {
+    pub peer: PeerLocation,
+    pub recipients: u16,
 }

@@ -13,8 +13,8 @@ pub struct NodeLimits {
     pub unauthenticated: SharedIpLimiter,
     /// New sessions (each a Diffie-Hellman and a peer record) per source group.
     pub handshakes: SharedIpLimiter,
-    fragment_memory: AtomicUsize,
-    fragment_cap: usize,
+    reassembly_memory: AtomicUsize,
+    reassembly_cap: usize,
 }
 
 impl NodeLimits {
@@ -33,29 +33,30 @@ impl NodeLimits {
                 config.rate_limit_ips,
                 now,
             ),
-            fragment_memory: AtomicUsize::new(0),
-            fragment_cap: config.max_fragment_bytes,
+            reassembly_memory: AtomicUsize::new(0),
+            reassembly_cap: config.max_fragment_bytes,
         }
     }
 
-    /// Takes `bytes` of the node's FRAG reassembly memory; false (and nothing taken) when
-    /// that would pass the cap.
-    pub fn reserve_fragment_memory(&self, bytes: usize) -> bool {
-        let before = self.fragment_memory.fetch_add(bytes, Ordering::Relaxed);
-        if before + bytes > self.fragment_cap {
-            self.fragment_memory.fetch_sub(bytes, Ordering::Relaxed);
+    /// Takes `bytes` of the memory the node's FRAG and CHUNK reassembly may hold (both are
+    /// cleartext, so anyone can start one); false (and nothing taken) when that would pass
+    /// the cap.
+    pub fn reserve_reassembly_memory(&self, bytes: usize) -> bool {
+        let before = self.reassembly_memory.fetch_add(bytes, Ordering::Relaxed);
+        if before + bytes > self.reassembly_cap {
+            self.reassembly_memory.fetch_sub(bytes, Ordering::Relaxed);
             return false;
         }
         true
     }
 
-    pub fn release_fragment_memory(&self, bytes: usize) {
-        self.fragment_memory.fetch_sub(bytes, Ordering::Relaxed);
+    pub fn release_reassembly_memory(&self, bytes: usize) {
+        self.reassembly_memory.fetch_sub(bytes, Ordering::Relaxed);
     }
 
-    /// Bytes of FRAG reassembly held across the node.
-    pub fn fragment_memory(&self) -> usize {
-        self.fragment_memory.load(Ordering::Relaxed)
+    /// Bytes of FRAG and CHUNK reassembly held across the node.
+    pub fn reassembly_memory(&self) -> usize {
+        self.reassembly_memory.load(Ordering::Relaxed)
     }
 
     /// Bytes the rate-limit tables take (fixed).
@@ -69,16 +70,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn fragment_memory_is_capped_and_released() {
+    fn reassembly_memory_is_capped_and_released() {
         let config = EngineConfig {
             max_fragment_bytes: 1000,
             ..EngineConfig::default()
         };
         let limits = NodeLimits::new(&config, Instant::now());
-        assert!(limits.reserve_fragment_memory(600));
-        assert!(!limits.reserve_fragment_memory(500));
-        assert_eq!(limits.fragment_memory(), 600);
-        limits.release_fragment_memory(600);
-        assert!(limits.reserve_fragment_memory(1000));
+        assert!(limits.reserve_reassembly_memory(600));
+        assert!(!limits.reserve_reassembly_memory(500));
+        assert_eq!(limits.reassembly_memory(), 600);
+        limits.release_reassembly_memory(600);
+        assert!(limits.reserve_reassembly_memory(1000));
     }
 }

@@ -39,8 +39,8 @@ pub enum DropReason {
     HandshakeRate,
     /// A HELLO with another key from the address of a session that is still talking.
     KeyChangeRefused,
-    /// FRAG reassembly would pass the node-wide memory cap.
-    FragmentMemory,
+    /// FRAG or CHUNK reassembly would pass the node-wide memory cap.
+    ReassemblyMemory,
 }
 
 impl DropReason {
@@ -72,7 +72,7 @@ impl DropReason {
         DropReason::AddressBudget,
         DropReason::HandshakeRate,
         DropReason::KeyChangeRefused,
-        DropReason::FragmentMemory,
+        DropReason::ReassemblyMemory,
     ];
 
     pub fn name(self) -> &'static str {
@@ -104,7 +104,7 @@ impl DropReason {
             DropReason::AddressBudget => "address_budget",
             DropReason::HandshakeRate => "handshake_rate",
             DropReason::KeyChangeRefused => "key_change_refused",
-            DropReason::FragmentMemory => "fragment_memory",
+            DropReason::ReassemblyMemory => "reassembly_memory",
         }
     }
 }

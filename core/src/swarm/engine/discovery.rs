@@ -10,7 +10,7 @@ use crate::proto::frame::{encode_pex, Endpoint, Frame, PexEntries, PexEntry, PEX
 use crate::proto::identity::{decode_hex, encode_hex, Id8};
 use crate::proto::session::DATA_OVERHEAD;
 use crate::swarm::budget::FRAME_OVERHEAD;
-use crate::swarm::effects::{ShardMessage, ShardTarget};
+use crate::swarm::effects::{PexListing, ShardMessage, ShardTarget};
 use crate::swarm::engine::paced::INDUCED_DIAL_BYTES;
 use crate::swarm::engine::Engine;
 use crate::swarm::node_view::{PeerLocation, ShardId};
@@ -19,6 +19,9 @@ use crate::swarm::stats::DropReason;
 
 /// Relay requests a peer may have waiting for its credit; a further one replaces the oldest.
 const RELAY_REQUESTS_PENDING_MAX: usize = 4;
+/// Listings a shard pays for in advance, per other shard, for each of its recent peers in a
+/// PEX round.
+const CROSS_SHARD_LISTINGS: usize = 8;
 /// Peers sent a PEX list in one round; a larger table gets a random sample each round.
 const PEX_RECIPIENTS_PER_ROUND: usize = 1024;
 
@@ -217,24 +220,76 @@ impl Engine {
         self.dial(now, addr);
     }
 
-    /// A PEX list to each peer (a sample of them on a large shard). A listed peer will be
-    /// dialled by every recipient that does not know it, eight HELLOs each, so each listing
-    /// is paid from the listed peer's credit: this shard lists only its own recent peers, each
-    /// to as many recipients as its credit covers.
+    /// The PEX round: a list of recent peers to each peer. A listed peer will be dialled by
+    /// every recipient that does not know it, eight HELLOs each, so each listing is paid from
+    /// the listed peer's credit. A shard lists its own recent peers to its own peers, each to
+    /// as many as its credit covers, and pays in advance for a few listings on every other
+    /// shard, which lists them to its peers ([`ShardMessage::Pex`]).
     pub(crate) fn send_pex_round(&mut self) {
-        if self.peers.is_empty() || self.node.peer_count() < 2 {
+        if self.node.peer_count() < 2 {
             return;
         }
-        let known: Vec<(Id8, SocketAddr, String)> = self
+        let local: Vec<PeerLocation> = self
             .node
             .view()
             .recent(PEX_MAX + 1)
             .into_iter()
-            .filter(|p| self.peers.contains_key(&p.id8))
-            .map(|p| (p.id8, p.addr, p.addr.ip().to_string()))
+            .filter(|p| {
+                self.peers
+                    .get(&p.id8)
+                    .is_some_and(|p| p.goaway_at.is_none())
+            })
             .collect();
-        let mut recipients: Vec<(Id8, SocketAddr)> =
-            self.peers.iter().map(|(id, p)| (*id, p.addr)).collect();
+        let mut here: Vec<PexListing> = local
+            .iter()
+            .map(|&peer| PexListing {
+                peer,
+                recipients: u16::MAX,
+            })
+            .collect();
+        self.send_pex_lists(&mut here, true);
+        let others = self.node.view().shards().saturating_sub(1);
+        if others == 0 {
+            return;
+        }
+        let elsewhere: Vec<PexListing> = local
+            .iter()
+            .filter_map(|&peer| {
+                let credit = self.credit(&peer.id8, peer.addr);
+                let affordable = credit.saturating_sub(FRAME_OVERHEAD) / INDUCED_DIAL_BYTES;
+                let per_shard = affordable.min(CROSS_SHARD_LISTINGS * others) / others;
+                let paid = per_shard * others;
+                (per_shard > 0 && self.spend(&peer.id8, peer.addr, paid * INDUCED_DIAL_BYTES))
+                    .then_some(PexListing {
+                        peer,
+                        recipients: per_shard as u16,
+                    })
+            })
+            .collect();
+        if !elsewhere.is_empty() {
+            self.node
+                .send(ShardTarget::Others, ShardMessage::Pex(elsewhere.into()));
+        }
+    }
+
+    /// Sends this shard's peers (a sample of them on a large shard) PEX lists of `listings`:
+    /// `pay_now` charges each listing to the listed peer (one of this shard's), otherwise each
+    /// is listed to at most its prepaid number of recipients. Every recipient pays for its
+    /// list; peers that said GOAWAY are leaving and get none.
+    pub(crate) fn send_pex_lists(&mut self, listings: &mut [PexListing], pay_now: bool) {
+        if listings.is_empty() {
+            return;
+        }
+        let ips: Vec<String> = listings
+            .iter()
+            .map(|l| l.peer.addr.ip().to_string())
+            .collect();
+        let mut recipients: Vec<(Id8, SocketAddr)> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.goaway_at.is_none())
+            .map(|(id, p)| (*id, p.addr))
+            .collect();
         if recipients.len() > PEX_RECIPIENTS_PER_ROUND {
             let (sample, _) = rand::seq::SliceRandom::partial_shuffle(
                 &mut recipients[..],
@@ -247,26 +302,33 @@ impl Engine {
         for (recipient, addr) in recipients {
             // Never list a peer to itself: py-setowire would dial itself.
             listed.clear();
-            for (index, (id, at, _)) in known.iter().enumerate() {
+            for (index, listing) in listings.iter_mut().enumerate() {
                 if listed.len() == PEX_MAX {
                     break;
                 }
-                if *id != recipient && self.spend(id, *at, INDUCED_DIAL_BYTES) {
+                let peer = listing.peer;
+                if peer.id8 == recipient || listing.recipients == 0 {
+                    continue;
+                }
+                let paid = if pay_now {
+                    self.spend(&peer.id8, peer.addr, INDUCED_DIAL_BYTES)
+                } else {
+                    listing.recipients -= 1;
+                    true
+                };
+                if paid {
                     listed.push(index);
                 }
             }
             if listed.is_empty() {
                 continue;
             }
-            let entries = listed.iter().map(|&index| {
-                let (id, at, ip) = &known[index];
-                PexEntry {
-                    id: &id[..],
-                    endpoint: Endpoint {
-                        ip,
-                        port: at.port(),
-                    },
-                }
+            let entries = listed.iter().map(|&index| PexEntry {
+                id: &listings[index].peer.id8[..],
+                endpoint: Endpoint {
+                    ip: &ips[index],
+                    port: listings[index].peer.addr.port(),
+                },
             });
             let len = 2 + entries
                 .clone()

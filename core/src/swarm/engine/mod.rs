@@ -268,6 +268,7 @@ impl Engine {
             }
             ShardMessage::Want(key) => self.want_from_elsewhere(now, &key),
             ShardMessage::ValueArrived(key) => self.value_arrived_elsewhere(&key),
+            ShardMessage::Pex(listings) => self.send_pex_lists(&mut listings.to_vec(), false),
         }
     }
 
@@ -575,15 +576,15 @@ impl Engine {
             .fragments
             .add(now, f.frag_id, f.index, f.total, f.piece);
         let after = peer.fragments.memory();
-        if after > before && !self.limits.reserve_fragment_memory(after - before) {
+        if after > before && !self.limits.reserve_reassembly_memory(after - before) {
             peer.fragments.abandon(&f.frag_id);
             let left = peer.fragments.memory();
             self.limits
-                .release_fragment_memory(before.saturating_sub(left));
-            return self.count_drop(DropReason::FragmentMemory);
+                .release_reassembly_memory(before.saturating_sub(left));
+            return self.count_drop(DropReason::ReassemblyMemory);
         }
         self.limits
-            .release_fragment_memory(before.saturating_sub(after));
+            .release_reassembly_memory(before.saturating_sub(after));
         match added {
             Ok(Some(payload)) => self.deliver(now, &id8, &payload),
             Ok(None) => {}
@@ -786,7 +787,7 @@ impl Engine {
             peer.last_ping_sent = Some(now);
             full |= !self.out.push(peer.addr, &buf[..len]);
         }
-        self.limits.release_fragment_memory(fragments_freed);
+        self.limits.release_reassembly_memory(fragments_freed);
         if full {
             self.count_drop(DropReason::OutQueueFull);
         }
@@ -826,7 +827,8 @@ impl Engine {
         if peer.in_mesh {
             self.mesh_size -= 1;
         }
-        self.limits.release_fragment_memory(peer.fragments.memory());
+        self.limits
+            .release_reassembly_memory(peer.fragments.memory());
         self.gapped.remove(id8);
         self.pending_peers.remove(id8);
         self.node.disconnected(*id8, peer.addr);

@@ -22,6 +22,8 @@ pub(crate) struct SyncState {
     /// Keys asked for with WANT and not answered yet.
     wanted: HashMap<String, Wanted>,
     chunks: PieceAssembler<String>,
+    /// The node-wide reassembly memory taken for `chunks`, kept equal to what it holds.
+    reserved: usize,
 }
 
 struct Wanted {
@@ -35,6 +37,7 @@ impl SyncState {
         Self {
             wanted: HashMap::new(),
             chunks: PieceAssembler::new(PieceLimits::CHUNK),
+            reserved: 0,
         }
     }
 }
@@ -108,6 +111,7 @@ impl Engine {
             return;
         };
         self.sync.chunks.remove(&key.to_owned());
+        self.settle_chunk_memory();
         if wanted.requested {
             if let Some(value) = self.stored(key) {
                 self.emit(Event::Fetched {
@@ -197,15 +201,21 @@ impl Engine {
             } => {
                 // A CHUNK_ACK is smaller than the piece it answers.
                 self.send_paid(&peer, src, &Frame::ChunkAck { key, index });
-                match self
+                let added = self
                     .sync
                     .chunks
-                    .add(now, key.to_owned(), index, total, piece)
-                {
+                    .add(now, key.to_owned(), index, total, piece);
+                if !self.settle_chunk_memory() {
+                    self.sync.chunks.remove(&key.to_owned());
+                    self.settle_chunk_memory();
+                    return self.count_drop(DropReason::ReassemblyMemory);
+                }
+                match added {
                     Ok(Some(value)) => self.complete_fetch(key, value),
                     Ok(None) => {}
                     Err(_) => {
                         self.sync.chunks.remove(&key.to_owned());
+                        self.settle_chunk_memory();
                         self.count_drop(DropReason::Chunk);
                     }
                 }
@@ -230,6 +240,21 @@ impl Engine {
         });
     }
 
+    /// Brings the node-wide reservation for CHUNK reassembly to what it holds now; false
+    /// when it grew beyond what the node allows (the caller drops what it just added).
+    fn settle_chunk_memory(&mut self) -> bool {
+        let held = self.sync.chunks.memory();
+        let reserved = self.sync.reserved;
+        if held > reserved && !self.limits().reserve_reassembly_memory(held - reserved) {
+            return false;
+        }
+        if held < reserved {
+            self.limits().release_reassembly_memory(reserved - held);
+        }
+        self.sync.reserved = held;
+        true
+    }
+
     pub(crate) fn expire_sync(&mut self, now: Instant) {
         self.sync.chunks.expire(now);
         let expired: Vec<(String, bool)> = self
@@ -246,5 +271,6 @@ impl Engine {
                 self.emit(Event::FetchFailed { key });
             }
         }
+        self.settle_chunk_memory();
     }
 }

@@ -299,7 +299,7 @@ fn a_full_table_of_forged_idle_sessions_makes_room_for_newcomers() {
 }
 
 #[test]
-fn fragment_memory_counts_slot_tables_and_is_capped() {
+fn reassembly_memory_counts_slot_tables_and_is_capped() {
     let cap = 256 << 10;
     let config = EngineConfig {
         max_fragment_bytes: cap,
@@ -322,10 +322,10 @@ fn fragment_memory_counts_slot_tables_and_is_capped() {
     }
     net.settle();
     let engine = net.engine(0);
-    let held = engine.limits().fragment_memory();
+    let held = engine.limits().reassembly_memory();
     eprintln!("1 600 one-byte FRAGs of 256-piece values: {held} B held, cap {cap}");
     assert!(held <= cap);
-    assert!(engine.stats().drops(DropReason::FragmentMemory) > 0);
+    assert!(engine.stats().drops(DropReason::ReassemblyMemory) > 0);
 }
 
 #[test]
