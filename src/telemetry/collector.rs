@@ -48,6 +48,7 @@ pub struct NodeCollector {
     dht_requests: IntCounterVec,
     dht_values: IntGauge,
     dht_nodes: IntGauge,
+    reassembly_memory: IntGauge,
     stun_responses: IntCounter,
     bootstrap_peers: IntGauge,
     http_requests: IntCounterVec,
@@ -128,6 +129,10 @@ impl NodeCollector {
             )?,
             dht_values: IntGauge::new("setowire_dht_values", "Values held in the DHT storage")?,
             dht_nodes: IntGauge::new("setowire_dht_nodes", "Nodes in the DHT routing table")?,
+            reassembly_memory: IntGauge::new(
+                "setowire_reassembly_memory_bytes",
+                "Memory held by FRAG and CHUNK reassembly across all shards (capped)",
+            )?,
             stun_responses: IntCounter::new(
                 "setowire_stun_responses_total",
                 "STUN Binding responses sent",
@@ -163,7 +168,7 @@ impl NodeCollector {
         })
     }
 
-    fn parts(&self) -> [&dyn Collector; 24] {
+    fn parts(&self) -> [&dyn Collector; 25] {
         [
             &self.peers,
             &self.handshakes,
@@ -180,6 +185,7 @@ impl NodeCollector {
             &self.dht_requests,
             &self.dht_values,
             &self.dht_nodes,
+            &self.reassembly_memory,
             &self.stun_responses,
             &self.bootstrap_peers,
             &self.http_requests,
@@ -283,6 +289,8 @@ impl NodeCollector {
         }
         self.dht_values.set(values as i64);
         self.dht_nodes.set(nodes as i64);
+        let reassembly = node.limits.as_ref().map_or(0, |l| l.reassembly_memory());
+        self.reassembly_memory.set(reassembly as i64);
         let http = &node.http;
         self.bootstrap_peers.set(http.bootstrap_peers() as i64);
         for route in HttpRoute::ALL {

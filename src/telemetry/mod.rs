@@ -32,6 +32,7 @@ use prometheus::{Histogram, HistogramOpts, Registry};
 
 use crate::discovery::dht::SharedDht;
 use crate::http::metrics::HttpMetrics;
+use setowire_core::swarm::node_limits::NodeLimits;
 use crate::io::BackendKind;
 
 pub use collector::{render, CONTENT_TYPE};
@@ -48,6 +49,8 @@ pub struct NodeMetrics {
     pub epoch: Instant,
     pub start_unix: f64,
     pub dht: Option<Arc<SharedDht>>,
+    /// The node-wide limits, for the memory they hold.
+    pub limits: Option<Arc<NodeLimits>>,
 }
 
 impl NodeMetrics {
@@ -74,6 +77,7 @@ impl NodeMetrics {
                 .duration_since(UNIX_EPOCH)
                 .map_or(0.0, |d| d.as_secs_f64()),
             dht: None,
+            limits: None,
         }
     }
 
