@@ -402,6 +402,16 @@ impl Swarm {
                     let id = *self.identity(slot).id();
                     self.send_frame(slot, &Frame::Pong { id });
                 }
+                // The target's credit probe: every Setowire peer answers a HELLO from a
+                // peer it knows with a HELLO_ACK, which pays for what the target sends.
+                Frame::Hello(_) if from == self.target => {
+                    let id = self.identity(slot);
+                    let ack = Frame::HelloAck(Handshake {
+                        id8: id.id8(),
+                        public_key: *id.public_key(),
+                    });
+                    self.send_frame(slot, &ack);
+                }
                 _ => {}
             }
             return true;

@@ -160,8 +160,21 @@ fn every_scenario_runs_against_a_node() {
     let udp = format!("--target=127.0.0.1:{}", node.udp);
     let http = format!("--http-target=127.0.0.1:{}", node.http);
     let short = ["--peers", PEERS, "--duration", "1", "--warmup", "0.3"];
-    // Open-loop at a modest rate: below saturation even in a debug build.
-    let paced = [short.as_slice(), &["--rate", "50", "--timeout-ms", "3000"]].concat();
+    // Open-loop at a modest rate: below saturation even in a debug build. Measured after the
+    // node's matchmaking of the 40 newcomers, which their send credit paces over the first
+    // second, so that values are not waiting behind introductions.
+    let paced = [
+        "--peers",
+        PEERS,
+        "--duration",
+        "1",
+        "--warmup",
+        "1.5",
+        "--rate",
+        "50",
+        "--timeout-ms",
+        "3000",
+    ];
 
     let ping = run_clean(
         "ping",
@@ -170,7 +183,13 @@ fn every_scenario_runs_against_a_node() {
     );
     assert_eq!(note(&ping, "peers_connected"), 40, "{ping}");
     run_clean("ping", &udp, &[short.as_slice(), &["--raw"]].concat());
-    run_clean("handshake", &udp, &short);
+    // A peer's address is used again only after it rested past the node's two silent ping
+    // intervals, so the run is long enough for a second round.
+    run_clean(
+        "handshake",
+        &udp,
+        &["--peers", PEERS, "--duration", "3", "--warmup", "0.3"],
+    );
     run_clean("relay", &udp, &short);
 
     let chat = run_clean("chat", &udp, &paced);
@@ -185,7 +204,20 @@ fn every_scenario_runs_against_a_node() {
         &udp,
         &[paced.as_slice(), &["--payload", "5000"]].concat(),
     );
-    run_clean("mixed", &udp, &paced);
+    // Everything at once takes the node's matchmaking a little longer to settle.
+    let mixed = [
+        "--peers",
+        PEERS,
+        "--duration",
+        "1",
+        "--warmup",
+        "3",
+        "--rate",
+        "50",
+        "--timeout-ms",
+        "3000",
+    ];
+    run_clean("mixed", &udp, &mixed);
     run_clean("dht", &udp.replace("--target", "--dht-target"), &short);
     run_clean("http", &http, &short);
 

@@ -32,8 +32,8 @@ use prometheus::{Histogram, HistogramOpts, Registry};
 
 use crate::discovery::dht::SharedDht;
 use crate::http::metrics::HttpMetrics;
-use setowire_core::swarm::node_limits::NodeLimits;
 use crate::io::BackendKind;
+use setowire_core::swarm::node_limits::NodeLimits;
 
 pub use collector::{render, CONTENT_TYPE};
 pub use shard::{ShardMetrics, PUBLISH_EVERY};

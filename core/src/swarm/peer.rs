@@ -62,8 +62,9 @@ pub(crate) struct Pending {
     pub values: VecDeque<ValueSend>,
     /// Peers it asked to be introduced to with RELAY_REQ, from the address it asked from.
     pub relay_requests: VecDeque<(Id8, SocketAddr)>,
-    /// Credit probes sent and not answered yet.
+    /// Credit probes sent and not answered yet, and when the last round went out.
     pub probes_out: u16,
+    pub probed_at: Option<Instant>,
 }
 
 impl Pending {

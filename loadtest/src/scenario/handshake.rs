@@ -4,6 +4,11 @@
 //! Diffie-Hellman, the session, and introducing the newcomer to its other peers. The
 //! generator only makes the key pair (a fixed-base multiplication, a fraction of a
 //! Diffie-Hellman) and never derives the session itself.
+//!
+//! A peer's address is used again only after [`REST`]: a node lets a new key take over the
+//! address of a session only once that session has been silent for two ping intervals (so
+//! that a HELLO forged from a live peer's address cannot replace it). Rates above
+//! `peers / REST` need more peers.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -20,8 +25,13 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<Recorder>> {
     run_swarm(ctx, Setup::Raw, |w| Handshakes::new(ctx, w))
 }
 
+/// How long a peer's address rests between two handshakes: two of the node's default ping
+/// intervals and a margin.
+const REST: Duration = Duration::from_millis(2_200);
+
 struct Handshakes {
-    free: VecDeque<u32>,
+    /// Peers free for a handshake, and from when (their address has rested).
+    free: VecDeque<(Instant, u32)>,
     /// When each peer's HELLO went out, while it waits for the answer.
     started: Vec<Option<Instant>>,
     order: Deadlines<u32>,
@@ -33,7 +43,7 @@ impl Handshakes {
     fn new(ctx: &Ctx, w: &Worker) -> Self {
         let n = w.swarm.len();
         Self {
-            free: (0..n).collect(),
+            free: (0..n).map(|slot| (Instant::now(), slot)).collect(),
             started: vec![None; n as usize],
             order: Deadlines::default(),
             outstanding: 0,
@@ -44,10 +54,15 @@ impl Handshakes {
 
 impl Workload for Handshakes {
     fn start(&mut self, now: Instant, swarm: &mut Swarm, rec: &mut Recorder) -> bool {
-        let Some(slot) = self.free.pop_front() else {
+        let Some(&(ready, slot)) = self.free.front() else {
             rec.note("no_free_peer", 1);
             return false;
         };
+        if ready > now {
+            rec.note("no_rested_peer", 1);
+            return false;
+        }
+        self.free.pop_front();
         swarm.renew_identity(slot);
         swarm.send_hello(slot);
         self.started[slot as usize] = Some(now);
@@ -71,7 +86,7 @@ impl Workload for Handshakes {
                     rec.done(now, now - at);
                     self.outstanding -= 1;
                     swarm.send_goaway(slot);
-                    self.free.push_back(slot);
+                    self.free.push_back((now + REST, slot));
                 }
                 true
             }
@@ -90,7 +105,7 @@ impl Workload for Handshakes {
                 rec.lost(at, 1);
                 // Its HELLO may yet be answered: make sure the next one is a new handshake.
                 swarm.send_goaway(slot);
-                free.push_back(slot);
+                free.push_back((now + REST, slot));
             }
         });
     }

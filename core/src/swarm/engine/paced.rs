@@ -11,6 +11,7 @@
 //! what was sent from it.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use crate::proto::frame::{Chunk, Frame, HANDSHAKE_LEN};
 use crate::proto::identity::Id8;
@@ -26,6 +27,9 @@ pub(crate) const INDUCED_DIAL_BYTES: usize = DIAL_HELLOS as usize * HANDSHAKE_LE
 /// Each round answered earns three times what it cost, so credit grows by half a round
 /// trip after round trip (values use the other half) until this cap.
 const PROBES_PER_ROUND: usize = 256;
+/// A round of probes not all answered by then is written off (some were lost, or dropped
+/// by the peer's rate limit), so that one lost answer does not stall the peer's work.
+const PROBE_ROUND_TIMEOUT: Duration = Duration::from_millis(250);
 /// Values a peer may be waiting for at once; a further WANT replaces the oldest.
 const VALUES_PENDING_MAX: usize = 4;
 
@@ -94,20 +98,22 @@ impl Engine {
             self.pending_peers.remove(peer);
             return;
         };
+        // What the peer asked for first (values, relay requests), then matchmaking, then the
+        // summary of stored keys nobody asked for yet.
         let mut pending = pending;
-        if pending.have_summary {
-            pending.have_summary = !self.send_have_summary(peer);
-        }
-        if pending.introductions_left > 0 {
-            self.introduce_within_credit(peer, &mut pending);
-        }
-        self.tell_within_credit(peer, &mut pending);
-        self.relay_within_credit(peer, &mut pending);
         while let Some(mut value) = pending.values.pop_front() {
             if !self.send_value_pieces(peer, &mut value) {
                 pending.values.push_front(value);
                 break;
             }
+        }
+        self.relay_within_credit(peer, &mut pending);
+        self.tell_within_credit(peer, &mut pending);
+        if pending.introductions_left > 0 {
+            self.introduce_within_credit(peer, &mut pending);
+        }
+        if pending.have_summary {
+            pending.have_summary = !self.send_have_summary(peer);
         }
         let Some(p) = self.peers.get_mut(peer) else {
             self.pending_peers.remove(peer);
@@ -127,9 +133,6 @@ impl Engine {
     pub(crate) fn resume_all(&mut self) {
         let waiting: Vec<Id8> = self.pending_peers.iter().copied().collect();
         for peer in waiting {
-            if let Some(pending) = self.peers.get_mut(&peer).and_then(|p| p.pending.as_mut()) {
-                pending.probes_out = 0;
-            }
             self.resume(&peer);
         }
     }
@@ -195,8 +198,8 @@ impl Engine {
 
     /// HELLOs to `peer`'s address, paid from its credit: each HELLO_ACK that comes back earns
     /// three times its size (see the module's comment). A new round starts only when the last
-    /// one has been answered, so that answers add up to more than one round spent; the
-    /// heartbeat writes off probes that were lost.
+    /// one has been answered, so that answers add up to more than one round spent, or when it
+    /// is older than [`PROBE_ROUND_TIMEOUT`].
     fn probe(&mut self, peer: &Id8) {
         let Some(p) = self.peers.get_mut(peer) else {
             return;
@@ -205,7 +208,11 @@ impl Engine {
         let Some(pending) = p.pending.as_mut() else {
             return;
         };
-        if pending.probes_out > 0 {
+        let now = self.last_now;
+        let round_open = pending
+            .probed_at
+            .is_some_and(|at| now.saturating_duration_since(at) < PROBE_ROUND_TIMEOUT);
+        if pending.probes_out > 0 && round_open {
             return;
         }
         let mut count = 0;
@@ -213,6 +220,7 @@ impl Engine {
             count += 1;
         }
         pending.probes_out = count as u16;
+        pending.probed_at = Some(now);
         for _ in 0..count {
             self.send_handshake(addr, true);
         }
