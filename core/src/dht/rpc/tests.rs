@@ -98,7 +98,7 @@ fn ping_gets_pong_with_the_rpc_id_and_a_ping_back() {
     let pong = json!({"type": 2, "from": hex_id(1), "rpcId": out[1].1["rpcId"]});
     send(&mut d, t0, addr(1), &pong);
     assert!(d.table().contains(&node_id(1)));
-    assert!(d.is_verified(addr(1).ip(), t0));
+    assert!(d.is_verified(addr(1), t0));
     // A PING without rpcId is answered with a null one, as SimpleDHT does.
     let out = send(&mut d, t0, addr(1), &json!({"type": 1, "from": hex_id(1)}));
     assert_eq!(out.len(), 1);
@@ -118,7 +118,7 @@ fn a_pong_from_another_address_proves_nothing() {
     let pong = json!({"type": 2, "from": hex_id(1), "rpcId": out[1].1["rpcId"]});
     send(&mut d, t0, addr(2), &pong);
     assert!(d.table().is_empty());
-    assert!(!d.is_verified(addr(1).ip(), t0) && !d.is_verified(addr(2).ip(), t0));
+    assert!(!d.is_verified(addr(1), t0) && !d.is_verified(addr(2), t0));
     assert_eq!(d.stats().unsolicited, 1);
 }
 
