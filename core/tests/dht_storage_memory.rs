@@ -112,7 +112,8 @@ fn the_heap_taken_stays_within_the_bytes_charged() {
     let mut rng = StdRng::seed_from_u64(5);
     // ahash seeds itself once per process, on the heap: not the storage's.
     let mut warm = Storage::new(limits);
-    warm.put(random_key(&mut rng), "0", v6_source(0), t0).unwrap();
+    warm.put(random_key(&mut rng), "0", v6_source(0), t0)
+        .unwrap();
     drop(warm);
     let mut probe = Probe {
         base: live(),
@@ -127,12 +128,16 @@ fn the_heap_taken_stays_within_the_bytes_charged() {
     };
     let next = Duration::ZERO;
     // One source fills the store with tiny values: the most entries, the most bookkeeping.
-    while s.put(random_key(&mut rng), "1", v6_source(0), tick(next)).is_ok() {}
+    while s
+        .put(random_key(&mut rng), "1", v6_source(0), tick(next))
+        .is_ok()
+    {}
     probe.check(&s, "full of tiny values");
     let tiny = s.len();
     // Thousands of sources, one tiny value each, evict it down to its fair share.
     for n in 1..=3000 {
-        s.put(random_key(&mut rng), "2", v6_source(n), tick(next)).unwrap();
+        s.put(random_key(&mut rng), "2", v6_source(n), tick(next))
+            .unwrap();
         if n % 500 == 0 {
             probe.check(&s, "many sources");
         }
@@ -141,10 +146,20 @@ fn the_heap_taken_stays_within_the_bytes_charged() {
     // They all expire, and large values from a few sources take their place: the tables
     // now hold a fraction of the entries they grew for.
     let big = "x".repeat(1200);
-    s.put(random_key(&mut rng), &big, v6_source(10_000), tick(limits.ttl))
-        .unwrap();
+    s.put(
+        random_key(&mut rng),
+        &big,
+        v6_source(10_000),
+        tick(limits.ttl),
+    )
+    .unwrap();
     for i in 0..20_000u64 {
-        let _ = s.put(random_key(&mut rng), &big, v6_source(10_000 + i % 4), tick(next));
+        let _ = s.put(
+            random_key(&mut rng),
+            &big,
+            v6_source(10_000 + i % 4),
+            tick(next),
+        );
         if i % 1000 == 0 {
             probe.check(&s, "large values");
         }

@@ -47,7 +47,10 @@ mod tests {
 
     #[test]
     fn ipv4_stands_alone_and_ipv6_groups_by_prefix() {
-        assert_ne!(Prefix::of(ip("192.0.2.1"), 64), Prefix::of(ip("192.0.2.2"), 64));
+        assert_ne!(
+            Prefix::of(ip("192.0.2.1"), 64),
+            Prefix::of(ip("192.0.2.2"), 64)
+        );
         let a = Prefix::of(ip("2001:db8:1:2:aaaa::1"), 64);
         assert_eq!(a, Prefix::of(ip("2001:db8:1:2:ffff:1:2:3"), 64));
         assert_ne!(a, Prefix::of(ip("2001:db8:1:3::1"), 64));
@@ -69,6 +72,9 @@ mod tests {
             Prefix::of(ip("::ffff:192.0.2.7"), 64),
             Prefix::of(ip("192.0.2.7"), 64)
         );
-        assert_eq!(Prefix::of(ip("::ffff:192.0.2.7"), 64).addr(), ip("192.0.2.7"));
+        assert_eq!(
+            Prefix::of(ip("::ffff:192.0.2.7"), 64).addr(),
+            ip("192.0.2.7")
+        );
     }
 }

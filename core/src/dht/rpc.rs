@@ -884,8 +884,7 @@ impl Dht {
     }
 
     fn mark_verified(&mut self, now: Instant, addr: SocketAddr) {
-        if self.verified.len() >= self.config.max_verified && !self.verified.contains_key(&addr)
-        {
+        if self.verified.len() >= self.config.max_verified && !self.verified.contains_key(&addr) {
             let ttl = self.config.verified_ttl;
             self.verified
                 .retain(|_, t| now.saturating_duration_since(*t) < ttl);

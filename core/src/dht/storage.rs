@@ -45,9 +45,9 @@ const ALLOC_SLACK: usize = 31;
 /// Bytes every entry takes beyond its key and its value text: its slot in the entry table,
 /// its places in the expiry order and in its source's age order, and the allocator's slack
 /// on the value.
-pub const ENTRY_OVERHEAD: usize =
-    hash_slot(size_of::<(NodeId, Entry)>()) - ID_BYTES + 2 * btree_slot(size_of::<(u64, NodeId)>())
-        + ALLOC_SLACK;
+pub const ENTRY_OVERHEAD: usize = hash_slot(size_of::<(NodeId, Entry)>()) - ID_BYTES
+    + 2 * btree_slot(size_of::<(u64, NodeId)>())
+    + ALLOC_SLACK;
 
 /// Bytes every source holding entries takes: its slot in the source table, its place in the
 /// by-size order, and the first node of its age order (allocated whole).
@@ -379,7 +379,10 @@ mod tests {
         }
         assert_eq!(s.by_bytes.len(), per_source.len());
         assert_eq!(s.by_age.len(), s.len());
-        assert_eq!(s.bytes(), per_source.values().map(|(b, _)| b).sum::<usize>());
+        assert_eq!(
+            s.bytes(),
+            per_source.values().map(|(b, _)| b).sum::<usize>()
+        );
         assert!(s.bytes() <= s.limits().max_bytes);
     }
 
@@ -420,7 +423,10 @@ mod tests {
         // The owner replaces and refreshes it.
         let t1 = t0 + Duration::from_secs(50);
         s.put(key(1), "\"mine 2\"", src(1), t1).unwrap();
-        assert_eq!(s.get(&key(1), t0 + Duration::from_secs(100)), Some("\"mine 2\""));
+        assert_eq!(
+            s.get(&key(1), t0 + Duration::from_secs(100)),
+            Some("\"mine 2\"")
+        );
         // Another address of the same IPv6 /64 is the same source.
         let v6 = |s: &str| Prefix::of(s.parse().unwrap(), 64);
         s.put(key(2), "1", v6("2001:db8::1"), t0).unwrap();
@@ -465,12 +471,20 @@ mod tests {
         let mut s = Storage::new(LIMITS);
         let cost = entry_cost(10);
         for n in 0..10 {
-            s.put(key(n), "1234567890", src(1), t0 + Duration::from_millis(u64::from(n)))
-                .unwrap();
+            s.put(
+                key(n),
+                "1234567890",
+                src(1),
+                t0 + Duration::from_millis(u64::from(n)),
+            )
+            .unwrap();
         }
         assert_eq!(s.bytes(), LIMITS.max_bytes);
         // Source 1 filled the store: it cannot grow, and refreshing takes no new room.
-        assert_eq!(s.put(key(10), "1234567890", src(1), t0), Err(Rejected::Full));
+        assert_eq!(
+            s.put(key(10), "1234567890", src(1), t0),
+            Err(Rejected::Full)
+        );
         s.put(key(3), "1234567890", src(1), t0 + Duration::from_millis(10))
             .unwrap();
         assert_eq!(s.evicted_total(), 0);
@@ -485,13 +499,29 @@ mod tests {
             assert_eq!(s.get(&key(n), t1).is_some(), i >= evicted, "key {n}");
         }
         // It takes up to its fair share, half the store, and no more.
-        while s.put(key(101 + s.entries_of(src(2)) as u16), "1234567890", src(2), t1).is_ok() {}
+        while s
+            .put(
+                key(101 + s.entries_of(src(2)) as u16),
+                "1234567890",
+                src(2),
+                t1,
+            )
+            .is_ok()
+        {}
         let taken_by_2 = s.entries_of(src(2));
         let half = LIMITS.max_bytes / 2;
         assert!(s.bytes_of(src(2)) <= half && s.bytes_of(src(2)) + cost > half);
         assert!(s.bytes_of(src(1)) >= s.bytes_of(src(2)));
         // A third source gets its third, taken from the heavier two.
-        while s.put(key(300 + s.entries_of(src(3)) as u16), "1234567890", src(3), t1).is_ok() {}
+        while s
+            .put(
+                key(300 + s.entries_of(src(3)) as u16),
+                "1234567890",
+                src(3),
+                t1,
+            )
+            .is_ok()
+        {}
         let third = LIMITS.max_bytes / 3;
         assert!(s.bytes_of(src(3)) <= third && s.bytes_of(src(3)) + cost > third);
         for n in 1..=3 {
