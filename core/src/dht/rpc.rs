@@ -11,10 +11,10 @@
 //!   `rpcId` we sent there). Until then, everything sent in answer to one of its datagrams
 //!   totals at most three times that datagram's size: node lists are cut short, replies that
 //!   cannot be cut are withheld, and we send it a PING so that it can prove itself.
-//! - The routing table admits only nodes that answered us at the address recorded; nodes
-//!   that stop answering are evicted.
 //!   Verification is per address (IP and port): that one port of a host answers does not
 //!   make the host want our replies on every port.
+//! - The routing table admits only nodes that answered us at the address recorded; nodes
+//!   that stop answering are evicted.
 //! - Our own requests (lookup queries, table checks) to addresses that have not proven
 //!   themselves are probes, a few per IP per minute ([`super::probe`]), so that a node
 //!   listing a victim's address in its answers cannot aim our lookups at it.
