@@ -1,7 +1,8 @@
 //! The JSON DHT on arbitrary bytes, one datagram per line from a few sources with time
 //! passing between them: parsing never panics, `Dht::handle_datagram` reports a datagram
-//! that does not parse as malformed with the same error, an unverified source gets at most `AMPLIFICATION_FACTOR` times the bytes it
-//! sent, and the requests in flight stay within `max_pending`.
+//! that does not parse as malformed with the same error, an unverified source address gets
+//! at most `AMPLIFICATION_FACTOR` times the bytes it sent, and the requests in flight stay
+//! within `max_pending`.
 #![no_main]
 
 use std::net::SocketAddr;
@@ -33,7 +34,7 @@ fuzz_target!(|input: &[u8]| {
             Message::parse(datagram),
             parsed.clone().map(MessageRef::into_owned)
         );
-        let verified = dht.is_verified(src.ip(), now);
+        let verified = dht.is_verified(src, now);
         let outcome = dht.handle_datagram(now, src, datagram);
         if let Err(e) = parsed {
             assert_eq!(outcome, Outcome::Malformed(e));

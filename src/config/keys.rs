@@ -234,8 +234,21 @@ config_keys! {
         "Most bytes of values the DHT keeps for others",
         parse = byte_size, emit = |n: &usize| int_value(*n);
     dht_max_values_per_ip: Scalar, "dht-max-values-per-ip", "N",
-        "Most DHT values kept for one source IP",
+        "Most DHT values kept for one source IP (IPv6: prefix)",
         parse = |r: &RawValue| int_in(r, 1, 1 << 24), emit = |n: &usize| int_value(*n);
+    dht_ipv6_prefix_len: Scalar, "dht-ipv6-prefix-len", "BITS",
+        "IPv6 prefix length the DHT counts as one source",
+        parse = |r: &RawValue| int_in(r, 16, 128), emit = |n: &u8| int_value(*n);
+    dht_store_rate_per_ip: Scalar, "dht-store-rate-per-ip", "N",
+        "DHT STOREs/s from one source IP (IPv6: prefix), whole node",
+        parse = positive, emit = |n: &u32| int_value(*n);
+    dht_store_burst_per_ip: Scalar, "dht-store-burst-per-ip", "N", "Burst of that limit",
+        parse = positive, emit = |n: &u32| int_value(*n);
+    dht_request_rate_per_ip: Scalar, "dht-request-rate-per-ip", "N",
+        "DHT PING/FIND_NODE/FIND_VALUE/s from one source IP (IPv6: prefix), whole node",
+        parse = positive, emit = |n: &u32| int_value(*n);
+    dht_request_burst_per_ip: Scalar, "dht-request-burst-per-ip", "N", "Burst of that limit",
+        parse = positive, emit = |n: &u32| int_value(*n);
     unauth_rate_per_ip: Scalar, "unauth-rate-per-ip", "N",
         "Datagrams/s from one IP without a session",
         parse = positive, emit = |n: &u32| int_value(*n);

@@ -1,6 +1,7 @@
 //! How the node runs its DHT: one [`Dht`] for the whole node behind a mutex
 //! ([`SharedDht`]; DHT traffic is light next to Setowire's, so the shards share it rather
-//! than partition it), the per-shard [`Demux`] that takes DHT JSON and STUN off the shared
+//! than partition it). Being one, its per-source accounting (STORE and request rates,
+//! values per source, fair shares) is node-wide: N shards do not make N budgets. The per-shard [`Demux`] that takes DHT JSON and STUN off the shared
 //! UDP port, an optional separate DHT port served by a small thread, and the keys the node
 //! announces for its topics.
 
@@ -28,6 +29,7 @@ use setowire_core::swarm::stats::DropReason;
 
 use setowire_core::dht::id::{topic_hash, NodeId};
 use setowire_core::dht::message::MAX_DATAGRAM;
+use setowire_core::dht::prefix::Prefix;
 use setowire_core::dht::rpc::{Dht, DhtConfig, Outcome};
 
 /// What the node's discovery services need from the configuration.
@@ -96,6 +98,7 @@ impl Services {
                 Arc::clone(&dht),
                 engine.unauth_rate,
                 engine.rate_limit_ips,
+                options.dht.ipv6_prefix_len,
                 supervisor,
             )
             .map_err(|source| DiscoveryError::DhtPort { addr, source })?;
@@ -326,12 +329,14 @@ impl Demux {
 }
 
 /// Serves the DHT on its own UDP socket (config `dht_listen`) from a small thread until
-/// the node stops. Returns the bound address.
+/// the node stops, its datagrams limited to `rate` per IPv4 address or IPv6 prefix of
+/// `ipv6_prefix_len`. Returns the bound address.
 pub fn spawn_listener(
     addr: SocketAddr,
     dht: Arc<SharedDht>,
     rate: Rate,
     max_ips: usize,
+    ipv6_prefix_len: u8,
     supervisor: &Supervisor,
 ) -> io::Result<(SocketAddr, JoinHandle<()>)> {
     let socket = UdpSocket::bind(addr)?;
@@ -355,7 +360,7 @@ pub fn spawn_listener(
             };
             let now = Instant::now();
             let src = SocketAddr::new(src.ip().to_canonical(), src.port());
-            if !limiter.allow(src.ip(), now) {
+            if !limiter.allow(Prefix::of(src.ip(), ipv6_prefix_len).addr(), now) {
                 dht.lock().count_rate_limited();
                 continue;
             }

@@ -13,6 +13,7 @@ use prometheus::{
 use super::NodeMetrics;
 use crate::http::metrics::{HttpRoute, CODE_CLASSES};
 use crate::io::BackendKind;
+use setowire_core::dht::DhtStats;
 use setowire_core::proto::frame::FrameKind;
 use setowire_core::swarm::stats::DropReason;
 
@@ -46,7 +47,10 @@ pub struct NodeCollector {
     peers_displaced: IntCounterVec,
     credit_probes: IntCounterVec,
     dht_requests: IntCounterVec,
+    dht_drops: IntCounterVec,
+    dht_values_evicted: IntCounter,
     dht_values: IntGauge,
+    dht_values_bytes: IntGauge,
     dht_nodes: IntGauge,
     reassembly_memory: IntGauge,
     stun_responses: IntCounter,
@@ -127,7 +131,20 @@ impl NodeCollector {
                 "DHT datagrams received, by request type",
                 &["type"],
             )?,
+            dht_drops: counter_vec(
+                "setowire_dht_drops_total",
+                "DHT requests refused and DHT datagrams held back, by reason",
+                &["reason"],
+            )?,
+            dht_values_evicted: IntCounter::new(
+                "setowire_dht_values_evicted_total",
+                "DHT values evicted to make room for a source below its fair share",
+            )?,
             dht_values: IntGauge::new("setowire_dht_values", "Values held in the DHT storage")?,
+            dht_values_bytes: IntGauge::new(
+                "setowire_dht_values_bytes",
+                "Memory charged to the values in the DHT storage (keys, values, bookkeeping)",
+            )?,
             dht_nodes: IntGauge::new("setowire_dht_nodes", "Nodes in the DHT routing table")?,
             reassembly_memory: IntGauge::new(
                 "setowire_reassembly_memory_bytes",
@@ -183,7 +200,10 @@ impl NodeCollector {
             &self.peers_displaced,
             &self.credit_probes,
             &self.dht_requests,
+            &self.dht_drops,
+            &self.dht_values_evicted,
             &self.dht_values,
+            &self.dht_values_bytes,
             &self.dht_nodes,
             &self.reassembly_memory,
             &self.stun_responses,
@@ -214,6 +234,7 @@ impl NodeCollector {
             &self.peers_displaced,
             &self.credit_probes,
             &self.dht_requests,
+            &self.dht_drops,
             &self.http_requests,
         ] {
             vec.reset();
@@ -252,10 +273,15 @@ impl NodeCollector {
             stun += load(&shard.stun_responses);
         }
         reset_counter(&self.stun_responses, stun);
+        let mut drops = [0; DHT_DROP_REASONS.len()];
+        let (mut evicted, mut values_bytes) = (0, 0);
         let (requests, values, nodes) = match &node.dht {
             Some(dht) => {
                 let dht = dht.lock();
                 let s = dht.stats();
+                drops = dht_drops(s);
+                evicted = s.values_evicted;
+                values_bytes = dht.storage().bytes();
                 let known = s.pings
                     + s.stores
                     + s.find_nodes
@@ -287,7 +313,12 @@ impl NodeCollector {
         for (kind, n) in requests {
             self.dht_requests.with_label_values(&[kind]).inc_by(n);
         }
+        for (reason, n) in DHT_DROP_REASONS.iter().zip(drops) {
+            self.dht_drops.with_label_values(&[reason]).inc_by(n);
+        }
+        reset_counter(&self.dht_values_evicted, evicted);
         self.dht_values.set(values as i64);
+        self.dht_values_bytes.set(values_bytes as i64);
         self.dht_nodes.set(nodes as i64);
         let reassembly = node.limits.as_ref().map_or(0, |l| l.reassembly_memory());
         self.reassembly_memory.set(reassembly as i64);
@@ -317,6 +348,36 @@ impl NodeCollector {
             .set(1);
         self.start_time.set(node.start_unix);
     }
+}
+
+/// The `reason` labels of `setowire_dht_drops_total`, in the order [`dht_drops`] gives.
+const DHT_DROP_REASONS: [&str; 10] = [
+    "store_owned_by_other",
+    "store_full",
+    "store_per_ip_full",
+    "store_too_large",
+    "store_unverified",
+    "store_rate_limited",
+    "request_rate_limited",
+    "reply_withheld",
+    "probe_withheld",
+    "out_queue_full",
+];
+
+/// The DHT's refusals and held-back datagrams, by [`DHT_DROP_REASONS`].
+fn dht_drops(s: &DhtStats) -> [u64; DHT_DROP_REASONS.len()] {
+    [
+        s.store_owned_by_other,
+        s.store_full,
+        s.store_per_ip_full,
+        s.store_too_large,
+        s.store_unverified_dropped,
+        s.store_rate_limited,
+        s.request_rate_limited,
+        s.replies_withheld,
+        s.probes_withheld,
+        s.out_queue_full,
+    ]
 }
 
 fn reset_counter(counter: &IntCounter, value: u64) {
@@ -368,6 +429,8 @@ mod tests {
             "setowire_http_requests_total{code_class=\"2xx\",route=\"peers\"} 1",
             "setowire_handshake_duration_seconds_count 1",
             "setowire_dht_requests_total{type=\"ping\"} 0",
+            "setowire_dht_drops_total{reason=\"store_owned_by_other\"} 0",
+            "setowire_dht_values_evicted_total 0",
             "setowire_frames_received_total{shard=\"0\",type=\"hello\"} 0",
         ] {
             assert!(text.contains(needle), "{needle} missing in\n{text}");

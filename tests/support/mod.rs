@@ -32,6 +32,7 @@ macro_rules! on_both_backends {
     };
 }
 
+pub mod dht;
 pub mod net;
 pub mod peer;
 pub mod process;

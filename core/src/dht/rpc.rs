@@ -11,10 +11,19 @@
 //!   `rpcId` we sent there). Until then, everything sent in answer to one of its datagrams
 //!   totals at most three times that datagram's size: node lists are cut short, replies that
 //!   cannot be cut are withheld, and we send it a PING so that it can prove itself.
+//!   Verification is per address (IP and port): that one port of a host answers does not
+//!   make the host want our replies on every port.
 //! - The routing table admits only nodes that answered us at the address recorded; nodes
 //!   that stop answering are evicted.
+//! - Our own requests (lookup queries, table checks) to addresses that have not proven
+//!   themselves are probes, a few per IP per minute ([`super::probe`]), so that a node
+//!   listing a victim's address in its answers cannot aim our lookups at it.
+//! - Requests are rate-limited per source (IPv4 address, IPv6 prefix; [`super::prefix`])
+//!   for the whole node: STOREs on one budget, PING, FIND_NODE and FIND_VALUE on another.
+//!   One datagram carries one request, so each STORE pays for itself.
 //! - STOREs from an unverified address wait (bounded) for its answer to our PING; stored
-//!   values expire and are capped in total bytes and per source IP.
+//!   values expire, belong to the source that stored them first, and are bounded by the
+//!   memory they take, shared fairly between sources when full ([`super::storage`]).
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
@@ -25,8 +34,11 @@ use rand::Rng;
 
 use super::id::{HexId, NodeId};
 use super::message::{self, append, Contact, MessageRef, MsgType, ParseError};
+use super::prefix::{Prefix, DEFAULT_IPV6_PREFIX_LEN};
+use super::probe::Probes;
 use super::routing::{Admission, RoutingTable, K};
-use super::storage::{Rejected, Storage, StorageLimits};
+use super::storage::{Accepted, Rejected, Storage, StorageLimits};
+use crate::ratelimit::{IpLimiter, Rate};
 
 /// Requests in flight in one lookup.
 const ALPHA: usize = 3;
@@ -60,8 +72,18 @@ type HashMap<K, V> = std::collections::HashMap<K, V, ahash::RandomState>;
 pub struct DhtConfig {
     /// How long a stored value lives without a new STORE.
     pub value_ttl: Duration,
+    /// Memory the values stored for others may take: keys, values and bookkeeping.
     pub max_values_bytes: usize,
+    /// Values one source (IPv4 address, IPv6 prefix) may hold.
     pub max_values_per_ip: usize,
+    /// IPv6 sources are one source per prefix of this length.
+    pub ipv6_prefix_len: u8,
+    /// STOREs accepted per source, for the whole node.
+    pub store_rate: Rate,
+    /// PING, FIND_NODE and FIND_VALUE requests accepted per source, for the whole node.
+    pub request_rate: Rate,
+    /// Sources the rate limiters track at once (more share one overflow budget).
+    pub rate_limit_sources: usize,
     /// Largest value stored, as JSON text.
     pub max_value_bytes: usize,
     /// Largest reply to a verified address (node lists are cut to fit). The default fits
@@ -92,6 +114,16 @@ impl Default for DhtConfig {
             value_ttl: Duration::from_secs(3900),
             max_values_bytes: 16 << 20,
             max_values_per_ip: 256,
+            ipv6_prefix_len: DEFAULT_IPV6_PREFIX_LEN,
+            store_rate: Rate {
+                per_second: 20.0,
+                burst: 200.0,
+            },
+            request_rate: Rate {
+                per_second: 100.0,
+                burst: 500.0,
+            },
+            rate_limit_sources: 65_536,
             max_value_bytes: 1200,
             max_reply_bytes: 2000,
             rpc_timeout: Duration::from_secs(3),
@@ -119,6 +151,10 @@ pub struct DhtStats {
     pub too_large: u64,
     /// Dropped by the per-source rate limit (counted by whoever applies it).
     pub rate_limited: u64,
+    /// STOREs over their source's STORE rate; dropped before any work.
+    pub store_rate_limited: u64,
+    /// PING, FIND_NODE and FIND_VALUE requests over their source's rate; dropped.
+    pub request_rate_limited: u64,
     /// Claiming our own node id.
     pub own_id: u64,
     /// Replies nobody asked for, or arriving too late.
@@ -136,12 +172,19 @@ pub struct DhtStats {
     pub values_found: u64,
     pub store_too_large: u64,
     pub store_per_ip_full: u64,
+    /// STOREs refused because the store was full and their source held its fair share.
     pub store_full: u64,
+    /// STOREs refused because another source stored the key first and it has not expired.
+    pub store_owned_by_other: u64,
+    /// Values evicted to make room for a source below its fair share of a full store.
+    pub values_evicted: u64,
     /// STOREs dropped while waiting for the sender's address to be verified.
     pub store_unverified_dropped: u64,
     /// STOREs for keys this node announces itself.
     pub store_own_key: u64,
     pub requests_sent: u64,
+    /// Our requests not sent to an unverified address that had its probes for the minute.
+    pub probes_withheld: u64,
     pub responses: u64,
     pub timeouts: u64,
     /// Requests not sent because too many were in flight.
@@ -267,8 +310,12 @@ pub struct Dht {
     storage: Storage,
     /// Our own values (JSON text), served and announced, never expiring.
     local: HashMap<NodeId, String>,
-    /// When each source IP last answered one of our requests.
-    verified: HashMap<IpAddr, Instant>,
+    /// When each address last answered one of our requests.
+    verified: HashMap<SocketAddr, Instant>,
+    /// Our requests to addresses not verified, per IP.
+    probes: Probes,
+    store_limiter: IpLimiter,
+    request_limiter: IpLimiter,
     pending: HashMap<u32, Pending>,
     /// Addresses with a PING of ours in flight.
     pinging: HashMap<SocketAddr, u32>,
@@ -305,6 +352,9 @@ impl Dht {
             storage: Storage::new(limits),
             local: HashMap::default(),
             verified: HashMap::default(),
+            probes: Probes::new(config.max_verified),
+            store_limiter: IpLimiter::new(config.store_rate, config.rate_limit_sources, now),
+            request_limiter: IpLimiter::new(config.request_rate, config.rate_limit_sources, now),
             pending: HashMap::default(),
             pinging: HashMap::default(),
             held: HashMap::default(),
@@ -366,9 +416,10 @@ impl Dht {
         self.pending.len()
     }
 
-    pub fn is_verified(&self, ip: IpAddr, now: Instant) -> bool {
+    /// Whether `addr` answered one of our requests within [`DhtConfig::verified_ttl`].
+    pub fn is_verified(&self, addr: SocketAddr, now: Instant) -> bool {
         self.verified
-            .get(&ip)
+            .get(&addr)
             .is_some_and(|t| now.saturating_duration_since(*t) < self.config.verified_ttl)
     }
 
@@ -487,7 +538,20 @@ impl Dht {
                 return Outcome::Handled;
             }
         }
-        let verified = self.is_verified(src.ip(), now);
+        match msg.kind {
+            MsgType::Ping => self.stats.pings += 1,
+            MsgType::Store => self.stats.stores += 1,
+            MsgType::FindNode => self.stats.find_nodes += 1,
+            MsgType::FindValue => self.stats.find_values += 1,
+            MsgType::Pong | MsgType::FoundNode | MsgType::FoundVal => {
+                self.stats.unsolicited += 1;
+                return Outcome::Handled;
+            }
+        }
+        if !self.within_rate(now, src.ip(), msg.kind) {
+            return Outcome::Handled;
+        }
+        let verified = self.is_verified(src, now);
         // Bytes we may still send in answer to this datagram.
         let mut budget = if verified {
             usize::MAX
@@ -503,7 +567,6 @@ impl Dht {
         };
         match msg.kind {
             MsgType::Ping => {
-                self.stats.pings += 1;
                 let start = self.out_bytes.len();
                 append::pong(
                     &mut self.out_bytes,
@@ -513,7 +576,6 @@ impl Dht {
                 self.reply(src, start, &mut budget);
             }
             MsgType::FindNode => {
-                self.stats.find_nodes += 1;
                 let Some(target) = msg.target else {
                     self.stats.malformed += 1;
                     return Outcome::Malformed(ParseError::BadField("target"));
@@ -521,7 +583,6 @@ impl Dht {
                 self.reply_nodes(src, &msg, &target, &mut budget, ping_cost, verified);
             }
             MsgType::FindValue => {
-                self.stats.find_values += 1;
                 let Some(key) = msg.key else {
                     self.stats.malformed += 1;
                     return Outcome::Malformed(ParseError::BadField("key"));
@@ -554,23 +615,40 @@ impl Dht {
                 }
             }
             MsgType::Store => {
-                self.stats.stores += 1;
                 let (Some(key), Some(value)) = (msg.key, msg.value.as_deref()) else {
                     self.stats.malformed += 1;
                     return Outcome::Malformed(ParseError::BadField("key/value"));
                 };
                 self.on_store(now, src, key, value, verified);
             }
-            MsgType::Pong | MsgType::FoundNode | MsgType::FoundVal => {
-                self.stats.unsolicited += 1;
-                return Outcome::Handled;
-            }
+            // Counted as unsolicited above.
+            MsgType::Pong | MsgType::FoundNode | MsgType::FoundVal => {}
         }
         let hold_waiting = self.held.contains_key(&src);
         if (ping_wanted || hold_waiting) && !self.pinging.contains_key(&src) && PING_LEN <= budget {
             self.send_ping(now, src, None);
         }
         Outcome::Handled
+    }
+
+    /// The source `ip` is charged to.
+    fn source(&self, ip: IpAddr) -> Prefix {
+        Prefix::of(ip, self.config.ipv6_prefix_len)
+    }
+
+    /// Takes a request of `kind` from `ip` out of its source's budget (STOREs and the other
+    /// requests each have theirs); false, counted, when that budget is spent.
+    fn within_rate(&mut self, now: Instant, ip: IpAddr, kind: MsgType) -> bool {
+        let source = self.source(ip).addr();
+        if kind == MsgType::Store {
+            let allowed = self.store_limiter.allow(source, now);
+            self.stats.store_rate_limited += u64::from(!allowed);
+            allowed
+        } else {
+            let allowed = self.request_limiter.allow(source, now);
+            self.stats.request_rate_limited += u64::from(!allowed);
+            allowed
+        }
     }
 
     /// Whether `msg`'s sender should get a PING: an unverified address (so that it can
@@ -700,11 +778,16 @@ impl Dht {
     }
 
     fn put(&mut self, now: Instant, ip: IpAddr, key: NodeId, value: &str) {
-        match self.storage.put(key, value, ip, now) {
-            Ok(()) => self.stats.values_stored += 1,
+        let source = self.source(ip);
+        match self.storage.put(key, value, source, now) {
+            Ok(Accepted { evicted }) => {
+                self.stats.values_stored += 1;
+                self.stats.values_evicted += evicted as u64;
+            }
             Err(Rejected::TooLarge) => self.stats.store_too_large += 1,
             Err(Rejected::PerIpFull) => self.stats.store_per_ip_full += 1,
             Err(Rejected::Full) => self.stats.store_full += 1,
+            Err(Rejected::OwnedByOther) => self.stats.store_owned_by_other += 1,
         }
     }
 
@@ -726,7 +809,7 @@ impl Dht {
         if self.pinging.get(&src) == Some(&rpc) {
             self.pinging.remove(&src);
         }
-        self.mark_verified(now, src.ip());
+        self.mark_verified(now, src);
         for (key, value) in self.drop_held(&src) {
             self.put(now, src.ip(), key, &value);
         }
@@ -800,8 +883,8 @@ impl Dht {
         }
     }
 
-    fn mark_verified(&mut self, now: Instant, ip: IpAddr) {
-        if self.verified.len() >= self.config.max_verified && !self.verified.contains_key(&ip) {
+    fn mark_verified(&mut self, now: Instant, addr: SocketAddr) {
+        if self.verified.len() >= self.config.max_verified && !self.verified.contains_key(&addr) {
             let ttl = self.config.verified_ttl;
             self.verified
                 .retain(|_, t| now.saturating_duration_since(*t) < ttl);
@@ -809,7 +892,7 @@ impl Dht {
                 return;
             }
         }
-        self.verified.insert(ip, now);
+        self.verified.insert(addr, now);
     }
 
     fn new_rpc(&mut self, now: Instant, addr: SocketAddr, purpose: Purpose) -> Option<u32> {
@@ -852,12 +935,33 @@ impl Dht {
         target: NodeId,
         purpose: Purpose,
     ) -> bool {
+        // The operator named bootstrap nodes; any other may be a victim's address.
+        let bootstrap = matches!(
+            purpose,
+            Purpose::FindNode {
+                bootstrap: true,
+                ..
+            }
+        );
+        if !bootstrap && !self.may_probe(now, dst) {
+            return false;
+        }
         let Some(rpc) = self.new_rpc(now, dst, purpose) else {
             return false;
         };
         let start = self.out_bytes.len();
         append::find_node(&mut self.out_bytes, self.id_hex.as_bytes(), &target, rpc);
         self.push_out(dst, start)
+    }
+
+    /// Whether a request of ours may go to `dst`: always once it is verified, else as one
+    /// of the few probes its IP gets per minute (counted when withheld).
+    fn may_probe(&mut self, now: Instant, dst: SocketAddr) -> bool {
+        if self.is_verified(dst, now) || self.probes.allow(dst.ip(), now) {
+            return true;
+        }
+        self.stats.probes_withheld += 1;
+        false
     }
 
     fn expire_pending(&mut self, now: Instant) {
@@ -926,10 +1030,13 @@ impl Dht {
         let ttl = self.config.verified_ttl;
         self.verified
             .retain(|_, t| now.saturating_duration_since(*t) < ttl);
+        self.probes.sweep(now);
+        self.store_limiter.sweep(now);
+        self.request_limiter.sweep(now);
         // Nodes quiet for a third of the stale time are asked whether they are still there.
         let quiet = self.config.stale_after / 3;
         for contact in self.table.stale(now, quiet, REFRESH_PINGS) {
-            if !self.pinging.contains_key(&contact.addr) {
+            if !self.pinging.contains_key(&contact.addr) && self.may_probe(now, contact.addr) {
                 self.send_ping(now, contact.addr, Some(contact.id));
             }
         }

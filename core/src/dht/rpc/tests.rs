@@ -1,7 +1,9 @@
 use super::*;
+use crate::dht::{probe, storage};
 use crate::simnet::{HostId, SimConfig, SimNet};
 use rand::SeedableRng;
 use serde_json::{json, Value};
+use std::net::Ipv6Addr;
 
 fn addr(n: u8) -> SocketAddr {
     SocketAddr::from(([10, 0, 0, n], 4000 + u16::from(n)))
@@ -98,7 +100,7 @@ fn ping_gets_pong_with_the_rpc_id_and_a_ping_back() {
     let pong = json!({"type": 2, "from": hex_id(1), "rpcId": out[1].1["rpcId"]});
     send(&mut d, t0, addr(1), &pong);
     assert!(d.table().contains(&node_id(1)));
-    assert!(d.is_verified(addr(1).ip(), t0));
+    assert!(d.is_verified(addr(1), t0));
     // A PING without rpcId is answered with a null one, as SimpleDHT does.
     let out = send(&mut d, t0, addr(1), &json!({"type": 1, "from": hex_id(1)}));
     assert_eq!(out.len(), 1);
@@ -118,7 +120,7 @@ fn a_pong_from_another_address_proves_nothing() {
     let pong = json!({"type": 2, "from": hex_id(1), "rpcId": out[1].1["rpcId"]});
     send(&mut d, t0, addr(2), &pong);
     assert!(d.table().is_empty());
-    assert!(!d.is_verified(addr(1).ip(), t0) && !d.is_verified(addr(2).ip(), t0));
+    assert!(!d.is_verified(addr(1), t0) && !d.is_verified(addr(2), t0));
     assert_eq!(d.stats().unsolicited, 1);
 }
 
@@ -381,4 +383,308 @@ fn nodes_join_through_a_bootstrap_node_and_announce_to_each_other() {
             .count();
         assert_eq!(holders, 12, "topic {i}");
     }
+}
+
+fn store_msg(n: u8, key: &NodeId, value: &str) -> Value {
+    json!({"type": 3, "from": hex_id(n), "key": key.to_hex(), "value": value})
+}
+
+#[test]
+fn a_key_stays_with_the_address_that_stored_it_first() {
+    let t0 = Instant::now();
+    let mut d = dht(1, t0);
+    befriend(&mut d, t0, 1);
+    befriend(&mut d, t0, 2);
+    let key = NodeId::of_key("topic:abc:owned");
+    send(&mut d, t0, addr(1), &store_msg(1, &key, "first"));
+    send(&mut d, t0, addr(2), &store_msg(2, &key, "hijack"));
+    assert_eq!(d.value(&key, t0), Some("\"first\""));
+    assert_eq!(d.stats().store_owned_by_other, 1);
+    // The owner replaces it, from any port of its IP.
+    let other_port = SocketAddr::new(addr(1).ip(), 9);
+    send(&mut d, t0, addr(1), &store_msg(1, &key, "second"));
+    assert_eq!(d.value(&key, t0), Some("\"second\""));
+    // (A STORE from an unverified port waits for that port's answer, as any other.)
+    send(&mut d, t0, other_port, &store_msg(1, &key, "third"));
+    assert_eq!(d.value(&key, t0), Some("\"second\""));
+    assert_eq!(d.stats().store_owned_by_other, 1);
+}
+
+#[test]
+fn one_address_that_filled_the_store_does_not_lock_out_the_others() {
+    let t0 = Instant::now();
+    let value = "v".repeat(1000);
+    let config = DhtConfig {
+        max_values_bytes: 40 * storage::entry_cost(value.len() + 2),
+        ..DhtConfig::default()
+    };
+    let mut d = dht_with(1, t0, config);
+    befriend(&mut d, t0, 1);
+    befriend(&mut d, t0, 2);
+    for i in 0..60 {
+        let key = NodeId::of_key(&format!("a{i}"));
+        send(&mut d, t0, addr(1), &store_msg(1, &key, &value));
+    }
+    let held_by_1 = d.storage().len();
+    assert!(held_by_1 < 40 && d.stats().store_full > 0, "{held_by_1}");
+    let a = |i: usize| NodeId::of_key(&format!("a{i}"));
+    let newest = (0..60)
+        .rev()
+        .find(|&i| d.value(&a(i), t0).is_some())
+        .unwrap();
+    for i in 0..10 {
+        let key = NodeId::of_key(&format!("b{i}"));
+        send(&mut d, t0, addr(2), &store_msg(2, &key, &value));
+        assert!(d.value(&key, t0).is_some(), "b{i} refused");
+    }
+    assert!(d.stats().values_evicted >= 10);
+    // Address 1 lost its oldest values, kept its newest.
+    assert_eq!(d.value(&a(0), t0), None);
+    assert!(d.value(&a(newest), t0).is_some());
+}
+
+#[test]
+fn requests_are_rate_limited_per_ipv4_address_and_ipv6_prefix() {
+    let t0 = Instant::now();
+    let config = DhtConfig {
+        store_rate: Rate {
+            per_second: 1.0,
+            burst: 5.0,
+        },
+        request_rate: Rate {
+            per_second: 1.0,
+            burst: 10.0,
+        },
+        ..DhtConfig::default()
+    };
+    let mut d = dht_with(1, t0, config);
+    befriend(&mut d, t0, 1);
+    let before = d.stats().clone();
+    for i in 0..20 {
+        let key = NodeId::of_key(&format!("k{i}"));
+        send(&mut d, t0, addr(1), &store_msg(1, &key, "x"));
+    }
+    // Each STORE pays: 5 in the burst, the other 15 dropped before any work.
+    assert_eq!(d.stats().store_rate_limited, 15);
+    assert_eq!(d.storage().len(), 5);
+    // The budgets are separate: PINGs still get through, up to theirs (the befriending
+    // PING took one).
+    let ping = json!({"type": 1, "from": hex_id(1), "rpcId": "00000001"});
+    let answered = (0..20)
+        .filter(|_| !send(&mut d, t0, addr(1), &ping).is_empty())
+        .count();
+    assert_eq!(answered, 9);
+    assert_eq!(d.stats().request_rate_limited, 11);
+    assert_eq!(
+        d.stats().pings - before.pings,
+        20,
+        "counted by type all the same"
+    );
+    // Another IPv4 address has its own budget; every address of one IPv6 /64 shares one.
+    let other = SocketAddr::from(([10, 0, 0, 99], 1));
+    assert!(!send(&mut d, t0, other, &ping).is_empty());
+    let in_64 =
+        |host: u16| SocketAddr::from((Ipv6Addr::new(0x2001, 0xdb8, 0, 1, 0, 0, 0, host), 1));
+    let answered = (1..=20u16)
+        .filter(|&h| !send(&mut d, t0, in_64(h), &ping).is_empty())
+        .count();
+    assert_eq!(answered, 10);
+    let next_64 = SocketAddr::from((Ipv6Addr::new(0x2001, 0xdb8, 0, 2, 0, 0, 0, 1), 1));
+    assert!(!send(&mut d, t0, next_64, &ping).is_empty());
+    // The budget refills with time.
+    let later = t0 + Duration::from_secs(3);
+    assert!(!send(&mut d, later, in_64(1), &ping).is_empty());
+}
+
+#[test]
+fn the_ipv6_prefix_length_is_configurable() {
+    let t0 = Instant::now();
+    let config = DhtConfig {
+        ipv6_prefix_len: 48,
+        request_rate: Rate {
+            per_second: 1.0,
+            burst: 3.0,
+        },
+        ..DhtConfig::default()
+    };
+    let mut d = dht_with(1, t0, config);
+    let ping = json!({"type": 1, "from": hex_id(1), "rpcId": "00000001"});
+    // Different /64s of one /48 share one budget.
+    let in_48 = |net: u16| SocketAddr::from((Ipv6Addr::new(0x2001, 0xdb8, 7, net, 0, 0, 0, 1), 1));
+    let answered = (1..=6u16)
+        .filter(|&n| !send(&mut d, t0, in_48(n), &ping).is_empty())
+        .count();
+    assert_eq!(answered, 3);
+}
+
+/// Bytes received from and sent to one victim, by time.
+#[derive(Default)]
+struct Ledger(Vec<(Instant, usize, usize)>);
+
+impl Ledger {
+    /// The largest bytes sent over bytes received in any window of `width` that starts at
+    /// an event; `None` when something was sent in a window where nothing was received.
+    fn worst_ratio(&self, width: Duration) -> Option<f64> {
+        let mut worst: f64 = 0.0;
+        let mut end = 0;
+        let (mut got, mut sent) = (0, 0);
+        for start in 0..self.0.len() {
+            while end < self.0.len() && self.0[end].0 < self.0[start].0 + width {
+                got += self.0[end].1;
+                sent += self.0[end].2;
+                end += 1;
+            }
+            if sent > 0 {
+                if got == 0 {
+                    return None;
+                }
+                worst = worst.max(sent as f64 / got as f64);
+            }
+            got -= self.0[start].1;
+            sent -= self.0[start].2;
+        }
+        Some(worst)
+    }
+}
+
+#[test]
+fn forged_requests_never_reflect_more_than_three_times_toward_their_victim() {
+    let t0 = Instant::now();
+    // Limits high enough that every forged request is answered: the bound must hold by
+    // itself, not thanks to the rate limits.
+    let generous = Rate {
+        per_second: 1e6,
+        burst: 1e6,
+    };
+    let config = DhtConfig {
+        store_rate: generous,
+        request_rate: generous,
+        ..DhtConfig::default()
+    };
+    let mut d = dht_with(1, t0, config);
+    for n in 1..=60 {
+        try_befriend(&mut d, t0, n);
+    }
+    let big = NodeId::of_key("big");
+    send(&mut d, t0, addr(1), &store_msg(1, &big, &"v".repeat(1100)));
+    assert!(d.value(&big, t0).is_some());
+    // The victim's port 1000 proved itself; the attacker forges its other ports.
+    let victim = IpAddr::from([192, 0, 2, 9]);
+    let proven = SocketAddr::new(victim, 1000);
+    let out = send(
+        &mut d,
+        t0,
+        proven,
+        &json!({"type": 1, "from": hex_id(250), "rpcId": "1"}),
+    );
+    let ping = &out.iter().find(|(_, m)| m["type"] == 1).unwrap().1;
+    send(
+        &mut d,
+        t0,
+        proven,
+        &json!({"type": 2, "from": hex_id(250), "rpcId": ping["rpcId"]}),
+    );
+    assert!(d.is_verified(proven, t0));
+    let forged: Vec<Vec<u8>> = [
+        json!({"type": 4, "from": hex_id(251), "target": hex_id(7), "rpcId": "0badf00d"}),
+        json!({"type": 6, "from": hex_id(251), "key": big.to_hex(), "rpcId": "0badf00e"}),
+        json!({"type": 6, "from": hex_id(251), "key": hex_id(9), "rpcId": 1}),
+        json!({"type": 1, "from": hex_id(251), "rpcId": "0badf00f"}),
+        json!({"type": 3, "from": hex_id(251), "key": hex_id(3), "value": "forged"}),
+        json!({"type": 4, "target": hex_id(8)}),
+        json!({"type": 6, "key": big.to_hex()}),
+        json!({"type": 1}),
+    ]
+    .iter()
+    .map(|m| serde_json::to_vec(m).unwrap())
+    .chain([b"{\"type\": 9}".to_vec(), b"{".to_vec()])
+    .collect();
+    let mut ledger = Ledger::default();
+    let mut now = t0;
+    // 70 s of forged requests, one every 20 ms, from four ports the victim never proved.
+    for i in 0..3500 {
+        now += Duration::from_millis(20);
+        let src = SocketAddr::new(victim, 2000 + (i % 4) as u16);
+        let request = &forged[i % forged.len()];
+        d.handle_datagram(now, src, request);
+        d.handle_timeout(now);
+        let mut sent = 0;
+        d.drain_transmits(|dst, b| {
+            if dst.ip() == victim && dst != proven {
+                sent += b.len();
+            }
+        });
+        ledger.0.push((now, request.len(), sent));
+    }
+    let total_got: usize = ledger.0.iter().map(|e| e.1).sum();
+    let total_sent: usize = ledger.0.iter().map(|e| e.2).sum();
+    assert!(
+        total_sent > total_got,
+        "the test reflects something: {total_sent}"
+    );
+    for width in [Duration::from_secs(10), Duration::from_secs(60)] {
+        let worst = ledger.worst_ratio(width).expect("nothing sent unasked");
+        assert!(
+            worst <= AMPLIFICATION_FACTOR as f64,
+            "{worst:.2}× over {width:?} ({total_sent} sent for {total_got})"
+        );
+    }
+    // The bound cut replies short and withheld some, rather than letting them through.
+    assert!(d.stats().replies_truncated > 0 && d.stats().replies_withheld > 0);
+}
+
+#[test]
+fn lookups_probe_an_unverified_address_a_few_times_a_minute() {
+    let t0 = Instant::now();
+    let config = DhtConfig {
+        announce_interval: Duration::from_secs(5),
+        ..DhtConfig::default()
+    };
+    let mut d = dht_with(1, t0, config);
+    befriend(&mut d, t0, 1);
+    for i in 0..8 {
+        d.announce(&format!("mine {i}"), "1".into());
+    }
+    // Node 1 answers every FIND_NODE with 20 made-up nodes at the victim's IP.
+    let victim = IpAddr::from([192, 0, 2, 66]);
+    let mut fake = 0u32;
+    let mut probes: Vec<Instant> = Vec::new();
+    let mut now = t0;
+    for _ in 0..2400 {
+        now += Duration::from_millis(250);
+        d.handle_timeout(now);
+        let mut queue = drain(&mut d);
+        while let Some((dst, m)) = queue.pop() {
+            if dst.ip() == victim {
+                probes.push(now);
+            } else if dst == addr(1) && m["type"] == 4 {
+                let nodes: Vec<Value> = (0..20)
+                    .map(|_| {
+                        fake += 1;
+                        let id = NodeId::of_key(&format!("fake {fake}")).to_hex();
+                        json!({"id": id, "ip": victim.to_string(), "port": 1 + fake % 60000})
+                    })
+                    .collect();
+                let reply =
+                    json!({"type": 5, "from": hex_id(1), "nodes": nodes, "rpcId": m["rpcId"]});
+                queue.extend(send(&mut d, now, dst, &reply));
+            } else if dst == addr(1) && m["type"] == 1 {
+                let pong = json!({"type": 2, "from": hex_id(1), "rpcId": m["rpcId"]});
+                queue.extend(send(&mut d, now, dst, &pong));
+            }
+        }
+    }
+    assert!(fake > 1000, "node 1 was asked: {fake}");
+    assert!(!probes.is_empty(), "lookups still try new nodes");
+    for (i, t) in probes.iter().enumerate() {
+        let in_minute = probes[i..]
+            .iter()
+            .take_while(|u| **u < *t + probe::PROBE_WINDOW)
+            .count();
+        assert!(
+            in_minute <= usize::from(probe::PROBES_PER_WINDOW),
+            "{in_minute} at {i}"
+        );
+    }
+    assert!(d.stats().probes_withheld > 0);
 }
