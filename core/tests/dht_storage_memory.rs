@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use setowire_core::dht::prefix::Prefix;
+use setowire_core::ratelimit::{SourceGroup, SourceGrouping};
 use setowire_core::dht::storage::{Storage, StorageLimits};
 use setowire_core::dht::NodeId;
 
@@ -91,9 +91,9 @@ impl Probe {
     }
 }
 
-fn v6_source(n: u64) -> Prefix {
+fn v6_source(n: u64) -> SourceGroup {
     let ip = Ipv6Addr::from((0x2001_0db8_u128 << 96) | (u128::from(n) << 64) | 1);
-    Prefix::of(IpAddr::V6(ip), 64)
+    SourceGrouping::new(64).group_of(IpAddr::V6(ip))
 }
 
 fn random_key(rng: &mut StdRng) -> NodeId {

@@ -310,7 +310,6 @@ mod tests {
                 "--dht-value-ttl-secs=21",
                 "--dht-max-values-bytes=22",
                 "--dht-max-values-per-ip=23",
-                "--dht-ipv6-prefix-len=56",
                 "--dht-store-rate-per-ip=24",
                 "--dht-store-burst-per-ip=25",
                 "--dht-request-rate-per-ip=26",

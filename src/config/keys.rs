@@ -236,9 +236,6 @@ config_keys! {
     dht_max_values_per_ip: Scalar, "dht-max-values-per-ip", "N",
         "Most DHT values kept for one source IP (IPv6: prefix)",
         parse = |r: &RawValue| int_in(r, 1, 1 << 24), emit = |n: &usize| int_value(*n);
-    dht_ipv6_prefix_len: Scalar, "dht-ipv6-prefix-len", "BITS",
-        "IPv6 prefix length the DHT counts as one source",
-        parse = |r: &RawValue| int_in(r, 16, 128), emit = |n: &u8| int_value(*n);
     dht_store_rate_per_ip: Scalar, "dht-store-rate-per-ip", "N",
         "DHT STOREs/s from one source IP (IPv6: prefix), whole node",
         parse = positive, emit = |n: &u32| int_value(*n);

@@ -140,8 +140,6 @@ pub struct NodeConfig {
     pub dht_value_ttl_secs: u64,
     pub dht_max_values_bytes: usize,
     pub dht_max_values_per_ip: usize,
-    /// IPv6 sources are grouped by prefixes of this length (16 to 128).
-    pub dht_ipv6_prefix_len: u8,
     /// STOREs/s from one source IP (IPv6: prefix), for the whole node.
     pub dht_store_rate_per_ip: u32,
     pub dht_store_burst_per_ip: u32,

@@ -94,7 +94,7 @@ impl NodeConfig {
                 value_ttl: Duration::from_secs(self.dht_value_ttl_secs),
                 max_values_bytes: self.dht_max_values_bytes,
                 max_values_per_ip: self.dht_max_values_per_ip,
-                ipv6_prefix_len: self.dht_ipv6_prefix_len,
+                ipv6_prefix_len: self.ipv6_prefix_len,
                 store_rate: Rate {
                     per_second: self.dht_store_rate_per_ip as f32,
                     burst: self.dht_store_burst_per_ip as f32,

@@ -185,7 +185,7 @@ impl NodeCollector {
         })
     }
 
-    fn parts(&self) -> [&dyn Collector; 25] {
+    fn parts(&self) -> [&dyn Collector; 28] {
         [
             &self.peers,
             &self.handshakes,

@@ -2,16 +2,15 @@
 //!
 //! - [`id`]: 160-bit ids, XOR distance, key and topic hashes.
 //! - [`message`]: the JSON messages, parsed and written as `SimpleDHT` spells them.
-//! - [`prefix`]: the sources limits are charged to (an IPv4 address, an IPv6 prefix).
 //! - [`probe`]: how often we contact addresses that have not proven they receive.
 //! - [`routing`]: the routing table (160 buckets of 20 nodes that answered us).
-//! - [`storage`]: stored values with a TTL, owned by their first source, bounded in memory
+//! - [`storage`]: stored values with a TTL, owned by their first source (an IPv4 address or
+//!   an IPv6 prefix, [`crate::ratelimit::SourceGroup`]), bounded in memory
 //!   and shared fairly between sources when full.
 //! - [`rpc`]: the sans-IO DHT node that ties them together.
 
 pub mod id;
 pub mod message;
-pub mod prefix;
 pub mod probe;
 pub mod routing;
 pub mod rpc;

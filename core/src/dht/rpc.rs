@@ -34,7 +34,7 @@ use rand::Rng;
 
 use super::id::{HexId, NodeId};
 use super::message::{self, append, Contact, MessageRef, MsgType, ParseError};
-use super::prefix::{Prefix, DEFAULT_IPV6_PREFIX_LEN};
+use crate::ratelimit::{SourceGroup, SourceGrouping, DEFAULT_IPV6_PREFIX};
 use super::probe::Probes;
 use super::routing::{Admission, RoutingTable, K};
 use super::storage::{Accepted, Rejected, Storage, StorageLimits};
@@ -114,7 +114,7 @@ impl Default for DhtConfig {
             value_ttl: Duration::from_secs(3900),
             max_values_bytes: 16 << 20,
             max_values_per_ip: 256,
-            ipv6_prefix_len: DEFAULT_IPV6_PREFIX_LEN,
+            ipv6_prefix_len: DEFAULT_IPV6_PREFIX,
             store_rate: Rate {
                 per_second: 20.0,
                 burst: 200.0,
@@ -632,8 +632,8 @@ impl Dht {
     }
 
     /// The source `ip` is charged to.
-    fn source(&self, ip: IpAddr) -> Prefix {
-        Prefix::of(ip, self.config.ipv6_prefix_len)
+    fn source(&self, ip: IpAddr) -> SourceGroup {
+        SourceGrouping::new(self.config.ipv6_prefix_len).group_of(ip)
     }
 
     /// Takes a request of `kind` from `ip` out of its source's budget (STOREs and the other

@@ -1,7 +1,7 @@
 //! Values stored at this node by others.
 //!
 //! - Each value expires after one TTL for all.
-//! - A key belongs to the source (IPv4 address or IPv6 prefix, see [`Prefix`]) that first
+//! - A key belongs to the source (IPv4 address or IPv6 prefix, see [`SourceGroup`]) that first
 //!   stored it until it expires: that source may replace or refresh it, any other is refused.
 //!   Otherwise any address that can receive our PING could take over every key it sees.
 //! - Together the entries are bounded by the memory they take: key, value text, and the
@@ -16,7 +16,7 @@ use std::mem::size_of;
 use std::time::{Duration, Instant};
 
 use super::id::{NodeId, ID_BYTES};
-use super::prefix::Prefix;
+use crate::ratelimit::SourceGroup;
 
 /// Keyed by key hashes and sources that others choose: ahash with random keys.
 type HashMap<K, V> = std::collections::HashMap<K, V, ahash::RandomState>;
@@ -51,8 +51,8 @@ pub const ENTRY_OVERHEAD: usize = hash_slot(size_of::<(NodeId, Entry)>()) - ID_B
 
 /// Bytes every source holding entries takes: its slot in the source table, its place in the
 /// by-size order, and the first node of its age order (allocated whole).
-pub const HOLDER_OVERHEAD: usize = hash_slot(size_of::<(Prefix, Holder)>())
-    + btree_slot(size_of::<(usize, Prefix)>())
+pub const HOLDER_OVERHEAD: usize = hash_slot(size_of::<(SourceGroup, Holder)>())
+    + btree_slot(size_of::<(usize, SourceGroup)>())
     + 11 * size_of::<(u64, NodeId)>()
     + 16
     + ALLOC_SLACK;
@@ -97,7 +97,7 @@ pub struct Accepted {
 struct Entry {
     /// JSON text.
     value: Box<str>,
-    owner: Prefix,
+    owner: SourceGroup,
     /// When it was stored: its place in the age orders.
     seq: u64,
     expires: Instant,
@@ -115,9 +115,9 @@ struct Holder {
 pub struct Storage {
     limits: StorageLimits,
     entries: HashMap<NodeId, Entry>,
-    holders: HashMap<Prefix, Holder>,
+    holders: HashMap<SourceGroup, Holder>,
     /// (bytes, source) of every holder: the heaviest last.
-    by_bytes: BTreeSet<(usize, Prefix)>,
+    by_bytes: BTreeSet<(usize, SourceGroup)>,
     /// Every entry in the order it was stored, which with one TTL for all is the order it
     /// expires in.
     by_age: BTreeMap<u64, NodeId>,
@@ -152,7 +152,7 @@ impl Storage {
         &mut self,
         key: NodeId,
         value: &str,
-        source: Prefix,
+        source: SourceGroup,
         now: Instant,
     ) -> Result<Accepted, Rejected> {
         if value.len() > self.limits.max_value {
@@ -190,7 +190,7 @@ impl Storage {
 
     /// Evicts the oldest entries of the heaviest source until `growth` more bytes fit, if
     /// `source` stays within its fair share with them; returns how many were evicted.
-    fn make_room(&mut self, source: Prefix, growth: usize) -> Result<usize, Rejected> {
+    fn make_room(&mut self, source: SourceGroup, growth: usize) -> Result<usize, Rejected> {
         let mut evicted = 0;
         while self.bytes + growth > self.limits.max_bytes {
             let sources = self.holders.len() + usize::from(!self.holders.contains_key(&source));
@@ -272,7 +272,7 @@ impl Storage {
     }
 
     /// The source `key` belongs to, unless it expired.
-    pub fn owner(&self, key: &NodeId, now: Instant) -> Option<Prefix> {
+    pub fn owner(&self, key: &NodeId, now: Instant) -> Option<SourceGroup> {
         self.entries
             .get(key)
             .filter(|e| e.expires > now)
@@ -307,12 +307,12 @@ impl Storage {
     }
 
     /// Entries held for `source`.
-    pub fn entries_of(&self, source: Prefix) -> usize {
+    pub fn entries_of(&self, source: SourceGroup) -> usize {
         self.holders.get(&source).map_or(0, |h| h.by_age.len())
     }
 
     /// Bytes charged to `source`.
-    pub fn bytes_of(&self, source: Prefix) -> usize {
+    pub fn bytes_of(&self, source: SourceGroup) -> usize {
         self.holders.get(&source).map_or(0, |h| h.bytes)
     }
 
@@ -345,6 +345,7 @@ fn shrink_if_sparse<K: Eq + std::hash::Hash, V>(table: &mut HashMap<K, V>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ratelimit::SourceGrouping;
 
     /// Room for 10 entries of 10-byte values from one source.
     const LIMITS: StorageLimits = StorageLimits {
@@ -360,13 +361,13 @@ mod tests {
         NodeId(id)
     }
 
-    fn src(n: u8) -> Prefix {
-        Prefix::of([10, 0, 0, n].into(), 64)
+    fn src(n: u8) -> SourceGroup {
+        SourceGrouping::new(64).group_of([10, 0, 0, n].into())
     }
 
     /// Checks the bookkeeping against the entries themselves.
     fn check(s: &Storage) {
-        let mut per_source: HashMap<Prefix, (usize, usize)> = HashMap::default();
+        let mut per_source: HashMap<SourceGroup, (usize, usize)> = HashMap::default();
         for e in s.entries.values() {
             let slot = per_source.entry(e.owner).or_insert((HOLDER_OVERHEAD, 0));
             slot.0 += entry_cost(e.value.len());
@@ -428,7 +429,7 @@ mod tests {
             Some("\"mine 2\"")
         );
         // Another address of the same IPv6 /64 is the same source.
-        let v6 = |s: &str| Prefix::of(s.parse().unwrap(), 64);
+        let v6 = |s: &str| SourceGrouping::new(64).group_of(s.parse().unwrap());
         s.put(key(2), "1", v6("2001:db8::1"), t0).unwrap();
         s.put(key(2), "2", v6("2001:db8::ffff"), t0).unwrap();
         assert_eq!(

@@ -2,7 +2,7 @@
 //! IPv6 subscriber usually holds a whole /64 (or more) and can send from any address in it,
 //! so IPv6 sources are grouped by a configurable prefix.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 
 /// The prefix IPv6 sources are grouped by unless configured otherwise.
 pub const DEFAULT_IPV6_PREFIX: u8 = 64;
@@ -34,23 +34,34 @@ impl SourceGrouping {
     /// The group `ip` belongs to. IPv4-mapped IPv6 addresses are the IPv4 address.
     pub fn group_of(&self, ip: IpAddr) -> SourceGroup {
         match ip.to_canonical() {
-            IpAddr::V4(v4) => SourceGroup::V4(u32::from(v4)),
+            IpAddr::V4(v4) => SourceGroup(IpAddr::V4(v4)),
             IpAddr::V6(v6) => {
                 let mask = match self.ipv6_prefix {
                     0 => 0,
                     n => u128::MAX << (128 - u32::from(n)),
                 };
-                SourceGroup::V6(u128::from(v6) & mask)
+                SourceGroup(IpAddr::V6(Ipv6Addr::from(u128::from(v6) & mask)))
             }
         }
     }
 }
 
-/// One unit of per-address accounting (see [`SourceGrouping`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum SourceGroup {
-    V4(u32),
-    V6(u128),
+/// One unit of per-address accounting (see [`SourceGrouping`]): an IPv4 address, or an IPv6
+/// address with the bits past the prefix cleared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SourceGroup(IpAddr);
+
+impl SourceGroup {
+    /// The group as an address (host bits cleared), e.g. to key a per-IP limiter.
+    pub fn addr(&self) -> IpAddr {
+        self.0
+    }
+}
+
+impl std::fmt::Display for SourceGroup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
 }
 
 #[cfg(test)]
@@ -70,6 +81,9 @@ mod tests {
         assert_ne!(group(64, "2001:db8:1:2::1"), group(64, "2001:db8:1:3::1"));
         assert_ne!(group(128, "2001:db8::1"), group(128, "2001:db8::2"));
         assert_eq!(group(0, "2001:db8::1"), group(0, "fe80::2"));
+        assert_eq!(group(64, "2001:db8:1:2::1").addr(), "2001:db8:1:2::".parse::<IpAddr>().unwrap());
+        // A /48 takes in the /64s under it.
+        assert_eq!(group(48, "2001:db8:1:2::1"), group(48, "2001:db8:1:3::1"));
     }
 
     #[test]
