@@ -68,6 +68,16 @@ pub(crate) struct Pending {
 }
 
 impl Pending {
+    /// Takes in work queued while this was taken out to be worked on.
+    pub(crate) fn absorb(&mut self, other: Pending) {
+        self.have_summary |= other.have_summary;
+        self.introductions_left = self.introductions_left.max(other.introductions_left);
+        self.introduced.extend(other.introduced);
+        self.tell_about.extend(other.tell_about);
+        self.values.extend(other.values);
+        self.relay_requests.extend(other.relay_requests);
+    }
+
     pub(crate) fn is_empty(&self) -> bool {
         !self.have_summary
             && self.introductions_left == 0

@@ -45,16 +45,8 @@ impl Engine {
             return self.count_drop(DropReason::UnsolicitedAck);
         }
         let previous = self.by_addr.get(&src).copied();
-        if let Some(previous) = previous {
-            let silent_for = self
-                .peers
-                .get(&previous)
-                .map_or(std::time::Duration::MAX, |p| {
-                    now.saturating_duration_since(p.last_seen)
-                });
-            if silent_for < self.config.ping_interval * KEY_CHANGE_SILENT_PINGS {
-                return self.count_drop(DropReason::KeyChangeRefused);
-            }
+        if previous.is_some_and(|previous| !self.may_replace(now, &previous)) {
+            return self.count_drop(DropReason::KeyChangeRefused);
         }
         // Refuse before the Diffie-Hellman, the one expensive step a stranger can trigger.
         if previous.is_none()
@@ -136,9 +128,29 @@ impl Engine {
         let Some(id8) = self.by_addr.get(&src).copied() else {
             return self.count_drop(DropReason::UnknownPeer);
         };
-        if let Some(peer) = self.peers.get_mut(&id8) {
-            if peer.addr == src {
-                peer.goaway_at = Some(now);
+        let Some(peer) = self.peers.get_mut(&id8) else {
+            return;
+        };
+        if peer.addr == src {
+            peer.goaway_at = Some(now);
+            // Its mesh place goes to a peer that stays; the heartbeat tops the mesh up.
+            self.set_mesh(&id8, false);
+        }
+    }
+
+    /// Whether a HELLO with another key may replace the session `previous` at its address:
+    /// only once it has gone silent, for two ping intervals, or for a little over one since it
+    /// said GOAWAY (a peer that is still there would have sent its PING by then, which also
+    /// takes the GOAWAY back).
+    fn may_replace(&self, now: Instant, previous: &Id8) -> bool {
+        let Some(p) = self.peers.get(previous) else {
+            return true;
+        };
+        let interval = self.config.ping_interval;
+        match p.goaway_at {
+            Some(at) => now.saturating_duration_since(at.max(p.last_seen)) >= interval * 6 / 5,
+            None => {
+                now.saturating_duration_since(p.last_seen) >= interval * KEY_CHANGE_SILENT_PINGS
             }
         }
     }

@@ -837,7 +837,7 @@ impl Engine {
 
     // ---- mesh ------------------------------------------------------------------------
 
-    fn set_mesh(&mut self, id8: &Id8, in_mesh: bool) {
+    pub(crate) fn set_mesh(&mut self, id8: &Id8, in_mesh: bool) {
         if let Some(peer) = self.peers.get_mut(id8) {
             if peer.in_mesh != in_mesh {
                 peer.in_mesh = in_mesh;
@@ -878,7 +878,7 @@ impl Engine {
             let mut candidates: Vec<(i32, Id8)> = self
                 .peers
                 .iter()
-                .filter(|(_, p)| !p.in_mesh)
+                .filter(|(_, p)| !p.in_mesh && p.goaway_at.is_none())
                 .map(|(id, p)| (p.score, *id))
                 .collect();
             candidates.sort_unstable_by_key(|c| std::cmp::Reverse(c.0));

@@ -13,8 +13,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::proto::frame::{Chunk, Frame, HANDSHAKE_LEN};
+use crate::proto::frame::{Chunk, Frame, HANDSHAKE_LEN, PONG_LEN};
 use crate::proto::identity::Id8;
+use crate::swarm::budget::FRAME_OVERHEAD;
 use crate::swarm::engine::{Engine, DIAL_HELLOS};
 use crate::swarm::peer::ValueSend;
 use crate::swarm::pieces::{pieces, CHUNK_PIECE_LEN};
@@ -30,6 +31,9 @@ const PROBES_PER_ROUND: usize = 256;
 /// A round of probes not all answered by then is written off (some were lost, or dropped
 /// by the peer's rate limit), so that one lost answer does not stall the peer's work.
 const PROBE_ROUND_TIMEOUT: Duration = Duration::from_millis(250);
+/// Credit probes leave untouched, so that a PING that came with what started them (in one
+/// BATCH) still gets its PONG.
+const REPLY_RESERVE: usize = PONG_LEN + FRAME_OVERHEAD;
 /// Values a peer may be waiting for at once; a further WANT replaces the oldest.
 const VALUES_PENDING_MAX: usize = 4;
 
@@ -119,6 +123,15 @@ impl Engine {
             self.pending_peers.remove(peer);
             return;
         };
+        // Introducing this peer may have queued work for it meanwhile (another peer's
+        // introductions name it): keep that too.
+        if let Some(queued) = p.pending.take() {
+            pending.absorb(*queued);
+            let fanout = self.config.gossip_fanout.max(1);
+            trim_front(&mut pending.tell_about, fanout);
+            trim_front(&mut pending.values, VALUES_PENDING_MAX);
+            trim_front(&mut pending.relay_requests, VALUES_PENDING_MAX);
+        }
         if pending.is_empty() {
             p.pending = None;
             self.pending_peers.remove(peer);
@@ -216,7 +229,10 @@ impl Engine {
             return;
         }
         let mut count = 0;
-        while count < PROBES_PER_ROUND && p.budget.try_spend(HANDSHAKE_LEN) {
+        while count < PROBES_PER_ROUND
+            && p.budget.available() >= REPLY_RESERVE + HANDSHAKE_LEN + FRAME_OVERHEAD
+            && p.budget.try_spend(HANDSHAKE_LEN)
+        {
             count += 1;
         }
         pending.probes_out = count as u16;
@@ -225,5 +241,12 @@ impl Engine {
             self.send_handshake(addr, true);
         }
         self.stats.credit_probes += count as u64;
+    }
+}
+
+/// Drops the oldest entries of `queue` beyond `max`.
+fn trim_front<T>(queue: &mut std::collections::VecDeque<T>, max: usize) {
+    while queue.len() > max {
+        queue.pop_front();
     }
 }
