@@ -69,9 +69,10 @@ impl Drop for InFlight {
     fn drop(&mut self) {
         let phase = &self.0;
         let since = Instant::now().saturating_duration_since(phase.accepted);
-        phase
-            .last_end
-            .store(u64::try_from(since.as_nanos()).unwrap_or(u64::MAX), Ordering::Release);
+        phase.last_end.store(
+            u64::try_from(since.as_nanos()).unwrap_or(u64::MAX),
+            Ordering::Release,
+        );
         phase.ended.fetch_add(1, Ordering::AcqRel);
         phase.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
@@ -99,7 +100,11 @@ pub(crate) struct ReadDeadline {
 }
 
 impl ReadDeadline {
-    pub(crate) fn new(phase: Arc<ConnPhase>, timeouts: Timeouts, metrics: Arc<HttpMetrics>) -> Self {
+    pub(crate) fn new(
+        phase: Arc<ConnPhase>,
+        timeouts: Timeouts,
+        metrics: Arc<HttpMetrics>,
+    ) -> Self {
         let first = phase.accepted + timeouts.header;
         ReadDeadline {
             phase,
@@ -167,7 +172,10 @@ impl ReadDeadline {
             Some(from) => (from + self.timeouts.header, Waiting::Head),
             None => {
                 let last_end = Duration::from_nanos(phase.last_end.load(Ordering::Acquire));
-                (phase.accepted + last_end + self.timeouts.idle, Waiting::Idle)
+                (
+                    phase.accepted + last_end + self.timeouts.idle,
+                    Waiting::Idle,
+                )
             }
         })
     }

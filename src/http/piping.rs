@@ -403,7 +403,8 @@ impl Rendezvous {
                     Some(sender)
                 }
                 None => {
-                    slot.receivers.push_back(WaitingReceiver { id, ip, respond });
+                    slot.receivers
+                        .push_back(WaitingReceiver { id, ip, respond });
                     None
                 }
             }
@@ -485,7 +486,9 @@ impl Rendezvous {
         ips: [IpAddr; 2],
     ) -> Response {
         progress.say("[INFO] Start sending to 1 receiver(s)!\n");
-        self.metrics.piping_transfers.fetch_add(1, Ordering::Relaxed);
+        self.metrics
+            .piping_transfers
+            .fetch_add(1, Ordering::Relaxed);
         let idle_timeout = self.config.idle_timeout;
         let body = TransferBody {
             first: body.first,

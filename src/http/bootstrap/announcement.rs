@@ -291,12 +291,12 @@ mod tests {
         ] {
             let body = format!(r#"{{"id":"{ID}","ip":"{private}","port":1}}"#);
             assert!(parse_announcement(body.as_bytes(), LOOPBACK, true).is_ok());
-            let body = format!(
-                r#"{{"id":"{ID}","ip":"127.0.0.1","port":1,"lip":"{private}","lport":2}}"#
-            );
+            let body =
+                format!(r#"{{"id":"{ID}","ip":"127.0.0.1","port":1,"lip":"{private}","lport":2}}"#);
             assert!(parse_announcement(body.as_bytes(), LOOPBACK, true).is_ok());
         }
-        let body = format!(r#"{{"id":"{ID}","ip":"127.0.0.1","port":1,"lip":"8.8.8.8","lport":2}}"#);
+        let body =
+            format!(r#"{{"id":"{ID}","ip":"127.0.0.1","port":1,"lip":"8.8.8.8","lport":2}}"#);
         let refused = parse_announcement(body.as_bytes(), LOOPBACK, true).unwrap_err();
         assert_eq!(refused.status, StatusCode::FORBIDDEN, "{refused:?}");
         assert!(refused.message.contains("\"lip\""), "{refused:?}");

@@ -66,8 +66,7 @@ pub(crate) async fn announce(
 ) -> Response {
     let config = &state.bootstrap_config;
     let (parts, body) = request.into_parts();
-    let bytes = match read_whole(body, &parts.headers, config.max_body as u64, state.bodies).await
-    {
+    let bytes = match read_whole(body, &parts.headers, config.max_body as u64, state.bodies).await {
         Ok(bytes) => bytes,
         Err(e) => {
             let status = match e {
@@ -87,10 +86,9 @@ pub(crate) async fn announce(
         Ok(()) => json_ok(json!({"ok": true, "ttl": config.ttl.as_secs()})),
         Err(refusal) => {
             let (status, counter) = match refusal {
-                Refusal::Owned { .. } => (
-                    StatusCode::CONFLICT,
-                    &state.metrics.announces_refused_owned,
-                ),
+                Refusal::Owned { .. } => {
+                    (StatusCode::CONFLICT, &state.metrics.announces_refused_owned)
+                }
                 Refusal::PerIpCap { .. } => (
                     StatusCode::TOO_MANY_REQUESTS,
                     &state.metrics.announces_refused_per_ip,
@@ -164,8 +162,7 @@ pub(crate) async fn peers(
 
 /// One entry of `GET /peers`: `a` as this client is to dial it.
 fn render(a: &Announcement, seen: Seen) -> Value {
-    let mut entry =
-        json!({"id": a.id, "ip": seen.addr.ip().to_string(), "port": seen.addr.port()});
+    let mut entry = json!({"id": a.id, "ip": seen.addr.ip().to_string(), "port": seen.addr.port()});
     if let Some(local) = seen.local {
         entry["lip"] = Value::String(local.ip().to_string());
         entry["lport"] = Value::from(local.port());

@@ -28,7 +28,7 @@ pub(crate) struct Limits {
 /// Why the registry refused an announcement.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum Refusal {
-    #[error("id {id} is announced from another address; it is free again {} s after that address last announced it", left.as_secs())]
+    #[error("id {id} is held by the address that announced it, for {} s more unless it announces again", left.as_secs())]
     Owned { id: String, left: Duration },
     #[error("this address has {max} announcements listed, the most one address may have")]
     PerIpCap { max: usize, left: Duration },
@@ -373,7 +373,11 @@ mod tests {
         let legit: Vec<u16> = registry.list(100, now, |a, _| {
             (a.addr.port() != 2000).then_some(a.addr.port())
         });
-        assert_eq!(legit, [1003, 1002, 1001], "the peers that announced once stay");
+        assert_eq!(
+            legit,
+            [1003, 1002, 1001],
+            "the peers that announced once stay"
+        );
         assert_eq!(registry.len(now), 10);
         // With nobody over its share, the stalest entry goes.
         let registry = registry_of_equals(t0);
