@@ -331,21 +331,26 @@ impl NodeCollector {
             &self.http_connections_refused,
             load(&http.connections_refused),
         );
-        for (kind, counter) in [
-            ("header", &http.header_timeouts),
-            ("idle", &http.idle_timeouts),
-        ] {
-            self.http_timeouts
-                .with_label_values(&[kind])
-                .inc_by(load(counter));
-        }
-        for (reason, counter) in [
-            ("owned", &http.announces_refused_owned),
-            ("per_ip_cap", &http.announces_refused_per_ip),
-        ] {
-            self.http_announces_refused
-                .with_label_values(&[reason])
-                .inc_by(load(counter));
+        let by_label = [
+            (
+                &self.http_timeouts,
+                [
+                    ("header", &http.header_timeouts),
+                    ("idle", &http.idle_timeouts),
+                ],
+            ),
+            (
+                &self.http_announces_refused,
+                [
+                    ("owned", &http.announces_refused_owned),
+                    ("per_ip_cap", &http.announces_refused_per_ip),
+                ],
+            ),
+        ];
+        for (vec, series) in by_label {
+            for (label, counter) in series {
+                vec.with_label_values(&[label]).inc_by(load(counter));
+            }
         }
         for route in HttpRoute::ALL {
             self.http_too_large
