@@ -108,38 +108,43 @@ def raise_fd_limit(want):
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(want, hard), hard))
 
 
-def open_idle(addr, source, count, deadline):
-    """Opens up to `count` connections that send nothing; returns (open sockets, failed)."""
-    pending, failed = [], 0
-    for _ in range(count):
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        s.setblocking(False)
-        try:
-            s.bind((source, 0))
-            s.connect_ex(addr)
-        except OSError:
-            s.close()
-            failed += 1
-            continue
-        pending.append(s)
-    connected = []
-    while pending and time.monotonic() < deadline:
-        poller = select.poll()
-        by_fd = {s.fileno(): s for s in pending}
-        for fd in by_fd:
-            poller.register(fd, select.POLLOUT)
-        for fd, _ in poller.poll(200):
-            s = by_fd[fd]
-            pending.remove(s)
-            if s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0:
-                connected.append(s)
-            else:
+def open_idle(addr, source, count, deadline, batch=100):
+    """Opens up to `count` connections that send nothing; returns (open sockets, failed).
+    They are opened `batch` at a time, each batch given time to be accepted: a burst beyond
+    the server's accept backlog would leave connections the server never completes."""
+    connected, failed = [], 0
+    while len(connected) + failed < count and time.monotonic() < deadline:
+        pending = []
+        for _ in range(min(batch, count - len(connected) - failed)):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.setblocking(False)
+            try:
+                s.bind((source, 0))
+                s.connect_ex(addr)
+            except OSError:
                 s.close()
                 failed += 1
-    # Still in SYN_SENT: the kernel's backlog is full.
-    failed += len(pending)
-    for s in pending:
-        s.close()
+                continue
+            pending.append(s)
+        batch_deadline = min(deadline, time.monotonic() + 5)
+        while pending and time.monotonic() < batch_deadline:
+            poller = select.poll()
+            by_fd = {s.fileno(): s for s in pending}
+            for fd in by_fd:
+                poller.register(fd, select.POLLOUT)
+            for fd, _ in poller.poll(200):
+                s = by_fd[fd]
+                pending.remove(s)
+                if s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0:
+                    connected.append(s)
+                else:
+                    s.close()
+                    failed += 1
+        # Still in SYN_SENT: the server's backlog is full.
+        failed += len(pending)
+        for s in pending:
+            s.close()
+        time.sleep(0.05)
     return connected, failed
 
 
@@ -190,7 +195,7 @@ def cmd_idle(args):
     raise_fd_limit(args.count + 256)
     base = f"http://{args.target[0]}:{args.target[1]}"
     started = time.monotonic()
-    held, failed = open_idle(args.target, args.attacker, args.count, started + 15)
+    held, failed = open_idle(args.target, args.attacker, args.count, started + 60)
     # Give the server time to accept what it will accept.
     time.sleep(args.settle)
     refused_at_once = closed_by_server(held)
