@@ -114,7 +114,8 @@ fn sum(samples: &[Sample], name: &str, filter: &[(&str, &str)]) -> f64 {
 #[test]
 fn metrics_cover_the_node_with_real_traffic() {
     let net = TestNet::new();
-    let (mut node, admin) = node_with_admin(&net, &["--shards", "2"]);
+    // Piping open: the transfer below uses a generic path.
+    let (mut node, admin) = node_with_admin(&net, &["--shards", "2", "--piping-open"]);
     let ready = node
         .proc
         .events_so_far()
@@ -193,6 +194,12 @@ fn metrics_cover_the_node_with_real_traffic() {
         ("setowire_http_requests_total", "counter"),
         ("setowire_piping_transfers_total", "counter"),
         ("setowire_piping_bytes_total", "counter"),
+        ("setowire_http_connections_refused_total", "counter"),
+        ("setowire_http_timeouts_total", "counter"),
+        ("setowire_http_announces_refused_total", "counter"),
+        ("setowire_http_too_large_total", "counter"),
+        ("setowire_piping_closed_total", "counter"),
+        ("setowire_piping_throttled_bytes_total", "counter"),
         ("setowire_io_backend", "gauge"),
         ("setowire_handshake_duration_seconds", "histogram"),
         ("setowire_max_peers", "gauge"),

@@ -1,6 +1,8 @@
 //! The piping-server compatible rendezvous, driven with curl: both arrival orders, 100 MB
 //! streamed with matching SHA-256 at both ends and bounded node memory, header pass-through,
 //! refusals, reserved paths, caps, the rendezvous FIFO and cleanup of requests that leave.
+//! Generic piping is closed by default, so the nodes here open it (`--piping-open`) except
+//! where only rendezvous paths are used; tests/http_hardening.rs covers the closed node.
 
 #[macro_use]
 mod support;
@@ -34,6 +36,14 @@ fn read_until(from: &mut impl Read, marker: &[u8]) -> Vec<u8> {
     seen
 }
 
+/// A node with generic piping open on every path (it is closed by default).
+#[track_caller]
+fn open_node(net: &TestNet, args: &[&str]) -> (support::peer::ControlPeer, String) {
+    let mut all = vec!["--piping-open"];
+    all.extend_from_slice(args);
+    node_with_http(net, &all)
+}
+
 fn lines(reply: &Reply) -> Vec<String> {
     reply.text().lines().map(str::to_owned).collect()
 }
@@ -41,7 +51,7 @@ fn lines(reply: &Reply) -> Vec<String> {
 #[test]
 fn sender_first_streams_progress_and_passes_headers() {
     let net = TestNet::new();
-    let (_node, base) = node_with_http(&net, &[]);
+    let (_node, base) = open_node(&net, &[]);
     let url = format!("{base}/hello");
     let mut sender = curl_command(
         &net,
@@ -108,7 +118,7 @@ fn sender_first_streams_progress_and_passes_headers() {
 #[test]
 fn receiver_first_waits_without_headers() {
     let net = TestNet::new();
-    let (_node, base) = node_with_http(&net, &[]);
+    let (_node, base) = open_node(&net, &[]);
     let url = format!("{base}/later");
     let mut receiver = curl_spawn(&net, &[&url]);
     assert!(still_running(&mut receiver, SETTLE), "the receiver waits");
@@ -248,7 +258,17 @@ fn stream_through(
 fn hundred_megabytes_stream_in_both_orders_without_buffering() {
     const LEN: u64 = 100_000_000;
     let net = TestNet::new();
-    let (node, base) = node_with_http(&net, &["--piping-max-body-bytes", "200000000"]);
+    let (node, base) = open_node(
+        &net,
+        &[
+            "--piping-max-body-bytes",
+            "200000000",
+            "--piping-bytes-per-sec-per-ip",
+            "1000000000000",
+            "--piping-bytes-per-sec-total",
+            "1000000000000",
+        ],
+    );
     let before = peak_rss(node.pid());
     for (path, sender_first) in [("/big-1", true), ("/big-2", false)] {
         let (sent, received, len) = stream_through(&net, &base, path, LEN, sender_first);
@@ -263,7 +283,7 @@ fn hundred_megabytes_stream_in_both_orders_without_buffering() {
 #[test]
 fn second_sender_and_receiver_are_refused() {
     let net = TestNet::new();
-    let (_node, base) = node_with_http(&net, &[]);
+    let (_node, base) = open_node(&net, &[]);
     let url = format!("{base}/busy");
     let mut first = curl_command(&net, &["-T", "-", &url]);
     first.stdin(Stdio::piped());
@@ -311,7 +331,7 @@ fn second_sender_and_receiver_are_refused() {
 #[test]
 fn reserved_paths_methods_and_preflight() {
     let net = TestNet::new();
-    let (_node, base) = node_with_http(&net, &[]);
+    let (_node, base) = open_node(&net, &[]);
     let index = curl(&net, &[&format!("{base}/")]);
     assert_eq!(index.status, 200);
     assert_eq!(index.header("content-type"), Some("text/html"));
@@ -411,7 +431,7 @@ fn reserved_paths_methods_and_preflight() {
 #[test]
 fn caps_are_answered_with_status_codes() {
     let net = TestNet::new();
-    let (_node, base) = node_with_http(
+    let (_node, base) = open_node(
         &net,
         &[
             "--piping-max-body-bytes",
@@ -486,6 +506,7 @@ fn caps_are_answered_with_status_codes() {
 #[test]
 fn rendezvous_paths_queue_many_peers_in_order() {
     let net = TestNet::new();
+    // Generic piping stays closed: the rendezvous prefix is served all the same.
     let (_node, base) = node_with_http(&net, &[]);
     let path = format!("{base}/p2p-0123456789ab-announce");
     let info = |n: u32| {
@@ -539,7 +560,7 @@ fn rendezvous_paths_queue_many_peers_in_order() {
 #[test]
 fn requests_that_leave_before_pairing_free_their_place() {
     let net = TestNet::new();
-    let (_node, base) = node_with_http(&net, &[]);
+    let (_node, base) = open_node(&net, &[]);
     let url = format!("{base}/leaving");
     // A receiver that gives up: the next one is not refused as a second receiver.
     let mut gone = curl_spawn(&net, &[&url]);
@@ -594,7 +615,7 @@ fn requests_that_leave_before_pairing_free_their_place() {
 #[test]
 fn sigterm_ends_waiting_requests_and_exits_in_time() {
     let net = TestNet::new();
-    let (mut node, base) = node_with_http(&net, &[]);
+    let (mut node, base) = open_node(&net, &[]);
     let mut waiting = curl_spawn(&net, &[&format!("{base}/waiting")]);
     assert!(still_running(&mut waiting, SETTLE));
     let started = Instant::now();

@@ -524,7 +524,17 @@ fn every_dashboard_query_runs_against_a_live_node() {
     assert!(queries.len() > 20, "{} queries", queries.len());
 
     let net = TestNet::new();
-    let mut node = spawn_node(&net, &["--shards", "2", "--admin-listen", "127.0.0.1:0"]);
+    // Piping open: the transfers below use a generic path.
+    let mut node = spawn_node(
+        &net,
+        &[
+            "--shards",
+            "2",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--piping-open",
+        ],
+    );
     let admin_port = node.ready_port("admin_port");
     let http_port = node.ready_port("http_port");
     let udp_port = node.port;

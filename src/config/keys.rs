@@ -132,15 +132,30 @@ config_keys! {
         emit = |a: &Option<SocketAddr>| str_value(a.map_or("off".to_owned(), |a| a.to_string()));
     http_max_connections: Scalar, "http-max-connections", "N", "Open HTTP connections at most",
         parse = |r: &RawValue| int_in(r, 1, 1 << 20), emit = |n: &usize| int_value(*n);
+    http_max_connections_per_ip: Scalar, "http-max-connections-per-ip", "N",
+        "Open HTTP connections from one IP at most; more are closed at once",
+        parse = |r: &RawValue| int_in(r, 1, 1 << 20), emit = |n: &usize| int_value(*n);
+    http_header_timeout_secs: Scalar, "http-header-timeout-secs", "SECS",
+        "Time a client has to send a request head (and an announce body)",
+        parse = |r: &RawValue| int_in(r, 1, 3_600), emit = |n: &u64| int_value(*n);
+    http_idle_timeout_secs: Scalar, "http-idle-timeout-secs", "SECS",
+        "Keep-alive connections with no request are closed after this",
+        parse = |r: &RawValue| int_in(r, 1, 86_400), emit = |n: &u64| int_value(*n);
     http_rate_per_ip: Scalar, "http-rate-per-ip", "N", "HTTP requests/s from one IP",
         parse = positive, emit = |n: &u32| int_value(*n);
     http_burst_per_ip: Scalar, "http-burst-per-ip", "N", "Burst of that limit",
         parse = positive, emit = |n: &u32| int_value(*n);
+    http_discard_max_bytes: Scalar, "http-discard-max-bytes", "BYTES",
+        "Oversized body bytes read and discarded so the client reads its 413",
+        parse = |r: &RawValue| int_in(r, 0, 1 << 30), emit = |n: &u64| int_value(*n);
     http_announce_ttl_secs: Scalar, "http-announce-ttl-secs", "SECS",
         "How long an HTTP announcement is listed",
         parse = |r: &RawValue| int_in(r, 1, 86_400), emit = |n: &u64| int_value(*n);
     http_max_announces: Scalar, "http-max-announces", "N", "Most HTTP announcements kept",
         parse = |r: &RawValue| int_in(r, 1, 1 << 24), emit = |n: &usize| int_value(*n);
+    http_announces_per_ip: Scalar, "http-announces-per-ip", "N",
+        "Most HTTP announcements (ids) from one source IP",
+        parse = |r: &RawValue| int_in(r, 1, 1 << 16), emit = |n: &usize| int_value(*n);
     http_announce_max_bytes: Scalar, "http-announce-max-bytes", "BYTES",
         "Largest POST /announce body",
         parse = |r: &RawValue| int_in(r, 64, 1 << 20), emit = |n: &usize| int_value(*n);
@@ -152,9 +167,15 @@ config_keys! {
         parse = |r: &RawValue| int_in(r, 1, 10_000), emit = |n: &usize| int_value(*n);
     http_peers_max_limit: Scalar, "http-peers-max-limit", "N", "Most entries GET /peers returns",
         parse = |r: &RawValue| int_in(r, 1, 10_000), emit = |n: &usize| int_value(*n);
+    piping_open: Bool, "piping-open", "BOOL",
+        "Serve generic piping on every path, not only the rendezvous prefix",
+        parse = parse_bool, emit = |b: &bool| toml::Value::Boolean(*b);
     piping_rendezvous_prefix: Scalar, "piping-rendezvous-prefix", "PREFIX",
         "Piping paths where waiting requests queue (\"\": none)",
         parse = parse_path_prefix, emit = |s: &String| str_value(s.clone());
+    piping_rendezvous_max_body_bytes: Scalar, "piping-rendezvous-max-body-bytes", "BYTES",
+        "Largest body sent to a rendezvous path",
+        parse = |r: &RawValue| int_in(r, 1, 1 << 30), emit = |n: &u64| int_value(*n);
     piping_max_paths: Scalar, "piping-max-paths", "N", "Piping paths in use at most",
         parse = |r: &RawValue| int_in(r, 1, 1 << 24), emit = |n: &usize| int_value(*n);
     piping_max_waiting_per_path: Scalar, "piping-max-waiting-per-path", "N",
@@ -162,6 +183,12 @@ config_keys! {
         parse = |r: &RawValue| int_in(r, 1, 1 << 16), emit = |n: &usize| int_value(*n);
     piping_max_body_bytes: Scalar, "piping-max-body-bytes", "BYTES", "Largest body piped",
         parse = |r: &RawValue| int_in(r, 1, 1 << 50), emit = |n: &u64| int_value(*n);
+    piping_bytes_per_sec_per_ip: Scalar, "piping-bytes-per-sec-per-ip", "BYTES",
+        "Piped bytes per second for one IP (sender or receiver)",
+        parse = |r: &RawValue| int_in(r, 1024, 1 << 40), emit = |n: &u64| int_value(*n);
+    piping_bytes_per_sec_total: Scalar, "piping-bytes-per-sec-total", "BYTES",
+        "Piped bytes per second for the whole node",
+        parse = |r: &RawValue| int_in(r, 1024, 1 << 40), emit = |n: &u64| int_value(*n);
     piping_idle_timeout_secs: Scalar, "piping-idle-timeout-secs", "SECS",
         "Piping wait for a partner, and longest pause in a transfer",
         parse = |r: &RawValue| int_in(r, 1, 86_400), emit = |n: &u64| int_value(*n);

@@ -76,22 +76,35 @@ pub struct NodeConfig {
     pub http_listen: Option<SocketAddr>,
     /// Open HTTP connections at most.
     pub http_max_connections: usize,
+    /// Open HTTP connections from one source IP at most.
+    pub http_max_connections_per_ip: usize,
+    pub http_header_timeout_secs: u64,
+    pub http_idle_timeout_secs: u64,
     /// HTTP requests/s from one IP.
     pub http_rate_per_ip: u32,
     pub http_burst_per_ip: u32,
+    /// Bytes of an oversized body read and discarded before the 413.
+    pub http_discard_max_bytes: u64,
     pub http_announce_ttl_secs: u64,
     pub http_max_announces: usize,
+    /// Live announcements from one source IP at most.
+    pub http_announces_per_ip: usize,
     pub http_announce_max_bytes: usize,
     /// Refuse an announced public IP other than the request's source.
     pub http_announce_check_source: bool,
     /// Never above `http_peers_max_limit`.
     pub http_peers_default_limit: usize,
     pub http_peers_max_limit: usize,
+    /// Generic piping on every path; off: only the rendezvous prefix.
+    pub piping_open: bool,
     /// Empty, or `/` and up to 63 more visible ASCII characters.
     pub piping_rendezvous_prefix: String,
+    pub piping_rendezvous_max_body_bytes: u64,
     pub piping_max_paths: usize,
     pub piping_max_waiting_per_path: usize,
     pub piping_max_body_bytes: u64,
+    pub piping_bytes_per_sec_per_ip: u64,
+    pub piping_bytes_per_sec_total: u64,
     pub piping_idle_timeout_secs: u64,
     /// Admin API and metrics address; `None`: no admin listener.
     pub admin_listen: Option<SocketAddr>,

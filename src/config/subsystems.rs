@@ -15,7 +15,7 @@ use super::identity_file::{self, KeyFileError};
 use super::{IdentitySource, NodeConfig};
 use crate::admin::AdminConfig;
 use crate::discovery::dht::DiscoveryOptions;
-use crate::http::{BootstrapConfig, HttpConfig, PipingConfig};
+use crate::http::{BandwidthConfig, BootstrapConfig, HttpConfig, PipingConfig};
 use crate::runtime::NodeOptions;
 
 impl NodeConfig {
@@ -118,24 +118,36 @@ impl NodeConfig {
         Some(HttpConfig {
             listen,
             max_connections: self.http_max_connections,
+            max_connections_per_ip: self.http_max_connections_per_ip,
+            header_timeout: Duration::from_secs(self.http_header_timeout_secs),
+            idle_timeout: Duration::from_secs(self.http_idle_timeout_secs),
             rate_per_ip: Rate {
                 per_second: self.http_rate_per_ip as f32,
                 burst: self.http_burst_per_ip as f32,
             },
             rate_limit_ips: self.rate_limit_ips,
+            discard_max: self.http_discard_max_bytes,
             bootstrap: BootstrapConfig {
                 ttl: Duration::from_secs(self.http_announce_ttl_secs),
                 max_entries: self.http_max_announces,
+                max_per_ip: self.http_announces_per_ip,
                 default_limit: self.http_peers_default_limit,
                 max_limit: self.http_peers_max_limit,
                 max_body: self.http_announce_max_bytes,
                 check_source: self.http_announce_check_source,
             },
             piping: PipingConfig {
+                open: self.piping_open,
                 rendezvous_prefix: self.piping_rendezvous_prefix.clone(),
+                rendezvous_max_body: self.piping_rendezvous_max_body_bytes,
                 max_paths: self.piping_max_paths,
                 max_waiting_per_path: self.piping_max_waiting_per_path,
                 max_body: self.piping_max_body_bytes,
+                bandwidth: BandwidthConfig {
+                    per_ip: self.piping_bytes_per_sec_per_ip,
+                    total: self.piping_bytes_per_sec_total,
+                    tracked_ips: self.rate_limit_ips,
+                },
                 idle_timeout: Duration::from_secs(self.piping_idle_timeout_secs),
             },
         })

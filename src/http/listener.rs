@@ -1,14 +1,19 @@
 //! The public TCP listener: at most `max_connections` open connections (beyond that the
-//! kernel's backlog holds newcomers until one closes), TCP_NODELAY, keepalive probes, and a
-//! TCP user timeout so a peer that stops acknowledging (or reading) cannot pin a connection
-//! forever. Each connection knows its local address, which the bootstrap uses to tell clients
-//! how to reach a node bound to a wildcard address.
+//! kernel's backlog holds newcomers until one closes) and at most `max_per_ip` from one
+//! source IP, counted at accept (a connection over it is reset at once and counted, so one
+//! address holding idle connections cannot take the listener from everyone else).
+//! TCP_NODELAY, keepalive probes, and a TCP user timeout so a peer that stops acknowledging
+//! (or reading) cannot pin a connection forever; every read goes through the connection's
+//! [`ReadDeadline`]. Each connection knows its local address, which the bootstrap uses to
+//! tell clients how to reach a node bound to a wildcard address.
 
+use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -19,21 +24,41 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use super::deadlines::{ConnPhase, ReadDeadline, Timeouts};
+use super::metrics::HttpMetrics;
+
 /// Pause after an accept error that is not about one connection (EMFILE, ENOBUFS, ...).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// How many connections the listener holds, in all and per source IP.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ConnLimits {
+    pub(crate) max_connections: usize,
+    pub(crate) max_per_ip: usize,
+    /// Longest a peer may leave sent data unacknowledged.
+    pub(crate) user_timeout: Duration,
+    pub(crate) timeouts: Timeouts,
+}
 
 pub(crate) struct CappedListener {
     inner: TcpListener,
     permits: Arc<Semaphore>,
-    user_timeout: Duration,
+    per_ip: Arc<OpenPerIp>,
+    limits: ConnLimits,
+    metrics: Arc<HttpMetrics>,
 }
 
 impl CappedListener {
-    pub(crate) fn new(inner: TcpListener, max_connections: usize, user_timeout: Duration) -> Self {
+    pub(crate) fn new(inner: TcpListener, limits: ConnLimits, metrics: Arc<HttpMetrics>) -> Self {
         CappedListener {
             inner,
-            permits: Arc::new(Semaphore::new(max_connections.max(1))),
-            user_timeout,
+            permits: Arc::new(Semaphore::new(limits.max_connections.max(1))),
+            per_ip: Arc::new(OpenPerIp {
+                max: limits.max_per_ip.max(1),
+                open: Mutex::new(HashMap::new()),
+            }),
+            limits,
+            metrics,
         }
     }
 
@@ -45,7 +70,52 @@ impl CappedListener {
             .with_interval(Duration::from_secs(10))
             .with_retries(3);
         let _ = sock.set_tcp_keepalive(&keepalive);
-        let _ = sock.set_tcp_user_timeout(Some(self.user_timeout));
+        let _ = sock.set_tcp_user_timeout(Some(self.limits.user_timeout));
+    }
+}
+
+/// Closes a connection with a reset: the client learns at once, and no TIME_WAIT is left.
+fn reset(stream: TcpStream) {
+    let _ = SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+}
+
+/// Open connections per source IP; an IP has an entry only while it has one open.
+struct OpenPerIp {
+    max: usize,
+    open: Mutex<HashMap<IpAddr, usize>>,
+}
+
+impl OpenPerIp {
+    /// A place for one more connection from `ip`, if it has fewer than `max` open.
+    fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<IpSlot> {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let count = open.entry(ip).or_insert(0);
+        if *count >= self.max {
+            return None;
+        }
+        *count += 1;
+        Some(IpSlot {
+            table: Arc::clone(self),
+            ip,
+        })
+    }
+}
+
+/// One open connection's place in [`OpenPerIp`], given back on drop.
+struct IpSlot {
+    table: Arc<OpenPerIp>,
+    ip: IpAddr,
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut open = self.table.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = open.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.ip);
+            }
+        }
     }
 }
 
@@ -62,15 +132,31 @@ impl Listener for CappedListener {
             };
             match self.inner.accept().await {
                 Ok((stream, remote)) => {
+                    let Some(slot) = self.per_ip.admit(remote.ip().to_canonical()) else {
+                        reset(stream);
+                        self.metrics
+                            .connections_refused
+                            .fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    };
                     self.tune(&stream);
                     let local = match stream.local_addr() {
                         Ok(local) => local,
                         Err(_) => continue,
                     };
+                    let phase = Arc::new(ConnPhase::new(tokio::time::Instant::now()));
+                    let deadline = ReadDeadline::new(
+                        Arc::clone(&phase),
+                        self.limits.timeouts,
+                        Arc::clone(&self.metrics),
+                    );
                     return (
                         Conn {
                             stream,
                             local,
+                            phase,
+                            deadline,
+                            _slot: slot,
                             _permit: permit,
                         },
                         remote,
@@ -99,20 +185,28 @@ fn is_connection_error(e: &io::Error) -> bool {
     )
 }
 
-/// An accepted connection; its slot is given back when it is dropped.
+/// An accepted connection; its places (in all and for its IP) are given back when it is
+/// dropped.
 pub(crate) struct Conn {
     stream: TcpStream,
     local: SocketAddr,
+    phase: Arc<ConnPhase>,
+    deadline: ReadDeadline,
+    _slot: IpSlot,
     _permit: OwnedSemaphorePermit,
 }
 
 impl AsyncRead for Conn {
     fn poll_read(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let read = Pin::new(&mut this.stream).poll_read(cx, buf);
+        let got = buf.filled().len() - before;
+        this.deadline.after_read(cx, read, got)
     }
 }
 
@@ -147,15 +241,20 @@ impl AsyncWrite for Conn {
 }
 
 /// Both ends of the connection a request came in on, IPv4-mapped IPv6 addresses unmapped,
-/// and its socket for [`peer_has_closed`].
-#[derive(Debug, Clone, Copy)]
+/// its socket for [`peer_has_closed`] and its [`ConnPhase`].
+#[derive(Clone)]
 pub struct ConnAddrs {
     pub local: SocketAddr,
     pub remote: SocketAddr,
     fd: RawFd,
+    phase: Arc<ConnPhase>,
 }
 
 impl ConnAddrs {
+    pub(crate) fn phase(&self) -> &Arc<ConnPhase> {
+        &self.phase
+    }
+
     /// True when the client has shut its side of the connection down (or it failed).
     ///
     /// Only for code that runs while the connection is open: a response body is polled by
@@ -178,6 +277,7 @@ impl Connected<IncomingStream<'_, CappedListener>> for ConnAddrs {
             local: canonical(stream.io().local),
             remote: canonical(*stream.remote_addr()),
             fd: stream.io().stream.as_raw_fd(),
+            phase: Arc::clone(&stream.io().phase),
         }
     }
 }

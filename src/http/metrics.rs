@@ -1,16 +1,17 @@
 //! The public listener's counters: requests by route and status class, piping transfers
-//! and their bytes, and a way to ask how many bootstrap announcements are live. Handlers
-//! count into atomics; the node's telemetry reads them at scrape time.
+//! and their bytes, what the listener refused or closed (connections over the per-IP cap,
+//! slow or idle connections, announcements of someone else's id or over the per-IP cap,
+//! oversized bodies, piping on a closed path, throttled piped bytes), and a way to ask how
+//! many bootstrap announcements are live. Handlers count into atomics; the node's telemetry
+//! reads them at scrape time.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::extract::{Request, State};
-use axum::http::{Method, StatusCode};
+use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::Response;
-
-use super::piping::RESERVED_PATHS;
 
 /// Routes of the public HTTP listener, as the `route` label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,10 +40,26 @@ pub const CODE_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 #[derive(Default)]
 pub struct HttpMetrics {
     requests: [[AtomicU64; CODE_CLASSES.len()]; HttpRoute::ALL.len()],
+    /// Requests answered 413, by route.
+    too_large: [AtomicU64; HttpRoute::ALL.len()],
     /// Piping transfers started (a sender paired with a receiver).
     pub piping_transfers: AtomicU64,
     /// Bytes passed from piping senders to receivers.
     pub piping_bytes: AtomicU64,
+    /// Piped bytes that had to wait for a bandwidth cap.
+    pub piping_throttled_bytes: AtomicU64,
+    /// Piping requests refused (404) on a path outside the rendezvous prefix while closed.
+    pub piping_closed: AtomicU64,
+    /// Connections closed at accept: their IP had `max_connections_per_ip` open already.
+    pub connections_refused: AtomicU64,
+    /// Connections closed for not sending a whole request head in time.
+    pub header_timeouts: AtomicU64,
+    /// Kept-alive connections closed for waiting too long with no request.
+    pub idle_timeouts: AtomicU64,
+    /// Announcements refused: the id is held by another source IP.
+    pub announces_refused_owned: AtomicU64,
+    /// Announcements refused: their source IP has as many ids listed as it may.
+    pub announces_refused_per_ip: AtomicU64,
     /// Live HTTP bootstrap announcements, asked at scrape time.
     bootstrap_peers: Mutex<Option<Box<dyn Fn() -> usize + Send + Sync>>>,
 }
@@ -62,6 +79,11 @@ impl HttpMetrics {
             })
     }
 
+    /// Requests on `route` answered 413.
+    pub fn too_large(&self, route: HttpRoute) -> u64 {
+        self.too_large[route as usize].load(Ordering::Relaxed)
+    }
+
     /// Sets how the number of live bootstrap announcements is found.
     pub fn set_bootstrap_peers(&self, count: Box<dyn Fn() -> usize + Send + Sync>) {
         *self
@@ -79,62 +101,23 @@ impl HttpMetrics {
     }
 }
 
-/// Counts every request on the public HTTP listener by route and status class, and piping
-/// transfers and their bytes (a GET on a piping path answered 200 is a receiver paired with
-/// a sender; its body is the piped data).
+/// Counts every request on the public HTTP listener by route and status class, and the
+/// 413s by route.
 pub async fn count_http(
     State(metrics): State<Arc<HttpMetrics>>,
     request: Request,
     next: Next,
 ) -> Response {
-    let path = request.uri().path();
-    let route = match path {
+    let route = match request.uri().path() {
         "/announce" => HttpRoute::Announce,
         "/peers" => HttpRoute::Peers,
         _ => HttpRoute::Piping,
     };
-    let transfer = route == HttpRoute::Piping
-        && request.method() == Method::GET
-        && !RESERVED_PATHS.contains(&path);
     let response = next.run(request).await;
-    metrics.count_request(route, response.status().as_u16());
-    if !(transfer && response.status() == StatusCode::OK) {
-        return response;
+    let status = response.status();
+    metrics.count_request(route, status.as_u16());
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        metrics.too_large[route as usize].fetch_add(1, Ordering::Relaxed);
     }
-    metrics.piping_transfers.fetch_add(1, Ordering::Relaxed);
-    response.map(|inner| axum::body::Body::new(CountingBody { inner, metrics }))
-}
-
-/// A response body that adds the bytes passing through to `piping_bytes`.
-struct CountingBody {
-    inner: axum::body::Body,
-    metrics: Arc<HttpMetrics>,
-}
-
-impl http_body::Body for CountingBody {
-    type Data = axum::body::Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
-        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
-        if let std::task::Poll::Ready(Some(Ok(frame))) = &polled {
-            if let Some(data) = frame.data_ref() {
-                self.metrics
-                    .piping_bytes
-                    .fetch_add(data.len() as u64, Ordering::Relaxed);
-            }
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
-    }
+    response
 }

@@ -1,15 +1,25 @@
 //! The control plane's public HTTP listener: HTTP bootstrap (`POST /announce`, `GET /peers`)
-//! and a piping-server compatible rendezvous on every other path.
+//! and a piping-server compatible rendezvous (under the rendezvous prefix, or on every other
+//! path when generic piping is open).
 //!
 //! It runs on a small tokio runtime of its own (two worker threads), off the shards' hot path:
 //! it reads only what the runtime hands it at start (the node's id and addresses) and keeps
 //! its own state behind short-lived locks. [`ControlPlane::start`] binds the listener (port 0
 //! picks a free port) and serves; [`ControlPlane::stop`] stops accepting, ends requests that
 //! are still waiting for a partner, gives running transfers until a deadline and then drops
-//! whatever is left. It counts requests and piping into [`metrics::HttpMetrics`], which the
-//! node's telemetry reads at scrape time.
+//! whatever is left. It counts requests, piping and what it refuses into
+//! [`metrics::HttpMetrics`], which the node's telemetry reads at scrape time.
+//!
+//! Made for the public internet: connections are capped in all and per source IP and held
+//! to a header and an idle timeout ([`listener`], [`deadlines`]), requests are rate-limited
+//! per IP, oversized bodies are answered so the client reads the 413 ([`body_limit`]),
+//! announcements belong to their source IP ([`bootstrap`]), and piping is capped in
+//! bandwidth ([`bandwidth`]).
 
+mod bandwidth;
+mod body_limit;
 pub mod bootstrap;
+mod deadlines;
 mod listener;
 pub mod metrics;
 pub mod piping;
@@ -27,10 +37,14 @@ use axum::routing::{get, post};
 use axum::Router;
 
 use crate::supervisor::Supervisor;
+use body_limit::BodyLimits;
+use deadlines::Timeouts;
+use listener::ConnLimits;
 use metrics::HttpMetrics;
 use server::{ServeError, Served};
 use setowire_core::ratelimit::{IpLimiter, Rate};
 
+pub use bandwidth::BandwidthConfig;
 pub use bootstrap::BootstrapConfig;
 pub use listener::ConnAddrs;
 pub use piping::PipingConfig;
@@ -44,10 +58,18 @@ pub struct HttpConfig {
     pub listen: SocketAddr,
     /// Open connections at most; more wait in the kernel's accept backlog.
     pub max_connections: usize,
+    /// Open connections from one source IP at most; more are reset at accept.
+    pub max_connections_per_ip: usize,
+    /// Time to send a whole request head (and an announce body).
+    pub header_timeout: Duration,
+    /// Time a kept-alive connection may wait for its next request.
+    pub idle_timeout: Duration,
     /// Requests per second from one IP (all paths), with a burst.
     pub rate_per_ip: Rate,
     /// Source IPs the limiter tracks at once.
     pub rate_limit_ips: usize,
+    /// Bytes of an oversized body read and discarded before the 413.
+    pub discard_max: u64,
     pub bootstrap: BootstrapConfig,
     pub piping: PipingConfig,
 }
@@ -88,8 +110,11 @@ impl NodeSelf {
 /// State shared by the handlers.
 pub(crate) struct AppState {
     pub(crate) node: NodeSelf,
+    pub(crate) bootstrap_config: BootstrapConfig,
     pub(crate) bootstrap: bootstrap::Registry,
     pub(crate) piping: Arc<piping::Rendezvous>,
+    pub(crate) bodies: BodyLimits,
+    pub(crate) metrics: Arc<HttpMetrics>,
     limiter: Mutex<IpLimiter>,
 }
 
@@ -110,29 +135,42 @@ impl ControlPlane {
         supervisor: &Supervisor,
     ) -> Result<ControlPlane, ServeError> {
         let (runtime, listener, local_addr) = server::bind(config.listen, "http", WORKER_THREADS)?;
-        let piping = Arc::new(piping::Rendezvous::new(config.piping.clone()));
+        let piping = Arc::new(piping::Rendezvous::new(
+            config.piping.clone(),
+            Arc::clone(&metrics),
+        ));
         let state = Arc::new(AppState {
             node,
-            bootstrap: bootstrap::Registry::new(config.bootstrap.clone()),
+            bootstrap: config.bootstrap.registry(),
+            bootstrap_config: config.bootstrap.clone(),
             piping: Arc::clone(&piping),
+            bodies: BodyLimits {
+                discard_max: config.discard_max,
+                deadline: config.header_timeout,
+            },
+            metrics: Arc::clone(&metrics),
             limiter: Mutex::new(IpLimiter::new(
                 config.rate_per_ip,
                 config.rate_limit_ips,
                 Instant::now(),
             )),
         });
-        // A peer that leaves data unacknowledged this long is gone: never shorter than 30 s.
-        let user_timeout = config.piping.idle_timeout.max(Duration::from_secs(30));
-        let listener =
-            listener::CappedListener::new(listener, config.max_connections, user_timeout);
+        let limits = ConnLimits {
+            max_connections: config.max_connections,
+            max_per_ip: config.max_connections_per_ip,
+            // A peer that leaves data unacknowledged this long is gone: never shorter than
+            // 30 s.
+            user_timeout: config.piping.idle_timeout.max(Duration::from_secs(30)),
+            timeouts: Timeouts {
+                header: config.header_timeout,
+                idle: config.idle_timeout,
+            },
+        };
+        let listener = listener::CappedListener::new(listener, limits, Arc::clone(&metrics));
         let weak = Arc::downgrade(&state);
         metrics.set_bootstrap_peers(Box::new(move || {
-            weak.upgrade().map_or(0, |state| {
-                state
-                    .bootstrap
-                    .list(usize::MAX, Instant::now(), |_| true)
-                    .len()
-            })
+            weak.upgrade()
+                .map_or(0, |state| state.bootstrap.len(Instant::now()))
         }));
         let app = router(state)
             .layer(middleware::from_fn_with_state(metrics, metrics::count_http))
@@ -173,6 +211,8 @@ fn router(state: Arc<AppState>) -> Router {
             Arc::clone(&state),
             rate_limit,
         ))
+        // Outermost: even a refused request is one in progress until its answer is sent.
+        .layer(middleware::from_fn(deadlines::track_requests))
         .with_state(state)
 }
 

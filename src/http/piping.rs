@@ -13,15 +13,20 @@
 //! Paths under the rendezvous prefix (`/p2p-` by default, where Setowire peers announce
 //! themselves) behave differently: many peers post to one path at once, so waiting senders and
 //! waiting receivers each queue in a bounded FIFO and are paired oldest first, and a transfer
-//! in progress does not block the next pair.
+//! in progress does not block the next pair. They are the only paths served unless the
+//! operator opens generic piping (`piping_open`): every other path answers 404, so the node is
+//! no open relay for files.
 //!
 //! Unlike piping-server, everything is capped: paths in use, requests waiting per path, body
-//! size and idle time, each refused or ended with a clear status code or progress line.
+//! size (small on rendezvous paths: Setowire peers post their address there), idle time and
+//! bandwidth per IP and for the node ([`super::bandwidth`]), each refused, ended or slowed
+//! with a clear status code or progress line.
 //! Not supported: `n > 1`, multipart form uploads (piping-server sends the first part), and
 //! the buffered progress log piping-server gives HTTP/1.0 senders.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -36,7 +41,10 @@ use http_body::{Body as _, Frame};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, Sleep};
 
+use super::bandwidth::{Bandwidth, BandwidthConfig};
+use super::body_limit::{closing, declared_length, expects_continue, refuse_body};
 use super::bootstrap::form_pairs;
+use super::metrics::HttpMetrics;
 use super::{text, AppState, ConnAddrs};
 
 /// Longest path served, in bytes.
@@ -62,14 +70,21 @@ const ALLOWED_METHODS: &str = "GET, HEAD, POST, PUT, OPTIONS";
 
 #[derive(Debug, Clone)]
 pub struct PipingConfig {
-    /// Paths starting with this queue their waiting senders and receivers; empty: none do.
+    /// Serve every path; false: only the rendezvous prefix.
+    pub open: bool,
+    /// Paths starting with this queue their waiting senders and receivers, and are served
+    /// while piping is closed; empty: none do.
     pub rendezvous_prefix: String,
+    /// Largest body sent to a rendezvous path, in bytes.
+    pub rendezvous_max_body: u64,
     /// Paths with a waiting request or a transfer, at most.
     pub max_paths: usize,
     /// Waiting senders, and waiting receivers, per rendezvous path.
     pub max_waiting_per_path: usize,
-    /// Largest body relayed, in bytes.
+    /// Largest body relayed on other paths, in bytes.
     pub max_body: u64,
+    /// Bytes per second per IP and for the node.
+    pub bandwidth: BandwidthConfig,
     /// How long a request waits for its partner, and how long a transfer may pass no data.
     pub idle_timeout: Duration,
 }
@@ -79,6 +94,8 @@ pub(crate) struct Rendezvous {
     config: PipingConfig,
     inner: Mutex<Inner>,
     next_id: AtomicU64,
+    bandwidth: Bandwidth,
+    metrics: Arc<HttpMetrics>,
 }
 
 #[derive(Default)]
@@ -102,6 +119,7 @@ impl Slot {
 
 struct WaitingSender {
     id: u64,
+    ip: IpAddr,
     head: SenderHead,
     body: SenderBody,
     progress: Progress,
@@ -133,6 +151,7 @@ impl SenderBody {
 
 struct WaitingReceiver {
     id: u64,
+    ip: IpAddr,
     respond: oneshot::Sender<Response>,
 }
 
@@ -187,11 +206,13 @@ enum Role {
 }
 
 impl Rendezvous {
-    pub(crate) fn new(config: PipingConfig) -> Self {
+    pub(crate) fn new(config: PipingConfig, metrics: Arc<HttpMetrics>) -> Self {
         Rendezvous {
+            bandwidth: Bandwidth::new(config.bandwidth),
             config,
             inner: Mutex::new(Inner::default()),
             next_id: AtomicU64::new(1),
+            metrics,
         }
     }
 
@@ -202,6 +223,15 @@ impl Rendezvous {
     fn is_fifo(&self, path: &str) -> bool {
         let prefix = &self.config.rendezvous_prefix;
         !prefix.is_empty() && path.starts_with(prefix.as_str())
+    }
+
+    /// The largest body relayed on `path`.
+    fn max_body(&self, path: &str) -> u64 {
+        if self.is_fifo(path) {
+            self.config.rendezvous_max_body
+        } else {
+            self.config.max_body
+        }
     }
 
     /// Refuses new requests and ends every waiting one: senders read a last line, receivers
@@ -264,6 +294,7 @@ impl Rendezvous {
         conn: ConnAddrs,
     ) -> Response {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let ip = conn.remote.ip();
         let (tx, messages) = mpsc::channel(PROGRESS_QUEUE);
         let progress = Progress(tx);
         let head = SenderHead::from_headers(headers);
@@ -304,6 +335,7 @@ impl Rendezvous {
                 None => {
                     slot.senders.push_back(WaitingSender {
                         id,
+                        ip,
                         head,
                         body,
                         progress,
@@ -314,7 +346,8 @@ impl Rendezvous {
         };
         if let Some((receiver, head, body, progress)) = paired {
             progress.say("[INFO] 1 receiver(s) has/have been connected.\n");
-            let response = self.transfer(path.clone(), head, body, progress);
+            let ips = [ip, receiver.ip];
+            let response = self.transfer(path.clone(), head, body, progress, ips);
             // A receiver that left in the meantime drops the transfer, which tells the sender.
             let _ = receiver.respond.send(response);
         }
@@ -334,6 +367,7 @@ impl Rendezvous {
     /// A receiver arrives: it is paired with the oldest waiting sender, or waits.
     async fn receive(self: &Arc<Self>, path: String, conn: ConnAddrs) -> Response {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let ip = conn.remote.ip();
         let (respond, mut response) = oneshot::channel();
         let fifo = self.is_fifo(&path);
         let paired = {
@@ -369,14 +403,16 @@ impl Rendezvous {
                     Some(sender)
                 }
                 None => {
-                    slot.receivers.push_back(WaitingReceiver { id, respond });
+                    slot.receivers
+                        .push_back(WaitingReceiver { id, ip, respond });
                     None
                 }
             }
         };
         if let Some(sender) = paired {
             sender.progress.say("[INFO] A receiver was connected.\n");
-            return self.transfer(path, sender.head, sender.body, sender.progress);
+            let ips = [sender.ip, ip];
+            return self.transfer(path, sender.head, sender.body, sender.progress, ips);
         }
         let _waiting = WaitGuard {
             rendezvous: Arc::clone(self),
@@ -439,26 +475,33 @@ impl Rendezvous {
         Self::forget_if_unused(&mut inner, path);
     }
 
-    /// Starts streaming the sender's body to the receiver; returns the receiver's response.
+    /// Starts streaming the sender's body to the receiver (`ips`: the sender's and the
+    /// receiver's, whose bandwidth it uses); returns the receiver's response.
     fn transfer(
         self: &Arc<Self>,
         path: String,
         head: SenderHead,
         body: SenderBody,
         progress: Progress,
+        ips: [IpAddr; 2],
     ) -> Response {
         progress.say("[INFO] Start sending to 1 receiver(s)!\n");
+        self.metrics
+            .piping_transfers
+            .fetch_add(1, Ordering::Relaxed);
         let idle_timeout = self.config.idle_timeout;
         let body = TransferBody {
             first: body.first,
             inner: body.rest,
             progress: Some(progress),
             rendezvous: Arc::clone(self),
+            max_body: self.max_body(&path),
             path,
+            ips,
             received: 0,
-            max_body: self.config.max_body,
             idle: Box::pin(tokio::time::sleep(idle_timeout)),
             idle_timeout,
+            pause: None,
             outcome: Outcome::Streaming,
         };
         let mut response = Response::new(Body::new(body));
@@ -567,18 +610,23 @@ enum Outcome {
     Failed,
 }
 
-/// The receiver's response body: the sender's request body as it arrives, counted and
-/// watched for stalls. Reports the end of the transfer to the sender's log.
+/// The receiver's response body: the sender's request body as it arrives, counted, held to
+/// the bandwidth caps and watched for stalls. Reports the end of the transfer to the
+/// sender's log.
 struct TransferBody {
     first: Option<Frame<Bytes>>,
     inner: Body,
     progress: Option<Progress>,
     rendezvous: Arc<Rendezvous>,
     path: String,
+    /// The sender's and the receiver's IPs.
+    ips: [IpAddr; 2],
     received: u64,
     max_body: u64,
     idle: Pin<Box<Sleep>>,
     idle_timeout: Duration,
+    /// Set while the transfer waits for its bandwidth caps.
+    pause: Option<Pin<Box<Sleep>>>,
     outcome: Outcome,
 }
 
@@ -594,6 +642,21 @@ impl TransferBody {
         self.say(line.clone());
         Poll::Ready(Some(Err(line.trim_end().into())))
     }
+
+    /// Counts `len` bytes passed on and charges them to the bandwidth caps; when the caps
+    /// are in debt, the next frame waits until they are not.
+    fn pass_on(&mut self, len: u64) {
+        let rendezvous = &self.rendezvous;
+        let metrics = &rendezvous.metrics;
+        metrics.piping_bytes.fetch_add(len, Ordering::Relaxed);
+        let wait = rendezvous.bandwidth.charge(&self.ips, len, Instant::now());
+        if !wait.is_zero() {
+            metrics
+                .piping_throttled_bytes
+                .fetch_add(len, Ordering::Relaxed);
+            self.pause = Some(Box::pin(tokio::time::sleep(wait)));
+        }
+    }
 }
 
 impl http_body::Body for TransferBody {
@@ -608,6 +671,15 @@ impl http_body::Body for TransferBody {
         if this.outcome != Outcome::Streaming {
             return Poll::Ready(None);
         }
+        if let Some(pause) = this.pause.as_mut() {
+            if pause.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            this.pause = None;
+            // Waiting for the caps is no stall of the sender.
+            let deadline = Instant::now() + this.idle_timeout;
+            this.idle.as_mut().reset(deadline);
+        }
         let next = match this.first.take() {
             Some(frame) => Poll::Ready(Some(Ok(frame))),
             None => Pin::new(&mut this.inner).poll_frame(cx),
@@ -615,7 +687,8 @@ impl http_body::Body for TransferBody {
         match next {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
-                    this.received += data.len() as u64;
+                    let len = data.len() as u64;
+                    this.received += len;
                     if this.received > this.max_body {
                         let line = format!(
                             "[ERROR] The body exceeds {} bytes; the transfer was stopped.\n",
@@ -623,6 +696,7 @@ impl http_body::Body for TransferBody {
                         );
                         return this.fail(line);
                     }
+                    this.pass_on(len);
                 }
                 let deadline = Instant::now() + this.idle_timeout;
                 this.idle.as_mut().reset(deadline);
@@ -695,8 +769,23 @@ pub(crate) async fn handle(
     }
     let reserved = RESERVED_PATHS.contains(&path.as_str());
     let rendezvous = &state.piping;
+    let config = &rendezvous.config;
+    if !config.open && !reserved && !rendezvous.is_fifo(&path) {
+        rendezvous
+            .metrics
+            .piping_closed
+            .fetch_add(1, Ordering::Relaxed);
+        refuse_body(body, &parts.headers, state.bodies).await;
+        return closing(text(
+            StatusCode::NOT_FOUND,
+            format!(
+                "[ERROR] This node pipes only rendezvous paths ('{}...').\n",
+                config.rendezvous_prefix
+            ),
+        ));
+    }
     match parts.method {
-        Method::GET | Method::HEAD if reserved => reserved_page(&path, &parts),
+        Method::GET | Method::HEAD if reserved => reserved_page(&path, &parts, config),
         Method::POST | Method::PUT => {
             if reserved {
                 return text(
@@ -718,23 +807,15 @@ pub(crate) async fn handle(
             if let Err(refused) = check_n(parts.uri.query()) {
                 return text(StatusCode::BAD_REQUEST, refused.to_string());
             }
-            let max_body = rendezvous.config.max_body;
-            let declared = parts
-                .headers
-                .get(header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok());
-            if declared.is_some_and(|n| n > max_body) {
-                return text(
+            let max_body = rendezvous.max_body(&path);
+            if declared_length(&parts.headers).is_some_and(|n| n > max_body) {
+                refuse_body(body, &parts.headers, state.bodies).await;
+                return closing(text(
                     StatusCode::PAYLOAD_TOO_LARGE,
-                    format!("[ERROR] The body is larger than {max_body} bytes, the most this server relays.\n"),
-                );
+                    format!("[ERROR] The body is larger than {max_body} bytes, the most this server relays on '{path}'.\n"),
+                ));
             }
-            let expects_continue = parts
-                .headers
-                .get(header::EXPECT)
-                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
-            let body = if expects_continue {
+            let body = if expects_continue(&parts.headers) {
                 match SenderBody::invite(body).await {
                     Ok(body) => body,
                     Err(_) => {
@@ -873,9 +954,10 @@ const INDEX_HTML: &str = "<!DOCTYPE html>
 <p>A Setowire relay and seed node. Its HTTP side offers:</p>
 <ul>
 <li><code>POST /announce</code> and <code>GET /peers</code>: Setowire HTTP bootstrap.</li>
-<li>Every other path: a piping-server compatible rendezvous. Send with <code>POST</code> or
-<code>PUT</code>, receive with <code>GET</code> on the same path; the first to arrive waits
-for the other. See <a href=\"/help\">/help</a>.</li>
+<li>A piping-server compatible rendezvous, where Setowire peers meet and, if the operator
+allows it, on every other path. Send with <code>POST</code> or <code>PUT</code>, receive with
+<code>GET</code> on the same path; the first to arrive waits for the other. See
+<a href=\"/help\">/help</a>.</li>
 </ul>
 </body></html>
 ";
@@ -886,7 +968,7 @@ const NOSCRIPT_HTML: &str = "<!DOCTYPE html>
 path, and open the same path to receive. See <a href=\"/help\">/help</a>.</p></body></html>
 ";
 
-fn reserved_page(path: &str, parts: &Parts) -> Response {
+fn reserved_page(path: &str, parts: &Parts, config: &PipingConfig) -> Response {
     let html = |page: &'static str, csp: bool| {
         let mut response = (
             StatusCode::OK,
@@ -919,20 +1001,32 @@ fn reserved_page(path: &str, parts: &Parts) -> Response {
                 .and_then(|h| h.to_str().ok())
                 .filter(|h| h.bytes().all(|b| b.is_ascii_graphic()))
                 .unwrap_or("hostname");
-            text(StatusCode::OK, help(&format!("http://{host}")))
+            text(StatusCode::OK, help(&format!("http://{host}"), config))
         }
         "/favicon.ico" => StatusCode::NO_CONTENT.into_response(),
         _ => (StatusCode::NOT_FOUND, [(header::CONTENT_LENGTH, "0")]).into_response(),
     }
 }
 
-fn help(base: &str) -> String {
+fn help(base: &str, config: &PipingConfig) -> String {
+    let prefix = &config.rendezvous_prefix;
+    let (path, scope) = if config.open {
+        ("/mypath".to_owned(), "on any path".to_owned())
+    } else {
+        (
+            format!("{prefix}mypath"),
+            format!(
+                "only on paths starting with '{prefix}', for bodies of at most {} bytes",
+                config.rendezvous_max_body
+            ),
+        )
+    };
     format!(
-        "Send and receive through this node (piping-server protocol, one receiver):
+        "Send and receive through this node (piping-server protocol, one receiver), {scope}:
 
-  Send a file:        curl -T myfile {base}/mypath
-  Send a stream:      seq 10 | curl -T - {base}/mypath
-  Receive:            curl {base}/mypath > myfile
+  Send a file:        curl -T myfile {base}{path}
+  Send a stream:      seq 10 | curl -T - {base}{path}
+  Receive:            curl {base}{path} > myfile
 
 The sender and the receiver may come in either order; the first one waits. The data streams
 from sender to receiver and is not stored. Content-Type, Content-Length, Content-Disposition

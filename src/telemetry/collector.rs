@@ -58,6 +58,12 @@ pub struct NodeCollector {
     http_requests: IntCounterVec,
     piping_transfers: IntCounter,
     piping_bytes: IntCounter,
+    http_connections_refused: IntCounter,
+    http_timeouts: IntCounterVec,
+    http_announces_refused: IntCounterVec,
+    http_too_large: IntCounterVec,
+    piping_closed: IntCounter,
+    piping_throttled_bytes: IntCounter,
     io_backend: IntGaugeVec,
     max_peers: IntGauge,
     build_info: IntGaugeVec,
@@ -171,6 +177,33 @@ impl NodeCollector {
                 "setowire_piping_bytes_total",
                 "Bytes piped from senders to receivers",
             )?,
+            http_connections_refused: IntCounter::new(
+                "setowire_http_connections_refused_total",
+                "Public HTTP connections reset at accept: their IP had http_max_connections_per_ip open",
+            )?,
+            http_timeouts: counter_vec(
+                "setowire_http_timeouts_total",
+                "Public HTTP connections closed for a request head not sent in time (header) or for waiting with no request (idle)",
+                &["type"],
+            )?,
+            http_announces_refused: counter_vec(
+                "setowire_http_announces_refused_total",
+                "POST /announce refused: the id is held by another IP (owned) or the IP holds http_announces_per_ip ids (per_ip_cap)",
+                &["reason"],
+            )?,
+            http_too_large: counter_vec(
+                "setowire_http_too_large_total",
+                "Public HTTP requests answered 413, by route",
+                &["route"],
+            )?,
+            piping_closed: IntCounter::new(
+                "setowire_piping_closed_total",
+                "Piping requests answered 404 outside the rendezvous prefix while piping_open is false",
+            )?,
+            piping_throttled_bytes: IntCounter::new(
+                "setowire_piping_throttled_bytes_total",
+                "Piped bytes that took a bandwidth cap past its rate (the transfer paused after them)",
+            )?,
             io_backend: gauge_vec(
                 "setowire_io_backend",
                 "The socket I/O backend in use (1) and the other one (0)",
@@ -211,6 +244,12 @@ impl NodeCollector {
             &self.http_requests,
             &self.piping_transfers,
             &self.piping_bytes,
+            &self.http_connections_refused,
+            &self.http_timeouts,
+            &self.http_announces_refused,
+            &self.http_too_large,
+            &self.piping_closed,
+            &self.piping_throttled_bytes,
             &self.io_backend,
             &self.max_peers,
             &self.build_info,
@@ -236,6 +275,9 @@ impl NodeCollector {
             &self.dht_requests,
             &self.dht_drops,
             &self.http_requests,
+            &self.http_timeouts,
+            &self.http_announces_refused,
+            &self.http_too_large,
         ] {
             vec.reset();
         }
@@ -337,6 +379,41 @@ impl NodeCollector {
         }
         reset_counter(&self.piping_transfers, load(&http.piping_transfers));
         reset_counter(&self.piping_bytes, load(&http.piping_bytes));
+        reset_counter(&self.piping_closed, load(&http.piping_closed));
+        reset_counter(
+            &self.piping_throttled_bytes,
+            load(&http.piping_throttled_bytes),
+        );
+        reset_counter(
+            &self.http_connections_refused,
+            load(&http.connections_refused),
+        );
+        let by_label = [
+            (
+                &self.http_timeouts,
+                [
+                    ("header", &http.header_timeouts),
+                    ("idle", &http.idle_timeouts),
+                ],
+            ),
+            (
+                &self.http_announces_refused,
+                [
+                    ("owned", &http.announces_refused_owned),
+                    ("per_ip_cap", &http.announces_refused_per_ip),
+                ],
+            ),
+        ];
+        for (vec, series) in by_label {
+            for (label, counter) in series {
+                vec.with_label_values(&[label]).inc_by(load(counter));
+            }
+        }
+        for route in HttpRoute::ALL {
+            self.http_too_large
+                .with_label_values(&[route.name()])
+                .inc_by(http.too_large(route));
+        }
         for kind in [BackendKind::IoUring, BackendKind::Mmsg] {
             self.io_backend
                 .with_label_values(&[&kind.to_string()])
@@ -432,6 +509,12 @@ mod tests {
             "setowire_dht_drops_total{reason=\"store_owned_by_other\"} 0",
             "setowire_dht_values_evicted_total 0",
             "setowire_frames_received_total{shard=\"0\",type=\"hello\"} 0",
+            "setowire_http_timeouts_total{type=\"idle\"} 0",
+            "setowire_http_announces_refused_total{reason=\"owned\"} 0",
+            "setowire_http_too_large_total{route=\"announce\"} 0",
+            "setowire_http_connections_refused_total 0",
+            "setowire_piping_closed_total 0",
+            "setowire_piping_throttled_bytes_total 0",
         ] {
             assert!(text.contains(needle), "{needle} missing in\n{text}");
         }

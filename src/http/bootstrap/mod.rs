@@ -1,0 +1,243 @@
+//! HTTP bootstrap: peers `POST /announce` where they can be dialled, and `GET /peers` lists
+//! the node itself first and then the freshest announcements.
+//!
+//! py-setowire 0.1.0 announces once at start (its local or STUN address) and every three
+//! minutes after, and dials every entry of the list it gets back, itself included (it has no
+//! id to filter on until a handshake fails). A `GET /peers` carries no id, so the node cannot
+//! leave the requester out of its own list; it does leave out entries that name the node's
+//! own address.
+//!
+//! What is announced is checked ([`announcement`]) and kept per source IP ([`registry`]):
+//! an id belongs to the address that announced it until it expires, one address holds a
+//! bounded number of ids, and every client is told the address the node saw rather than
+//! one the announcer chose.
+
+mod announcement;
+mod registry;
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::{ConnectInfo, RawQuery, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Value};
+
+use super::body_limit::{closing, read_whole, BodyError};
+use super::{json_error, AppState, ConnAddrs};
+pub use announcement::{parse_announcement, Announcement, Refused, Seen};
+pub(crate) use registry::Registry;
+use registry::{Limits, Refusal};
+
+#[derive(Debug, Clone)]
+pub struct BootstrapConfig {
+    /// How long an announcement is listed.
+    pub ttl: Duration,
+    /// Most announcements kept.
+    pub max_entries: usize,
+    /// Most announcements (ids) one source IP holds.
+    pub max_per_ip: usize,
+    /// Entries `GET /peers` returns without `?limit=`.
+    pub default_limit: usize,
+    /// Most entries one `GET /peers` returns.
+    pub max_limit: usize,
+    /// Largest `POST /announce` body, in bytes.
+    pub max_body: usize,
+    /// Refuse an announced public IP (or LAN IP) that differs from the request's source IP.
+    pub check_source: bool,
+}
+
+impl BootstrapConfig {
+    pub(crate) fn registry(&self) -> Registry {
+        Registry::new(Limits {
+            ttl: self.ttl,
+            max_entries: self.max_entries,
+            max_per_ip: self.max_per_ip,
+        })
+    }
+}
+
+/// `POST /announce`.
+pub(crate) async fn announce(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(conn): ConnectInfo<ConnAddrs>,
+    request: Request,
+) -> Response {
+    let config = &state.bootstrap_config;
+    let (parts, body) = request.into_parts();
+    let bytes = match read_whole(body, &parts.headers, config.max_body as u64, state.bodies).await {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            let status = match e {
+                BodyError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+                BodyError::TimedOut { .. } => StatusCode::REQUEST_TIMEOUT,
+                BodyError::Broken => StatusCode::BAD_REQUEST,
+            };
+            return closing(json_error(status, &e.to_string()));
+        }
+    };
+    let source = conn.remote.ip();
+    let announcement = match parse_announcement(&bytes, source, config.check_source) {
+        Ok(announcement) => announcement,
+        Err(refused) => return json_error(refused.status, &refused.message),
+    };
+    match state.bootstrap.insert(announcement, source, Instant::now()) {
+        Ok(()) => json_ok(json!({"ok": true, "ttl": config.ttl.as_secs()})),
+        Err(refusal) => {
+            let (status, counter) = match refusal {
+                Refusal::Owned { .. } => {
+                    (StatusCode::CONFLICT, &state.metrics.announces_refused_owned)
+                }
+                Refusal::PerIpCap { .. } => (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    &state.metrics.announces_refused_per_ip,
+                ),
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+            let mut response = json_error(status, &refusal.to_string());
+            let secs = refusal.retry_after().as_secs().max(1);
+            if let Ok(value) = HeaderValue::from_str(&secs.to_string()) {
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+            response
+        }
+    }
+}
+
+/// `GET /peers[?limit=N][&topic=T]`.
+pub(crate) async fn peers(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(conn): ConnectInfo<ConnAddrs>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let config = &state.bootstrap_config;
+    let mut limit = config.default_limit;
+    let mut topic = None;
+    for (key, value) in form_pairs(query.as_deref().unwrap_or("")) {
+        match key.as_str() {
+            "limit" => match value.trim().parse::<usize>() {
+                Ok(n) if n > 0 => limit = n,
+                _ => {
+                    return json_error(
+                        StatusCode::BAD_REQUEST,
+                        "\"limit\" must be a positive integer",
+                    )
+                }
+            },
+            "topic" => topic = Some(value),
+            _ => {}
+        }
+    }
+    let limit = limit.min(config.max_limit).max(1);
+    let me = state.node.dial_addr(conn.local);
+    let mut list = Vec::with_capacity(limit.min(64));
+    if let Some(addr) = me {
+        let mut entry =
+            json!({"id": state.node.id40, "ip": addr.ip().to_string(), "port": addr.port()});
+        if state.node.relay {
+            entry["relay"] = Value::Bool(true);
+        }
+        list.push(entry);
+    }
+    let own = [me, state.node.public_addr, Some(state.node.udp)];
+    let client = conn.remote.ip();
+    let rest = state
+        .bootstrap
+        .list(limit - list.len(), Instant::now(), |a, source| {
+            let seen = a.seen_by(source, client);
+            let listed = !own.contains(&Some(seen.addr))
+                && a.id != state.node.id40
+                && topic.as_ref().map_or(true, |t| a.topic.as_ref() == Some(t));
+            listed.then(|| render(a, seen))
+        });
+    list.extend(rest);
+    let mut response = json_ok(Value::Array(list));
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
+    response
+}
+
+/// One entry of `GET /peers`: `a` as this client is to dial it.
+fn render(a: &Announcement, seen: Seen) -> Value {
+    let mut entry = json!({"id": a.id, "ip": seen.addr.ip().to_string(), "port": seen.addr.port()});
+    if let Some(local) = seen.local {
+        entry["lip"] = Value::String(local.ip().to_string());
+        entry["lport"] = Value::from(local.port());
+    }
+    if let Some(nat) = &a.nat {
+        entry["nat"] = Value::String(nat.clone());
+    }
+    if let Some(topic) = &a.topic {
+        entry["topic"] = Value::String(topic.clone());
+    }
+    if let Some(relay) = a.relay {
+        entry["relay"] = Value::Bool(relay);
+    }
+    entry
+}
+
+fn json_ok(value: Value) -> Response {
+    (
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
+        ],
+        value.to_string(),
+    )
+        .into_response()
+}
+
+/// `application/x-www-form-urlencoded` pairs, percent-decoded (`+` is a space).
+pub(crate) fn form_pairs(query: &str) -> impl Iterator<Item = (String, String)> + '_ {
+    query.split('&').filter(|p| !p.is_empty()).map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (percent_decode(k), percent_decode(v))
+    })
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |j: usize| bytes.get(j).and_then(|b| (*b as char).to_digit(16));
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                if let (Some(hi), Some(lo)) = (hex(i + 1), hex(i + 2)) {
+                    out.push((hi * 16 + lo) as u8);
+                    i += 3;
+                    continue;
+                }
+                out.push(b'%');
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn form_pairs_decode() {
+        let pairs: Vec<_> = form_pairs("limit=5&topic=a%20b+c&&x").collect();
+        assert_eq!(
+            pairs,
+            [
+                ("limit".to_owned(), "5".to_owned()),
+                ("topic".to_owned(), "a b c".to_owned()),
+                ("x".to_owned(), String::new())
+            ]
+        );
+        assert_eq!(percent_decode("%zz%4"), "%zz%4");
+        assert_eq!(percent_decode("%C3%A9"), "é");
+    }
+}
