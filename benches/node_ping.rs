@@ -267,11 +267,9 @@ fn node_ping(c: &mut Criterion) {
         match target.server {
             Responder::Echo(server) => {
                 let stats = server.stop();
-                if stats.send_errors > 0 {
-                    eprintln!(
-                        "node_ping: {} had {} send errors",
-                        target.name, stats.send_errors
-                    );
+                let errors = stats.send_errors.total();
+                if errors > 0 {
+                    eprintln!("node_ping: {} had {errors} send errors", target.name);
                 }
             }
             Responder::Node(node) => drop(node),

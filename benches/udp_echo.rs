@@ -49,7 +49,7 @@ fn udp_echo(c: &mut Criterion) {
             "{choice}: {rate:.0} replies/s (client saw {} lost; server sent {} with {} errors)",
             client.stats().lost,
             stats.datagrams_sent,
-            stats.send_errors
+            stats.send_errors.total()
         ));
     }
     group.finish();

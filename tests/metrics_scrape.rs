@@ -8,108 +8,15 @@ mod support;
 mod admin;
 mod http_client;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
+use admin::prom::{parse, sum};
 use admin::{get, node_with_admin};
 use http_client::{curl, curl_spawn, curl_with_stdin, finish};
 use support::net::TestNet;
 use support::pattern_bytes;
 use support::peer::PyPeer;
-
-/// One sample: name, labels, value.
-type Sample = (String, BTreeMap<String, String>, f64);
-
-/// Parses the text format strictly: `# HELP name text`, `# TYPE name kind`, and samples
-/// `name{label="value",...} number` whose family was declared by a TYPE line before.
-fn parse(text: &str) -> (BTreeMap<String, String>, Vec<Sample>) {
-    let mut types = BTreeMap::new();
-    let mut samples = Vec::new();
-    let name_ok = |n: &str| {
-        !n.is_empty()
-            && n.chars()
-                .next()
-                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
-            && n.chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
-    };
-    for line in text.lines() {
-        if let Some(rest) = line.strip_prefix("# HELP ") {
-            let (name, _) = rest.split_once(' ').unwrap_or((rest, ""));
-            assert!(name_ok(name), "bad HELP line {line:?}");
-            continue;
-        }
-        if let Some(rest) = line.strip_prefix("# TYPE ") {
-            let (name, kind) = rest.split_once(' ').expect("TYPE name kind");
-            assert!(name_ok(name), "bad TYPE line {line:?}");
-            assert!(
-                ["counter", "gauge", "histogram", "summary", "untyped"].contains(&kind),
-                "bad TYPE line {line:?}"
-            );
-            assert!(
-                types.insert(name.to_owned(), kind.to_owned()).is_none(),
-                "TYPE twice: {line}"
-            );
-            continue;
-        }
-        assert!(
-            !line.starts_with('#') && !line.is_empty(),
-            "unexpected line {line:?}"
-        );
-        let (series, value) = line.rsplit_once(' ').expect("name value");
-        let value: f64 = match value {
-            "+Inf" => f64::INFINITY,
-            "-Inf" => f64::NEG_INFINITY,
-            v => v
-                .parse()
-                .unwrap_or_else(|_| panic!("bad value in {line:?}")),
-        };
-        let (name, labels) = match series.split_once('{') {
-            Some((name, rest)) => {
-                let body = rest
-                    .strip_suffix('}')
-                    .unwrap_or_else(|| panic!("bad labels {line:?}"));
-                let mut labels = BTreeMap::new();
-                for pair in body.split("\",").filter(|p| !p.is_empty()) {
-                    let (k, v) = pair
-                        .split_once("=\"")
-                        .unwrap_or_else(|| panic!("bad label {line:?}"));
-                    assert!(name_ok(k), "bad label name in {line:?}");
-                    labels.insert(k.to_owned(), v.trim_end_matches('"').to_owned());
-                }
-                (name, labels)
-            }
-            None => (series, BTreeMap::new()),
-        };
-        assert!(name_ok(name), "bad metric name in {line:?}");
-        let family = ["_bucket", "_sum", "_count"]
-            .iter()
-            .find_map(|s| {
-                name.strip_suffix(s)
-                    .filter(|f| types.get(*f).is_some_and(|t| t == "histogram"))
-            })
-            .unwrap_or(name);
-        assert!(
-            types.contains_key(family),
-            "sample before its TYPE: {line:?}"
-        );
-        samples.push((name.to_owned(), labels, value));
-    }
-    (types, samples)
-}
-
-fn sum(samples: &[Sample], name: &str, filter: &[(&str, &str)]) -> f64 {
-    samples
-        .iter()
-        .filter(|(n, labels, _)| {
-            n == name
-                && filter
-                    .iter()
-                    .all(|(k, v)| labels.get(*k).map(String::as_str) == Some(*v))
-        })
-        .map(|(_, _, v)| v)
-        .sum()
-}
 
 #[test]
 fn metrics_cover_the_node_with_real_traffic() {
@@ -183,6 +90,13 @@ fn metrics_cover_the_node_with_real_traffic() {
         ("setowire_peers_displaced_total", "counter"),
         ("setowire_credit_probes_total", "counter"),
         ("setowire_reassembly_memory_bytes", "gauge"),
+        ("setowire_udp_truncated_datagrams_total", "counter"),
+        ("setowire_udp_receive_errors_total", "counter"),
+        ("setowire_udp_send_errors_total", "counter"),
+        ("setowire_shard_inbox_drops_total", "counter"),
+        ("setowire_shard_loop_iterations_total", "counter"),
+        ("setowire_shard_heartbeat_age_seconds", "gauge"),
+        ("setowire_shard_stalled", "gauge"),
         ("setowire_dht_requests_total", "counter"),
         ("setowire_dht_drops_total", "counter"),
         ("setowire_dht_values_evicted_total", "counter"),
@@ -225,6 +139,7 @@ fn metrics_cover_the_node_with_real_traffic() {
         "shard",
         "type",
         "reason",
+        "kind",
         "backend",
         "route",
         "code_class",
@@ -268,6 +183,39 @@ fn metrics_cover_the_node_with_real_traffic() {
         2 * 28,
         "every reason on every shard"
     );
+    let count = |name: &str| samples.iter().filter(|(n, _, _)| n == name).count();
+    assert_eq!(
+        count("setowire_udp_send_errors_total"),
+        2 * 5,
+        "every send error kind on every shard"
+    );
+    for name in [
+        "setowire_udp_truncated_datagrams_total",
+        "setowire_udp_receive_errors_total",
+        "setowire_shard_inbox_drops_total",
+        "setowire_shard_loop_iterations_total",
+        "setowire_shard_heartbeat_age_seconds",
+        "setowire_shard_stalled",
+    ] {
+        assert_eq!(count(name), 2, "{name}: one series per shard");
+    }
+    // Ordinary traffic: nothing cut short, refused or dropped between shards.
+    assert_eq!(
+        sum(&samples, "setowire_udp_truncated_datagrams_total", &[]),
+        0.0
+    );
+    assert_eq!(sum(&samples, "setowire_udp_send_errors_total", &[]), 0.0);
+    assert_eq!(sum(&samples, "setowire_shard_inbox_drops_total", &[]), 0.0);
+    assert_eq!(sum(&samples, "setowire_shard_stalled", &[]), 0.0);
+    for shard in ["0", "1"] {
+        let on = [("shard", shard)];
+        assert!(sum(&samples, "setowire_shard_loop_iterations_total", &on) >= 1.0);
+        let age = sum(&samples, "setowire_shard_heartbeat_age_seconds", &on);
+        assert!(
+            (0.0..2.0).contains(&age),
+            "shard {shard} heartbeat {age} s old"
+        );
+    }
     assert!(sum(&samples, "setowire_handshake_duration_seconds_count", &[]) >= 1.0);
     let hs_sum = sum(&samples, "setowire_handshake_duration_seconds_sum", &[]);
     assert!(hs_sum > 0.0 && hs_sum < 1.0, "handshake seconds {hs_sum}");

@@ -66,7 +66,7 @@ pub struct NetStats {
 impl NetStats {
     fn count(&mut self, flushed: Flushed) {
         self.sent += flushed.sent as u64;
-        self.send_dropped += flushed.dropped as u64;
+        self.send_dropped += flushed.dropped.total();
     }
 }
 

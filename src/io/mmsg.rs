@@ -157,7 +157,9 @@ impl DatagramIo for MmsgIo {
             }
             Ok(()) => {}
             Err(PushError::TooLong) => self.send_large(dst, data),
-            Err(PushError::Unreachable | PushError::Full) => self.stats.send_errors += 1,
+            Err(refused @ (PushError::Unreachable | PushError::Full)) => {
+                self.stats.send_errors.add(refused.kind(), 1)
+            }
         }
     }
 
@@ -170,7 +172,7 @@ impl DatagramIo for MmsgIo {
         } = self.send.flush(&self.socket, SEND_PATIENCE);
         self.stats.datagrams_sent += sent as u64;
         self.stats.bytes_sent += bytes as u64;
-        self.stats.send_errors += dropped as u64;
+        self.stats.send_errors.merge(&dropped);
         socket_error.map_or(Ok(()), Err)
     }
 

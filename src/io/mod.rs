@@ -26,6 +26,7 @@ use std::time::Duration;
 
 use setowire_udp_batch::addr;
 
+pub use setowire_udp_batch::{SendErrorKind, SendErrors};
 pub use socket::{bind_reuseport, probe_exclusive};
 pub use waker::Waker;
 
@@ -92,9 +93,10 @@ pub struct IoStats {
     pub bytes_sent: u64,
     pub datagrams_received: u64,
     pub bytes_received: u64,
-    /// Datagrams the kernel refused (unreachable, no buffer space after a retry, bad
-    /// destination…). Each is dropped, never retried forever.
-    pub send_errors: u64,
+    /// Datagrams not sent, by why: refused by the kernel (unreachable, denied, no buffer
+    /// space after a retry, bad destination…) or by the backend (no room to queue it).
+    /// Each is dropped, never retried forever.
+    pub send_errors: SendErrors,
     /// Failed receive operations (not counting "nothing to read").
     pub recv_errors: u64,
     /// Received datagrams longer than [`MAX_DATAGRAM`], dropped.
@@ -123,7 +125,7 @@ pub trait DatagramIo {
     fn queue_send(&mut self, dst: SocketAddr, data: &[u8]);
 
     /// Sends everything queued. Datagrams the kernel refuses are counted in
-    /// [`IoStats::send_errors`], not retried forever; an error is returned only when the
+    /// [`IoStats::send_errors`] by kind, not retried forever; an error is returned only when the
     /// socket itself is unusable.
     fn flush(&mut self) -> io::Result<()>;
 
@@ -180,7 +182,7 @@ fn send_direct(socket: &UdpSocket, v6: bool, dst: SocketAddr, data: &[u8], stats
     use std::os::fd::AsRawFd;
     let mut storage = addr::zeroed_storage();
     let Some(len) = addr::encode(dst, v6, &mut storage) else {
-        stats.send_errors += 1;
+        stats.send_errors.add(SendErrorKind::Unreachable, 1);
         return;
     };
     // SAFETY: `data` and `storage` are live for the call and `len` fits the storage.
@@ -195,7 +197,8 @@ fn send_direct(socket: &UdpSocket, v6: bool, dst: SocketAddr, data: &[u8], stats
         )
     };
     if rc < 0 {
-        stats.send_errors += 1;
+        let kind = SendErrorKind::of(&io::Error::last_os_error());
+        stats.send_errors.add(kind, 1);
     } else {
         stats.datagrams_sent += 1;
         stats.bytes_sent += rc as u64;

@@ -143,7 +143,11 @@ fn echo_10k(choice: BackendChoice, server: &str, client_addr: &str) {
     assert_eq!(stats.datagrams_sent, TOTAL as u64, "{choice}: {stats:?}");
     assert_eq!(stats.bytes_sent, stats.bytes_received);
     assert_eq!(
-        (stats.send_errors, stats.recv_errors, stats.truncated),
+        (
+            stats.send_errors.total(),
+            stats.recv_errors,
+            stats.truncated
+        ),
         (0, 0, 0)
     );
 }
@@ -332,11 +336,17 @@ fn oversized_datagrams_are_counted_not_delivered() {
         let client = client("127.0.0.1:0");
         client.send_to(&[7u8; 3000], server).unwrap();
         client.send_to(&[1u8; MAX_DATAGRAM], server).unwrap();
+        // One byte over, and the largest datagram IPv4 carries.
+        client.send_to(&[2u8; MAX_DATAGRAM + 1], server).unwrap();
+        client.send_to(&vec![3u8; 65_507], server).unwrap();
         client.send_to(b"after", server).unwrap();
         let got = collect(&mut io, 2, Duration::from_secs(2));
         let lens: Vec<usize> = got.iter().map(|(_, d)| d.len()).collect();
         assert_eq!(lens, vec![MAX_DATAGRAM, 5], "{choice}");
-        assert_eq!(io.stats().truncated, 1, "{choice}");
+        let stats = io.stats();
+        assert_eq!(stats.truncated, 3, "{choice}");
+        assert_eq!(stats.datagrams_received, 2, "{choice}");
+        assert_eq!(stats.recv_errors, 0, "{choice}");
         // Long datagrams can still be sent.
         io.queue_send(client.local_addr().unwrap(), &[9u8; 3000]);
         io.flush().unwrap();
@@ -370,9 +380,55 @@ fn refused_datagrams_are_counted_and_skipped() {
             .unwrap();
         let stats = io.stats();
         assert_eq!(
-            (stats.datagrams_sent, stats.send_errors),
+            (stats.datagrams_sent, stats.send_errors.total()),
             (2, 2),
             "{choice}: {stats:?}"
+        );
+        // EINVAL from the kernel, the family mismatch from the backend itself.
+        let errors = stats.send_errors;
+        assert_eq!(errors.get(SendErrorKind::Other), 1, "{choice}: {errors:?}");
+        assert_eq!(
+            errors.get(SendErrorKind::Unreachable),
+            1,
+            "{choice}: {errors:?}"
+        );
+    }
+}
+
+#[test]
+fn send_errors_are_counted_by_kind() {
+    for choice in choices() {
+        let (mut io, _waker) = open_at(choice, "127.0.0.1:0");
+        let client = client("127.0.0.1:0");
+        let to = client.local_addr().unwrap();
+        // The loopback broadcast address without SO_BROADCAST: EACCES, twice.
+        let broadcast: SocketAddr = "127.255.255.255:9".parse().unwrap();
+        io.queue_send(broadcast, b"bcast");
+        io.queue_send(to, b"one");
+        io.queue_send(broadcast, b"bcast");
+        // Longer than any UDP datagram, sent on its own: EMSGSIZE.
+        io.queue_send(to, &vec![0u8; 70_000]);
+        io.flush().unwrap();
+        let mut buf = [0u8; 64];
+        let (n, _) = recv_from(&client, &mut buf).unwrap();
+        assert_eq!(&buf[..n], b"one", "{choice}");
+        io.recv_batch(Duration::from_millis(20), &mut |_, _| {})
+            .unwrap();
+        let errors = io.stats().send_errors;
+        let by_kind: Vec<(&str, u64)> = SendErrorKind::ALL
+            .iter()
+            .map(|&kind| (kind.name(), errors.get(kind)))
+            .collect();
+        assert_eq!(
+            by_kind,
+            [
+                ("would_block", 0),
+                ("denied", 2),
+                ("unreachable", 0),
+                ("too_large", 1),
+                ("other", 0)
+            ],
+            "{choice}"
         );
     }
 }

@@ -3,7 +3,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use setowire_core::swarm::effects::{ShardMessage, ShardTarget};
 use setowire_core::swarm::node_view::ShardId;
@@ -20,16 +20,21 @@ struct Inbox {
     wake: Wake,
 }
 
+/// Messages dropped because an inbox was full, by the shard they were for. Shared with the
+/// metrics, which read it at scrape time: a shard that stopped taking its messages is the
+/// one whose count grows, and it cannot be trusted to publish anything itself.
+pub type InboxDrops = Arc<[AtomicU64]>;
+
 pub struct ShardInboxes {
     inboxes: Vec<Inbox>,
-    /// Messages dropped because an inbox was full.
-    drops: AtomicU64,
+    drops: InboxDrops,
 }
 
 impl ShardInboxes {
     /// `wakers[i]` wakes shard `i`.
     pub fn new(wakers: Vec<Wake>) -> Self {
         Self {
+            drops: wakers.iter().map(|_| AtomicU64::new(0)).collect(),
             inboxes: wakers
                 .into_iter()
                 .map(|wake| Inbox {
@@ -37,7 +42,6 @@ impl ShardInboxes {
                     wake,
                 })
                 .collect(),
-            drops: AtomicU64::new(0),
         }
     }
 
@@ -45,8 +49,14 @@ impl ShardInboxes {
         self.inboxes.len()
     }
 
+    /// Messages dropped so far, for every shard.
     pub fn drops(&self) -> u64 {
-        self.drops.load(Ordering::Relaxed)
+        self.drops.iter().map(|d| d.load(Ordering::Relaxed)).sum()
+    }
+
+    /// The drop counters, indexed by the shard the messages were for.
+    pub fn drop_counters(&self) -> InboxDrops {
+        Arc::clone(&self.drops)
     }
 
     /// Takes every message waiting for `shard`.
@@ -77,7 +87,7 @@ impl ShardInboxes {
         {
             let mut queue = lock(&inbox.queue);
             if queue.len() >= INBOX_CAPACITY {
-                self.drops.fetch_add(1, Ordering::Relaxed);
+                self.drops[shard].fetch_add(1, Ordering::Relaxed);
                 return;
             }
             queue.push_back(message);
@@ -95,7 +105,6 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 mod tests {
     use super::*;
     use std::sync::atomic::AtomicUsize;
-    use std::sync::Arc;
 
     fn inboxes(shards: usize) -> (ShardInboxes, Vec<Arc<AtomicUsize>>) {
         let wakes: Vec<Arc<AtomicUsize>> = (0..shards).map(|_| Arc::default()).collect();
@@ -137,6 +146,10 @@ mod tests {
             inboxes.send(0, ShardTarget::One(1), ShardMessage::Want("k".into()));
         }
         assert_eq!(inboxes.drops(), 5);
+        let by_shard: Vec<u64> = (inboxes.drop_counters().iter())
+            .map(|d| d.load(Ordering::Relaxed))
+            .collect();
+        assert_eq!(by_shard, [0, 5]);
         let mut got = Vec::new();
         inboxes.take(1, &mut got);
         assert_eq!(got.len(), INBOX_CAPACITY);

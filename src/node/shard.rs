@@ -11,7 +11,7 @@ use crate::discovery::dht::Demux;
 use crate::io::DatagramIo;
 use crate::node::hooks::ShardHooks;
 use crate::node::shared::NodeShared;
-use crate::telemetry::PUBLISH_EVERY;
+use crate::telemetry::{LoopStats, PUBLISH_EVERY};
 use setowire_core::proto::frame::{classify, DatagramClass};
 use setowire_core::swarm::engine::Engine;
 use setowire_core::swarm::event::Event;
@@ -72,7 +72,10 @@ pub struct Shard {
 impl Shard {
     pub fn run(mut self) {
         let mut inbox = Vec::new();
+        // Published with the counters: the turns cost a register increment, no store.
+        let mut iterations: u64 = 0;
         while !self.stop.load(Ordering::Relaxed) {
+            iterations += 1;
             let timeout = self
                 .engine
                 .poll_timeout()
@@ -97,29 +100,33 @@ impl Shard {
             apply_effects(&mut self.engine, &self.shared, self.id);
             self.transmit();
             self.forward_events();
-            self.publish(now);
+            self.publish(now, iterations);
         }
         self.engine.disconnect_all();
         apply_effects(&mut self.engine, &self.shared, self.id);
         self.transmit();
         self.forward_events();
-        self.publish(Instant::now());
+        self.publish(Instant::now(), iterations);
         self.hooks.metrics.mark_stopped();
     }
 
-    /// Copies the counters to the shard's metrics, at most every [`PUBLISH_EVERY`].
-    fn publish(&mut self, now: Instant) {
+    /// Copies the counters to the shard's metrics, at most every [`PUBLISH_EVERY`]. The
+    /// publish is the shard's heartbeat too: readiness and the stall metric read its time.
+    fn publish(&mut self, now: Instant, iterations: u64) {
         if now < self.hooks.next_publish {
             return;
         }
         self.hooks.next_publish = now + PUBLISH_EVERY;
-        let peers = self.engine.peer_count();
+        let shard = LoopStats {
+            peers: self.engine.peer_count(),
+            iterations,
+        };
         self.hooks.metrics.publish(
             self.hooks.epoch,
             now,
             self.engine.stats(),
             &self.io.stats(),
-            peers,
+            shard,
         );
     }
 

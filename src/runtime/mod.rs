@@ -136,6 +136,7 @@ pub fn run(mut options: NodeOptions) -> Result<(), RuntimeError> {
     let mut metrics = NodeMetrics::new(backends.len(), backend, options.engine.max_peers, epoch);
     metrics.dht = Some(Arc::clone(services.dht()));
     metrics.limits = Some(Arc::clone(&shared.limits));
+    metrics.inbox_drops = Some(shared.inboxes.drop_counters());
     let metrics = Arc::new(metrics);
     let (event_sink, events) = control_events(options.control_stdio);
     let shard_parts = ShardParts {

@@ -6,13 +6,16 @@ use std::sync::{Arc, Mutex};
 
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
+use std::time::Instant;
+
 use prometheus::{
-    Encoder, Gauge, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
-use super::NodeMetrics;
+use super::{NodeMetrics, ShardHealth, STALL_AFTER};
 use crate::http::metrics::{HttpRoute, CODE_CLASSES};
-use crate::io::BackendKind;
+use crate::io::{BackendKind, SendErrorKind};
 use setowire_core::dht::DhtStats;
 use setowire_core::proto::frame::FrameKind;
 use setowire_core::swarm::stats::DropReason;
@@ -46,6 +49,13 @@ pub struct NodeCollector {
     data_delivered: IntCounterVec,
     peers_displaced: IntCounterVec,
     credit_probes: IntCounterVec,
+    truncated: IntCounterVec,
+    recv_errors: IntCounterVec,
+    send_errors: IntCounterVec,
+    inbox_drops: IntCounterVec,
+    loop_iterations: IntCounterVec,
+    heartbeat_age: GaugeVec,
+    stalled: IntGaugeVec,
     dht_requests: IntCounterVec,
     dht_drops: IntCounterVec,
     dht_values_evicted: IntCounter,
@@ -130,6 +140,48 @@ impl NodeCollector {
             credit_probes: counter_vec(
                 "setowire_credit_probes_total",
                 "HELLOs sent to peers whose send credit did not cover what they are owed",
+                shard,
+            )?,
+            truncated: counter_vec(
+                "setowire_udp_truncated_datagrams_total",
+                "UDP datagrams longer than the receive buffers, dropped unread",
+                shard,
+            )?,
+            recv_errors: counter_vec(
+                "setowire_udp_receive_errors_total",
+                "Failed UDP receive operations",
+                shard,
+            )?,
+            send_errors: counter_vec(
+                "setowire_udp_send_errors_total",
+                "UDP datagrams not sent, by kind of error",
+                &["shard", "kind"],
+            )?,
+            inbox_drops: counter_vec(
+                "setowire_shard_inbox_drops_total",
+                "Cross-shard messages dropped because the inbox of the shard they were for \
+                 was full, by that shard",
+                shard,
+            )?,
+            loop_iterations: counter_vec(
+                "setowire_shard_loop_iterations_total",
+                "Turns of the shard's event loop",
+                shard,
+            )?,
+            heartbeat_age: GaugeVec::new(
+                Opts::new(
+                    "setowire_shard_heartbeat_age_seconds",
+                    "Seconds since the shard's loop last published its counters (about every \
+                     100 ms while it runs; since the node started if it never did)",
+                ),
+                shard,
+            )?,
+            stalled: gauge_vec(
+                "setowire_shard_stalled",
+                &format!(
+                    "1 while the shard runs but its loop has not published for {} s or more",
+                    STALL_AFTER.as_secs()
+                ),
                 shard,
             )?,
             dht_requests: counter_vec(
@@ -218,7 +270,7 @@ impl NodeCollector {
         })
     }
 
-    fn parts(&self) -> [&dyn Collector; 28] {
+    fn parts(&self) -> [&dyn Collector; 41] {
         [
             &self.peers,
             &self.handshakes,
@@ -232,6 +284,13 @@ impl NodeCollector {
             &self.data_delivered,
             &self.peers_displaced,
             &self.credit_probes,
+            &self.truncated,
+            &self.recv_errors,
+            &self.send_errors,
+            &self.inbox_drops,
+            &self.loop_iterations,
+            &self.heartbeat_age,
+            &self.stalled,
             &self.dht_requests,
             &self.dht_drops,
             &self.dht_values_evicted,
@@ -272,6 +331,11 @@ impl NodeCollector {
             &self.data_delivered,
             &self.peers_displaced,
             &self.credit_probes,
+            &self.truncated,
+            &self.recv_errors,
+            &self.send_errors,
+            &self.inbox_drops,
+            &self.loop_iterations,
             &self.dht_requests,
             &self.dht_drops,
             &self.http_requests,
@@ -281,6 +345,7 @@ impl NodeCollector {
         ] {
             vec.reset();
         }
+        let now = Instant::now();
         let mut stun = 0;
         for (i, shard) in node.shards.iter().enumerate() {
             let id = i.to_string();
@@ -298,10 +363,30 @@ impl NodeCollector {
                 (&self.data_delivered, &shard.data_delivered),
                 (&self.peers_displaced, &shard.peers_displaced),
                 (&self.credit_probes, &shard.credit_probes),
+                (&self.truncated, &shard.truncated),
+                (&self.recv_errors, &shard.recv_errors),
+                (&self.loop_iterations, &shard.loop_iterations),
             ];
             for (vec, value) in pairs {
                 vec.with_label_values(l).inc_by(load(value));
             }
+            for kind in SendErrorKind::ALL {
+                self.send_errors
+                    .with_label_values(&[id.as_str(), kind.name()])
+                    .inc_by(shard.send_errors(kind));
+            }
+            let inbox_drops = (node.inbox_drops.as_ref())
+                .and_then(|drops| drops.get(i))
+                .map_or(0, load);
+            self.inbox_drops.with_label_values(l).inc_by(inbox_drops);
+            let age = shard
+                .since_publish(node.epoch, now)
+                .unwrap_or_else(|| now.saturating_duration_since(node.epoch));
+            self.heartbeat_age
+                .with_label_values(l)
+                .set(age.as_secs_f64());
+            let stalled = matches!(shard.health(node.epoch, now), ShardHealth::Stalled(_));
+            self.stalled.with_label_values(l).set(i64::from(stalled));
             for kind in FrameKind::ALL {
                 self.frames
                     .with_label_values(&[id.as_str(), kind.name()])
@@ -480,18 +565,27 @@ mod tests {
 
     use super::*;
     use crate::io::IoStats;
+    use crate::telemetry::LoopStats;
     use setowire_core::swarm::stats::Stats;
 
     #[test]
     fn families_render_with_the_exported_names() {
-        let node = Arc::new(NodeMetrics::new(2, BackendKind::Mmsg, 7, Instant::now()));
+        let mut node = NodeMetrics::new(2, BackendKind::Mmsg, 7, Instant::now());
+        node.inbox_drops = Some([0, 6].map(AtomicU64::new).into());
+        let node = Arc::new(node);
         let stats = Stats::default();
-        let io = IoStats {
+        let mut io = IoStats {
             datagrams_received: 3,
             bytes_received: 300,
+            truncated: 2,
             ..IoStats::default()
         };
-        node.shards[1].publish(node.epoch, Instant::now(), &stats, &io, 4);
+        io.send_errors.add(SendErrorKind::Denied, 5);
+        let shard = LoopStats {
+            peers: 4,
+            iterations: 9,
+        };
+        node.shards[1].publish(node.epoch, Instant::now(), &stats, &io, shard);
         node.http.count_request(HttpRoute::Peers, 200);
         node.handshake_seconds.observe(0.0001);
         let registry = node.registry().unwrap();
@@ -515,12 +609,23 @@ mod tests {
             "setowire_http_connections_refused_total 0",
             "setowire_piping_closed_total 0",
             "setowire_piping_throttled_bytes_total 0",
+            "setowire_udp_truncated_datagrams_total{shard=\"1\"} 2",
+            "setowire_udp_receive_errors_total{shard=\"1\"} 0",
+            "setowire_udp_send_errors_total{kind=\"denied\",shard=\"1\"} 5",
+            "setowire_udp_send_errors_total{kind=\"would_block\",shard=\"1\"} 0",
+            "setowire_shard_inbox_drops_total{shard=\"1\"} 6",
+            "setowire_shard_inbox_drops_total{shard=\"0\"} 0",
+            "setowire_shard_loop_iterations_total{shard=\"1\"} 9",
+            "setowire_shard_stalled{shard=\"1\"} 0",
+            "setowire_shard_heartbeat_age_seconds{shard=\"0\"} ",
         ] {
             assert!(text.contains(needle), "{needle} missing in\n{text}");
         }
         // A second scrape gives the same counters (no double counting).
         let again = render(&registry);
         assert!(again.contains("setowire_datagrams_received_total{shard=\"1\"} 3"));
+        assert!(again.contains("setowire_udp_send_errors_total{kind=\"denied\",shard=\"1\"} 5"));
+        assert!(again.contains("setowire_shard_inbox_drops_total{shard=\"1\"} 6"));
         assert!(node.shards[1].healthy(node.epoch, Instant::now()));
         assert!(!node.shards[0].healthy(node.epoch, Instant::now()));
     }

@@ -10,7 +10,14 @@
 //! most ~100 ms ago.
 //!
 //! Labels are bounded: `shard`, `type` (a frame kind or a DHT request type), `reason` (a drop
-//! reason), `backend`, `route` and `code_class`; never a peer id or address.
+//! reason), `kind` (a send error kind), `backend`, `route` and `code_class`; never a peer id
+//! or address.
+//!
+//! A shard's health is read from its publishes: `setowire_shard_heartbeat_age_seconds` is the
+//! time since its last one (so up to about [`PUBLISH_EVERY`] more than the time since its
+//! loop last came round), and a running shard whose heartbeat is [`STALL_AFTER`] old is
+//! stalled, in `setowire_shard_stalled` and in `/readyz`. Counting the loop's turns costs
+//! the loop a local increment; nothing is stored per turn.
 //!
 //! `setowire_handshake_duration_seconds` is the time the shard spends in
 //! `Engine::handle_datagram` on the HELLO or HELLO_ACK that completes a handshake: the X25519
@@ -36,7 +43,7 @@ use crate::io::BackendKind;
 use setowire_core::swarm::node_limits::NodeLimits;
 
 pub use collector::{render, CONTENT_TYPE};
-pub use shard::{ShardMetrics, PUBLISH_EVERY};
+pub use shard::{LoopStats, ShardHealth, ShardMetrics, PUBLISH_EVERY, STALL_AFTER};
 
 /// Everything the node exports, shared by the shards (writers) and the admin API (reader).
 pub struct NodeMetrics {
@@ -51,6 +58,9 @@ pub struct NodeMetrics {
     pub dht: Option<Arc<SharedDht>>,
     /// The node-wide limits, for the memory they hold.
     pub limits: Option<Arc<NodeLimits>>,
+    /// Cross-shard messages dropped because the destination's inbox was full, indexed by
+    /// destination shard (the inboxes' own counters, read at scrape time).
+    pub inbox_drops: Option<Arc<[AtomicU64]>>,
 }
 
 impl NodeMetrics {
@@ -78,6 +88,7 @@ impl NodeMetrics {
                 .map_or(0.0, |d| d.as_secs_f64()),
             dht: None,
             limits: None,
+            inbox_drops: None,
         }
     }
 

@@ -1,9 +1,11 @@
 //! Whether the node is ready for traffic, as `/readyz` answers: every shard running and
-//! publishing, no supervised thread failed, and the node not stopping.
+//! publishing, no supervised thread failed, and the node not stopping. A stalled shard (see
+//! [`STALL_AFTER`]) makes the node unready until its loop publishes again; the node goes on
+//! running, for the shard may recover and the other shards still serve their peers.
 
 use std::time::Instant;
 
-use super::NodeMetrics;
+use super::{NodeMetrics, ShardHealth, STALL_AFTER};
 use crate::supervisor::{Failure, Supervisor};
 
 /// Why the node is not ready.
@@ -16,6 +18,9 @@ pub enum NotReady {
     Stopping,
     #[error("shards not running: {0:?}")]
     ShardsDown(Vec<usize>),
+    /// Running shards whose loops have not come round for [`STALL_AFTER`] or more.
+    #[error("shards stalled (loop stuck for {secs}s or more): {0:?}", secs = STALL_AFTER.as_secs())]
+    ShardsStalled(Vec<usize>),
 }
 
 pub fn check(metrics: &NodeMetrics, supervisor: &Supervisor, now: Instant) -> Result<(), NotReady> {
@@ -25,14 +30,20 @@ pub fn check(metrics: &NodeMetrics, supervisor: &Supervisor, now: Instant) -> Re
     if supervisor.is_stopping() {
         return Err(NotReady::Stopping);
     }
-    let down: Vec<usize> = (metrics.shards.iter().enumerate())
-        .filter(|(_, s)| !s.healthy(metrics.epoch, now))
-        .map(|(i, _)| i)
-        .collect();
-    if down.is_empty() {
-        Ok(())
-    } else {
+    let (mut down, mut stalled) = (Vec::new(), Vec::new());
+    for (i, shard) in metrics.shards.iter().enumerate() {
+        match shard.health(metrics.epoch, now) {
+            ShardHealth::Running => {}
+            ShardHealth::Stalled(_) => stalled.push(i),
+            ShardHealth::Starting | ShardHealth::Stopped => down.push(i),
+        }
+    }
+    if !down.is_empty() {
         Err(NotReady::ShardsDown(down))
+    } else if !stalled.is_empty() {
+        Err(NotReady::ShardsStalled(stalled))
+    } else {
+        Ok(())
     }
 }
 
@@ -41,7 +52,9 @@ mod tests {
     use super::*;
     use crate::io::{BackendKind, IoStats};
     use crate::supervisor::Cause;
+    use crate::telemetry::LoopStats;
     use setowire_core::swarm::stats::Stats;
+    use std::time::Duration;
 
     fn publishing_node(shards: usize) -> NodeMetrics {
         let metrics = NodeMetrics::new(shards, BackendKind::Mmsg, 10, Instant::now());
@@ -51,7 +64,7 @@ mod tests {
                 Instant::now(),
                 &Stats::default(),
                 &IoStats::default(),
-                0,
+                LoopStats::default(),
             );
         }
         metrics
@@ -68,14 +81,44 @@ mod tests {
         let metrics = NodeMetrics::new(3, BackendKind::Mmsg, 10, Instant::now());
         let now = Instant::now();
         let io = IoStats::default();
-        metrics.shards[0].publish(metrics.epoch, now, &Stats::default(), &io, 0);
-        metrics.shards[2].publish(metrics.epoch, now, &Stats::default(), &io, 0);
+        let shard = LoopStats::default();
+        metrics.shards[0].publish(metrics.epoch, now, &Stats::default(), &io, shard);
+        metrics.shards[2].publish(metrics.epoch, now, &Stats::default(), &io, shard);
         metrics.shards[2].mark_stopped();
         let supervisor = Supervisor::new();
         assert_eq!(
             check(&metrics, &supervisor, now),
             Err(NotReady::ShardsDown(vec![1, 2]))
         );
+    }
+
+    #[test]
+    fn a_shard_that_stopped_publishing_is_stalled_until_it_publishes_again() {
+        let metrics = publishing_node(2);
+        let supervisor = Supervisor::new();
+        let later = Instant::now() + STALL_AFTER + Duration::from_millis(100);
+        let io = IoStats::default();
+        metrics.shards[0].publish(
+            metrics.epoch,
+            later,
+            &Stats::default(),
+            &io,
+            LoopStats::default(),
+        );
+        let not_ready = check(&metrics, &supervisor, later).unwrap_err();
+        assert_eq!(not_ready, NotReady::ShardsStalled(vec![1]));
+        assert_eq!(
+            not_ready.to_string(),
+            "shards stalled (loop stuck for 2s or more): [1]"
+        );
+        metrics.shards[1].publish(
+            metrics.epoch,
+            later,
+            &Stats::default(),
+            &io,
+            LoopStats::default(),
+        );
+        assert_eq!(check(&metrics, &supervisor, later), Ok(()));
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! Helpers shared by the admin listener tests: a node with its admin port, and curl.
 #![allow(dead_code)]
 
+pub mod prom;
+
 use crate::http_client::{curl, Reply};
 use crate::support::net::TestNet;
 use crate::support::peer::{spawn_node, ControlPeer};
@@ -11,6 +13,13 @@ pub fn node_with_admin(net: &TestNet, args: &[&str]) -> (ControlPeer, String) {
     let mut node = spawn_node(net, args);
     let port = node.ready_port("admin_port");
     (node, format!("http://127.0.0.1:{port}"))
+}
+
+/// `GET /metrics` at `admin` (as [`node_with_admin`] gives it), parsed strictly.
+pub fn scrape(net: &TestNet, admin: &str) -> Vec<prom::Sample> {
+    let reply = get(net, &format!("{admin}/metrics"), None);
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    prom::parse(&reply.text()).1
 }
 
 /// `curl` with an optional bearer token.

@@ -21,7 +21,7 @@ mod poll;
 mod recv;
 mod send;
 
-pub use errors::is_socket_unusable;
+pub use errors::{is_socket_unusable, SendErrorKind, SendErrors};
 pub use pktinfo::enable_pktinfo;
 pub use poll::poll;
 pub use recv::{Datagram, Received, RecvBatch, RecvWait};

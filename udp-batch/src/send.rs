@@ -9,7 +9,7 @@ use std::ptr;
 use std::time::Duration;
 
 use crate::addr;
-use crate::errors::{is_no_room, is_socket_unusable};
+use crate::errors::{is_no_room, is_socket_unusable, SendErrorKind, SendErrors};
 use crate::pktinfo::{SourceControl, SOURCE_CONTROL_LEN};
 use crate::poll::poll;
 
@@ -23,6 +23,17 @@ pub enum PushError {
     /// Not reachable from a socket of the batch's family (an IPv6 destination on an IPv4
     /// socket).
     Unreachable,
+}
+
+impl PushError {
+    /// The kind of send error a datagram refused this way counts as.
+    pub fn kind(self) -> SendErrorKind {
+        match self {
+            PushError::Full => SendErrorKind::WouldBlock,
+            PushError::TooLong => SendErrorKind::TooLarge,
+            PushError::Unreachable => SendErrorKind::Unreachable,
+        }
+    }
 }
 
 impl fmt::Display for PushError {
@@ -61,9 +72,10 @@ pub struct Flushed {
     pub sent: usize,
     /// Their payload bytes.
     pub bytes: usize,
-    /// Datagrams given up on: refused by the kernel (unreachable, too big…), still no room
-    /// after the patience ran out, or not tried once the socket failed.
-    pub dropped: usize,
+    /// Datagrams given up on, by why: refused by the kernel (its errno's kind), still no
+    /// room after the patience ran out ([`SendErrorKind::WouldBlock`]), or not tried once the
+    /// socket failed (the kind of that failure).
+    pub dropped: SendErrors,
     /// Set when the socket itself failed ([`crate::is_socket_unusable`]), which ended the
     /// flush.
     pub socket_error: Option<io::Error>,
@@ -231,16 +243,18 @@ impl<const MAX_LEN: usize> SendBatch<MAX_LEN> {
                     wait_for_room(fd, patience.each);
                     continue;
                 }
-                flushed.dropped += total - done;
+                let left = (total - done) as u64;
+                flushed.dropped.add(SendErrorKind::WouldBlock, left);
                 break;
             }
             if is_socket_unusable(&err) {
-                flushed.dropped += total - done;
+                let left = (total - done) as u64;
+                flushed.dropped.add(SendErrorKind::of(&err), left);
                 flushed.socket_error = Some(err);
                 break;
             }
             // sendmmsg reports an error only for the first datagram of the call: skip it.
-            flushed.dropped += 1;
+            flushed.dropped.add(SendErrorKind::of(&err), 1);
             done += 1;
         }
         flushed

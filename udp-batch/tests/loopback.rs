@@ -3,7 +3,9 @@
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::time::Duration;
 
-use setowire_udp_batch::{enable_pktinfo, Patience, PushError, RecvBatch, RecvWait, SendBatch};
+use setowire_udp_batch::{
+    enable_pktinfo, Patience, PushError, RecvBatch, RecvWait, SendBatch, SendErrorKind,
+};
 
 /// A blocking socket whose receives give up after a while, so a lost datagram fails the test
 /// instead of hanging it.
@@ -29,7 +31,10 @@ fn datagrams_round_trip_with_their_sources() {
             .unwrap();
     }
     let flushed = out.flush(&a, Patience::NONE);
-    assert_eq!((flushed.sent, flushed.bytes, flushed.dropped), (3, 6, 0));
+    assert_eq!(
+        (flushed.sent, flushed.bytes, flushed.dropped.total()),
+        (3, 6, 0)
+    );
     assert!(out.is_empty() && flushed.socket_error.is_none());
 
     let mut batch = RecvBatch::<64>::new(4);
@@ -137,6 +142,9 @@ fn what_cannot_be_queued_is_refused() {
     out.push(v4, b"x").unwrap();
     assert!(out.is_full());
     assert_eq!(out.push(v4, b"x"), Err(PushError::Full));
+    assert_eq!(PushError::Full.kind(), SendErrorKind::WouldBlock);
+    assert_eq!(PushError::TooLong.kind(), SendErrorKind::TooLarge);
+    assert_eq!(PushError::Unreachable.kind(), SendErrorKind::Unreachable);
 }
 
 #[test]
@@ -148,7 +156,8 @@ fn a_refused_datagram_is_dropped_alone() {
     out.push("127.0.0.1:0".parse().unwrap(), b"none").unwrap();
     out.push(b.local_addr().unwrap(), b"two").unwrap();
     let flushed = out.flush(&a, Patience::NONE);
-    assert_eq!((flushed.sent, flushed.dropped), (2, 1));
+    assert_eq!((flushed.sent, flushed.dropped.total()), (2, 1));
+    assert_eq!(flushed.dropped.get(SendErrorKind::Other), 1);
     assert!(flushed.socket_error.is_none());
     let mut batch = RecvBatch::<8>::new(2);
     let mut got = Vec::new();
@@ -170,10 +179,37 @@ fn a_dead_socket_ends_the_flush() {
     out.push("127.0.0.1:9".parse().unwrap(), b"x").unwrap();
     out.push("127.0.0.1:9".parse().unwrap(), b"y").unwrap();
     let flushed = out.flush(&not_a_socket, Patience::NONE);
-    assert_eq!((flushed.sent, flushed.dropped), (0, 2));
+    assert_eq!((flushed.sent, flushed.dropped.total()), (0, 2));
+    assert_eq!(flushed.dropped.get(SendErrorKind::Other), 2);
     assert_eq!(
         flushed.socket_error.and_then(|e| e.raw_os_error()),
         Some(libc::ENOTSOCK)
     );
     assert!(out.is_empty());
+}
+
+#[test]
+fn refused_datagrams_are_counted_by_kind() {
+    let (a, b) = (bound("127.0.0.1:0"), bound("127.0.0.1:0"));
+    let mut out = SendBatch::<8>::new(4, false);
+    // The loopback broadcast address, without SO_BROADCAST: EACCES.
+    out.push("127.255.255.255:9".parse().unwrap(), b"bcast")
+        .unwrap();
+    out.push(b.local_addr().unwrap(), b"one").unwrap();
+    // Port 0: EINVAL.
+    out.push("127.0.0.1:0".parse().unwrap(), b"none").unwrap();
+    out.push("127.255.255.255:9".parse().unwrap(), b"bcast")
+        .unwrap();
+    let flushed = out.flush(&a, Patience::NONE);
+    assert_eq!(flushed.sent, 1);
+    assert_eq!(flushed.dropped.get(SendErrorKind::Denied), 2);
+    assert_eq!(flushed.dropped.get(SendErrorKind::Other), 1);
+    assert_eq!(flushed.dropped.total(), 3);
+    let mut batch = RecvBatch::<8>::new(2);
+    let got: Vec<Vec<u8>> = batch
+        .recv(&b, RecvWait::ForFirst)
+        .unwrap()
+        .map(|d| d.data.to_vec())
+        .collect();
+    assert_eq!(got, vec![b"one".to_vec()]);
 }

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use io_uring::types::{Fd, Fixed, RecvMsgOut, SubmitArgs, Timespec};
 use io_uring::{cqueue, opcode, squeue, IoUring, Probe};
-use setowire_udp_batch::{addr, is_socket_unusable};
+use setowire_udp_batch::{addr, is_socket_unusable, SendErrorKind};
 
 use self::buf_ring::BufRing;
 use self::send_slots::SendSlots;
@@ -354,7 +354,8 @@ impl UringIo {
                 slot => {
                     let res = cqe.result();
                     if res < 0 {
-                        self.stats.send_errors += 1;
+                        let kind = SendErrorKind::of_errno(-res);
+                        self.stats.send_errors.add(kind, 1);
                     } else {
                         self.stats.datagrams_sent += 1;
                         self.stats.bytes_sent += res as u64;
@@ -494,12 +495,13 @@ impl DatagramIo for UringIo {
             send_direct(&self.socket, self.v6, dst, data, &mut self.stats);
             return;
         }
+        // Every send slot still in flight after waiting: the ring's own buffer is full.
         let Some(id) = self.acquire_slot() else {
-            self.stats.send_errors += 1;
+            self.stats.send_errors.add(SendErrorKind::WouldBlock, 1);
             return;
         };
         let Some(hdr) = self.sends.fill(id, dst, self.v6, data) else {
-            self.stats.send_errors += 1;
+            self.stats.send_errors.add(SendErrorKind::Unreachable, 1);
             return;
         };
         let entry = opcode::SendMsg::new(SOCKET, hdr)
@@ -507,7 +509,7 @@ impl DatagramIo for UringIo {
             .user_data(id as u64);
         if !self.push(&entry) {
             self.sends.release(id);
-            self.stats.send_errors += 1;
+            self.stats.send_errors.add(SendErrorKind::WouldBlock, 1);
             return;
         }
         if self.pending() >= SEND_BATCH {
