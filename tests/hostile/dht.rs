@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use setowire_core::dht::NodeId;
 
+use super::lab;
 use crate::support::net::TestNet;
 
 pub fn ping(from: &NodeId, rpc: u32) -> Vec<u8> {
@@ -52,9 +53,7 @@ pub struct DhtClient {
 impl DhtClient {
     #[track_caller]
     pub fn new(net: &TestNet, ip: Ipv4Addr, node: SocketAddrV4) -> DhtClient {
-        let socket = net
-            .run_inside(|| UdpSocket::bind((ip, 0)))
-            .unwrap_or_else(|e| panic!("bind {ip}:0 in {}: {e}", net.describe()));
+        let socket = lab::bind_udp(net, ip);
         socket
             .set_read_timeout(Some(Duration::from_millis(100)))
             .expect("read timeout");

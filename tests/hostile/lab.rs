@@ -17,7 +17,7 @@
 //! as a host on the internet does. Every namespace is a [`TestNet`] (unique per test, deleted
 //! on drop, even on panic), and the veths and the bridge die with their namespaces.
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 
 use crate::support::net::TestNet;
 use crate::support::peer::{node_command, spawn_node_command, ControlPeer};
@@ -126,6 +126,13 @@ pub fn forged_source(n: usize) -> SocketAddrV4 {
     let host = 1 + (n % 250) as u8;
     let port = 20_000 + (n / 250) as u16;
     SocketAddrV4::new(Ipv4Addr::new(a, b, c, host), port)
+}
+
+/// A UDP socket on `ip:<free port>` inside `net`.
+#[track_caller]
+pub fn bind_udp(net: &TestNet, ip: Ipv4Addr) -> UdpSocket {
+    net.run_inside(|| UdpSocket::bind((ip, 0)))
+        .unwrap_or_else(|e| panic!("bind {ip}:0 in {}: {e}", net.describe()))
 }
 
 #[track_caller]

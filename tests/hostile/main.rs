@@ -26,7 +26,7 @@ mod session;
 mod spoof;
 mod victim;
 
-use std::net::{SocketAddrV4, UdpSocket};
+use std::net::SocketAddrV4;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -199,64 +199,61 @@ fn relay_req_from_the_victim_without_a_session() {
 
 // ---- d. PEX and gossip naming the victim ------------------------------------------------
 
-/// The attacker's own session with the node, from its real address.
-fn attacker_session(scene: &Scene) -> SessionClient {
-    let mut client = SessionClient::new(&scene.lab.attacker, ATTACKER_IP, scene.node_addr());
-    assert!(client.handshake(), "the attacker's own handshake failed");
-    client
+/// The attacker's own session, from its real address, sends `introduce(round)` once a second
+/// for 10 s; what reaches the victim is set against what it sent after its handshake.
+#[track_caller]
+fn introductions_from_own_session(
+    attack: &str,
+    mut introduce: impl FnMut(&mut SessionClient, u16),
+) {
+    let scene = Scene::new(&[], 0);
+    let mut attacker = SessionClient::new(&scene.lab.attacker, ATTACKER_IP, scene.node_addr());
+    assert!(attacker.handshake(), "the attacker's own handshake failed");
+    let setup = attacker.sent();
+    let start = Instant::now();
+    for round in 0..10u16 {
+        sleep_until(start + Duration::from_secs(u64::from(round)));
+        introduce(&mut attacker, round);
+    }
+    sleep_until(start + WINDOW);
+    scene
+        .amplification(attacker.sent().since(setup), start + WINDOW)
+        .at_most(attack, MAX_AMPLIFICATION);
 }
 
 #[test]
 #[ignore = "needs dials to addresses named by PEX held within the introducer's budget"]
 fn pex_from_a_real_session_naming_the_victim() {
-    let scene = Scene::new(&[], 0);
-    let mut attacker = attacker_session(&scene);
-    let setup = attacker.sent();
     let mut rng = rand::thread_rng();
-    let start = Instant::now();
-    // A full PEX list a second, every entry a different port of the victim.
-    for round in 0..10u16 {
-        sleep_until(start + Duration::from_secs(u64::from(round)));
-        let entries: Vec<(Id8, SocketAddrV4)> = (0..20u16)
-            .map(|k| {
-                let port = VICTIM_PORT + 1 + round * 20 + k;
-                (
-                    frames::random_id8(&mut rng),
-                    SocketAddrV4::new(VICTIM_IP, port),
-                )
-            })
-            .collect();
-        attacker.send(&frames::pex(&entries));
-    }
-    sleep_until(start + WINDOW);
-    scene
-        .amplification(attacker.sent().since(setup), start + WINDOW)
-        .at_most(
-            "d. PEX naming 20 victim ports a second, 10 s",
-            MAX_AMPLIFICATION,
-        );
+    // A full PEX list, every entry a different port of the victim.
+    introductions_from_own_session(
+        "d. PEX naming 20 victim ports a second, 10 s",
+        |attacker, round| {
+            let entries: Vec<(Id8, SocketAddrV4)> = (0..20u16)
+                .map(|k| {
+                    let port = VICTIM_PORT + 1 + round * 20 + k;
+                    (
+                        frames::random_id8(&mut rng),
+                        SocketAddrV4::new(VICTIM_IP, port),
+                    )
+                })
+                .collect();
+            attacker.send(&frames::pex(&entries));
+        },
+    );
 }
 
 #[test]
 #[ignore = "needs dials to addresses named by gossip held within the introducer's budget"]
 fn gossip_from_a_real_session_naming_the_victim() {
-    let scene = Scene::new(&[], 0);
-    let mut attacker = attacker_session(&scene);
-    let setup = attacker.sent();
     let mut rng = rand::thread_rng();
-    let start = Instant::now();
-    for round in 0..10u16 {
-        sleep_until(start + Duration::from_secs(u64::from(round)));
-        let at = SocketAddrV4::new(VICTIM_IP, VICTIM_PORT + 1 + round);
-        attacker.send_sealed(&frames::gossip(frames::random_id8(&mut rng), at));
-    }
-    sleep_until(start + WINDOW);
-    scene
-        .amplification(attacker.sent().since(setup), start + WINDOW)
-        .at_most(
-            "d. gossip introduction of the victim a second, 10 s",
-            MAX_AMPLIFICATION,
-        );
+    introductions_from_own_session(
+        "d. gossip introduction of the victim a second, 10 s",
+        |attacker, round| {
+            let at = SocketAddrV4::new(VICTIM_IP, VICTIM_PORT + 1 + round);
+            attacker.send_sealed(&frames::gossip(frames::random_id8(&mut rng), at));
+        },
+    );
 }
 
 // ---- e. STUN with a forged source -------------------------------------------------------
@@ -468,11 +465,7 @@ fn batched_hellos_from_one_ip_are_rate_limited() {
     let mut scene = Scene::new(&[], 0);
     let admin = scene.admin_port();
     let node = scene.node_addr();
-    let socket = scene
-        .lab
-        .attacker
-        .run_inside(|| UdpSocket::bind((ATTACKER_IP, 0)))
-        .expect("bind the attacker's socket");
+    let socket = lab::bind_udp(&scene.lab.attacker, ATTACKER_IP);
     // 200 BATCHes of 47 HELLOs (2 023 bytes, as many as fit the node's 2 048-byte buffers)
     // a second for 3 s, every HELLO with a fresh key.
     let (per_batch, rate, secs) = (47, 200u32, 3u32);

@@ -33,9 +33,11 @@ impl Scene {
         let lab = Lab::new();
         let mut node = lab.spawn_node(node_args);
         let py = connect_py_peers(&lab, &mut node, py_peers);
+        let tap = VictimTap::start(&lab.victim);
+        probe_victim(&lab, &tap);
         Scene {
             spoofer: Spoofer::new(&lab.attacker),
-            tap: VictimTap::start(&lab.victim),
+            tap,
             node,
             py,
             lab,
@@ -88,6 +90,25 @@ impl Scene {
             .unwrap_or_else(|| panic!("the node never reported py peer {id8}"));
         addr_field(&ev)
     }
+}
+
+/// Proves the tap counts what the node's namespace sends the victim, so that an attack that
+/// passes did not pass on a broken lab; then forgets the probe.
+#[track_caller]
+fn probe_victim(lab: &Lab, tap: &VictimTap) {
+    let socket = lab::bind_udp(&lab.node, lab::NODE_IP);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !tap.by_source(Instant::now()).contains_key(&lab::NODE_IP) {
+        assert!(
+            Instant::now() < deadline,
+            "the victim's tap never saw the node's namespace"
+        );
+        socket
+            .send_to(b"probe", lab::victim_addr())
+            .expect("send the probe");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    tap.clear();
 }
 
 /// Starts `count` py-setowire peers in the peers namespace at once, then has each dial the

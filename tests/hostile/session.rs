@@ -13,8 +13,8 @@ use setowire_core::proto::frame::{Frame, Handshake};
 use setowire_core::proto::identity::{Id8, Identity};
 use setowire_core::proto::session::{Session, DATA_HEADER_LEN, DATA_OVERHEAD};
 
-use super::frames;
 use super::measure::Traffic;
+use super::{frames, lab};
 use crate::support::net::TestNet;
 
 const DIAL_HELLOS: usize = 8;
@@ -32,9 +32,7 @@ impl SessionClient {
     /// A fresh identity on `ip:<free port>` inside `net`, for talking to `node`.
     #[track_caller]
     pub fn new(net: &TestNet, ip: Ipv4Addr, node: SocketAddrV4) -> SessionClient {
-        let socket = net
-            .run_inside(|| UdpSocket::bind((ip, 0)))
-            .unwrap_or_else(|e| panic!("bind {ip}:0 in {}: {e}", net.describe()));
+        let socket = lab::bind_udp(net, ip);
         SessionClient {
             socket,
             identity: Identity::generate(),

@@ -86,6 +86,14 @@ impl VictimTap {
     }
 }
 
+impl VictimTap {
+    /// Forgets what was received so far.
+    pub fn clear(&self) {
+        let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+        *log = Log::default();
+    }
+}
+
 impl Drop for VictimTap {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
