@@ -11,7 +11,8 @@
 //! Every test prints its figure as a `hostile | ...` line (see `measure.rs`;
 //! `HOSTILE_MEASURE_ONLY=1` prints without failing). Tests whose defence is not in the
 //! node yet are `#[ignore]`d with the defence they wait for; docs/SECURITY.md lists their
-//! figures. Needs root (CI runs it so); the whole file runs in about two minutes on 2 cores.
+//! figures. Needs root (CI runs it so). With every test enabled the file takes about 90 s on
+//! 2 cores (two tests at a time; the 60 s one is the longest).
 
 #[path = "../support/mod.rs"]
 mod support;
