@@ -174,7 +174,7 @@ fn forged_hello_and_want_for_a_1_mib_value() {
 // ---- c. RELAY_REQ from the victim's address ---------------------------------------------
 
 #[test]
-#[ignore = "needs RELAY_REQ answered only for a requester with a session"]
+#[ignore = "needs RELAY_REQ from unproven addresses held within their amplification budget"]
 fn relay_req_from_the_victim_without_a_session() {
     let mut scene = Scene::new(&[], PY_PEERS);
     let targets: Vec<Id8> = scene.py.iter().map(|p| id8_of_hex(&p.id8)).collect();
