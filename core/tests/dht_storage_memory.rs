@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use setowire_core::ratelimit::{SourceGroup, SourceGrouping};
 use setowire_core::dht::storage::{Storage, StorageLimits};
 use setowire_core::dht::NodeId;
+use setowire_core::ratelimit::{SourceGroup, SourceGrouping};
 
 /// Counts the heap this thread holds, as glibc's malloc takes it: each allocation occupies
 /// a chunk of its size plus an 8-byte header, rounded up to 16, at least 32.

@@ -316,6 +316,7 @@ mod tests {
                 "--store-max-entries=14",
                 "--store-max-bytes=15",
                 "--store-max-value-bytes=15",
+                "--reassembly-max-bytes=28",
                 "--dht-value-ttl-secs=21",
                 "--dht-max-values-bytes=22",
                 "--dht-max-values-per-ip=23",

@@ -254,6 +254,9 @@ config_keys! {
         parse = byte_size, emit = |n: &usize| int_value(*n);
     store_max_value_bytes: Scalar, "store-max-value-bytes", "BYTES", "Largest value stored",
         parse = byte_size, emit = |n: &usize| int_value(*n);
+    reassembly_max_bytes: Scalar, "reassembly-max-bytes", "BYTES",
+        "Memory FRAG and CHUNK reassembly may take, all shards together",
+        parse = byte_size, emit = |n: &usize| int_value(*n);
     dht_value_ttl_secs: Scalar, "dht-value-ttl-secs", "SECS",
         "Lifetime of a DHT value without a new STORE",
         parse = |r: &RawValue| int_in(r, 1, 7 * 86_400), emit = |n: &u64| int_value(*n);

@@ -149,6 +149,8 @@ pub struct NodeConfig {
     pub store_max_bytes: usize,
     /// Never above `store_max_bytes`.
     pub store_max_value_bytes: usize,
+    /// Memory of all FRAG and CHUNK reassembly in progress, node-wide.
+    pub reassembly_max_bytes: usize,
     /// Lifetime of a value stored in the DHT without a new STORE.
     pub dht_value_ttl_secs: u64,
     pub dht_max_values_bytes: usize,

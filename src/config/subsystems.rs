@@ -68,6 +68,7 @@ impl NodeConfig {
             store_max_entries: self.store_max_entries,
             store_max_bytes: self.store_max_bytes,
             store_max_value: self.store_max_value_bytes,
+            max_fragment_bytes: self.reassembly_max_bytes,
             unauth_rate: Rate {
                 per_second: self.unauth_rate_per_ip as f32,
                 burst: self.unauth_burst_per_ip as f32,

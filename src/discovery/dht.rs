@@ -29,8 +29,8 @@ use setowire_core::swarm::stats::DropReason;
 
 use setowire_core::dht::id::{topic_hash, NodeId};
 use setowire_core::dht::message::MAX_DATAGRAM;
-use setowire_core::ratelimit::SourceGrouping;
 use setowire_core::dht::rpc::{Dht, DhtConfig, Outcome};
+use setowire_core::ratelimit::SourceGrouping;
 
 /// What the node's discovery services need from the configuration.
 #[derive(Debug, Clone, Default)]
@@ -360,7 +360,12 @@ pub fn spawn_listener(
             };
             let now = Instant::now();
             let src = SocketAddr::new(src.ip().to_canonical(), src.port());
-            if !limiter.allow(SourceGrouping::new(ipv6_prefix_len).group_of(src.ip()).addr(), now) {
+            if !limiter.allow(
+                SourceGrouping::new(ipv6_prefix_len)
+                    .group_of(src.ip())
+                    .addr(),
+                now,
+            ) {
                 dht.lock().count_rate_limited();
                 continue;
             }

@@ -34,11 +34,11 @@ use rand::Rng;
 
 use super::id::{HexId, NodeId};
 use super::message::{self, append, Contact, MessageRef, MsgType, ParseError};
-use crate::ratelimit::{SourceGroup, SourceGrouping, DEFAULT_IPV6_PREFIX};
 use super::probe::Probes;
 use super::routing::{Admission, RoutingTable, K};
 use super::storage::{Accepted, Rejected, Storage, StorageLimits};
 use crate::ratelimit::{IpLimiter, Rate};
+use crate::ratelimit::{SourceGroup, SourceGrouping, DEFAULT_IPV6_PREFIX};
 
 /// Requests in flight in one lookup.
 const ALPHA: usize = 3;

@@ -81,7 +81,10 @@ mod tests {
         assert_ne!(group(64, "2001:db8:1:2::1"), group(64, "2001:db8:1:3::1"));
         assert_ne!(group(128, "2001:db8::1"), group(128, "2001:db8::2"));
         assert_eq!(group(0, "2001:db8::1"), group(0, "fe80::2"));
-        assert_eq!(group(64, "2001:db8:1:2::1").addr(), "2001:db8:1:2::".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            group(64, "2001:db8:1:2::1").addr(),
+            "2001:db8:1:2::".parse::<IpAddr>().unwrap()
+        );
         // A /48 takes in the /64s under it.
         assert_eq!(group(48, "2001:db8:1:2::1"), group(48, "2001:db8:1:3::1"));
     }

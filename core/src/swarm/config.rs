@@ -59,7 +59,8 @@ pub struct EngineConfig {
     pub max_events: usize,
     /// Datagrams per second (and burst) from one source IP without a session.
     pub unauth_rate: Rate,
-    /// Datagrams per second (and burst) from one peer with a session.
+    /// Datagrams per second (and burst) from one peer with a session; its DATA and its
+    /// cleartext frames (which anyone can forge from its address) have a bucket each.
     pub session_rate: Rate,
     /// New sessions per second (and burst) from one source IP, or one IPv6 prefix; each
     /// costs a Diffie-Hellman and a peer record. Counted across all shards.
@@ -110,7 +111,7 @@ impl Default for EngineConfig {
             max_wanted: 1024,
             max_dials: 1024,
             max_message: 256 << 10,
-            max_fragment_bytes: 64 << 20,
+            max_fragment_bytes: 32 << 20,
             seen_filter_bits: 1 << 23,
             out_queue_bytes: 8 << 20,
             max_events: 65_536,

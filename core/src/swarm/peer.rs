@@ -34,8 +34,12 @@ pub(crate) struct Peer {
     pub in_mesh: bool,
     /// Rises with each DATA received; the mesh keeps the highest scorers.
     pub score: i32,
-    /// Datagrams this peer may still send before being rate-limited.
+    /// Cleartext frames (control frames, FRAG) this peer's address may still send before
+    /// being rate-limited...
     pub rate: TokenBucket,
+    /// ...and DATA, apart: cleartext frames anyone can forge from the address must not use
+    /// up what the peer's own encrypted traffic may send.
+    pub data_rate: TokenBucket,
     pub bytes_in: u64,
     pub bytes_out: u64,
     /// What the node may still send to `addr`, and to `alias`, on its own initiative.
@@ -119,6 +123,7 @@ impl Peer {
             in_mesh: false,
             score: 0,
             rate,
+            data_rate: rate,
             bytes_in: 0,
             bytes_out: 0,
             budget,

@@ -143,7 +143,7 @@ const KEY_CHANGE_SILENT_PINGS: u32 = 2;
 /// Sessions looked at when the peer table is full and a newcomer needs room.
 const DISPLACEMENT_SAMPLE: usize = 64;
 /// A session that never carried application data may be displaced once it is this old.
-const DISPLACEABLE_AFTER: Duration = Duration::from_secs(10);
+const DISPLACEABLE_AFTER: Duration = Duration::from_secs(2);
 
 impl Engine {
     /// An engine that is the whole node.
@@ -345,9 +345,12 @@ impl Engine {
         // Charge the datagram to its peer's bucket, or to its source IP's without a session.
         let allowed = match self.by_addr.get(&src).and_then(|id| self.peers.get_mut(id)) {
             Some(peer) => {
-                let allowed = peer
-                    .rate
-                    .allow(self.config.session_rate, self.clock.nanos(now));
+                let bucket = if datagram.first() == Some(&kind::DATA) {
+                    &mut peer.data_rate
+                } else {
+                    &mut peer.rate
+                };
+                let allowed = bucket.allow(self.config.session_rate, self.clock.nanos(now));
                 if allowed {
                     let budget = if src == peer.addr {
                         // Whoever said GOAWAY from here, the peer is still talking.
@@ -388,11 +391,16 @@ impl Engine {
 
     /// Charges one more frame of a BATCH to its sender: a BATCH costs what its frames would
     /// cost as datagrams of their own.
-    fn allow_inner_frame(&mut self, now: Instant, src: SocketAddr) -> bool {
+    fn allow_inner_frame(&mut self, now: Instant, src: SocketAddr, frame: &[u8]) -> bool {
         match self.by_addr.get(&src).and_then(|id| self.peers.get_mut(id)) {
-            Some(peer) => peer
-                .rate
-                .allow(self.config.session_rate, self.clock.nanos(now)),
+            Some(peer) => {
+                let bucket = if frame.first() == Some(&kind::DATA) {
+                    &mut peer.data_rate
+                } else {
+                    &mut peer.rate
+                };
+                bucket.allow(self.config.session_rate, self.clock.nanos(now))
+            }
             None => self.limits.unauthenticated.allow(src.ip(), now, 1.0),
         }
     }
@@ -426,7 +434,7 @@ impl Engine {
                 }
                 for (n, inner) in entries.datagrams().enumerate() {
                     // The first frame was paid for with the datagram.
-                    if n > 0 && !self.allow_inner_frame(now, src) {
+                    if n > 0 && !self.allow_inner_frame(now, src, inner) {
                         return self.count_drop(DropReason::RateLimited);
                     }
                     self.dispatch(now, src, inner, depth + 1);
