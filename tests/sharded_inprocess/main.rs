@@ -92,8 +92,19 @@ fn relay_request_for_a_peer_on_another_shard() {
     .to_vec()
     .unwrap();
     let (now, src, target) = (w.now(), w.peer_addr(1), w.peer_addr(0));
-    // Peer 1 has no session; its request lands on shard 1, the target lives on shard 0.
-    // It is handed to the shard directly, past the network, to see what the shard sends.
+    // Peer 1's request lands on shard 1, the target lives on shard 0. It is handed to the
+    // shard directly, past the network, to see what the shard sends. Without a session
+    // nothing is sent.
+    let shard = w.node().shard_mut(1);
+    shard.handle_datagram(now, src, &request);
+    assert_eq!(shard.stats().relay_forwards, 0);
+    let mut sent = Vec::new();
+    shard.drain_transmits(|dst, _| sent.push(dst));
+    assert!(sent.is_empty(), "{sent:?}");
+    // With a session whose PINGs have paid for both RELAY_FWDs and the HELLOs they cause.
+    w.join(1);
+    w.advance(Duration::from_secs(5));
+    let now = w.now();
     let shard = w.node().shard_mut(1);
     shard.handle_datagram(now, src, &request);
     assert_eq!(shard.stats().relay_forwards, 1);
