@@ -8,7 +8,7 @@ use serde_json::Value;
 use setowire_core::dht::rpc::DhtConfig;
 use setowire_core::proto::identity::Identity;
 use setowire_core::proto::session::restart_safe_counter_base;
-use setowire_core::ratelimit::Rate;
+use setowire_core::ratelimit::{Rate, SourceGrouping};
 use setowire_core::swarm::config::EngineConfig;
 
 use super::identity_file::{self, KeyFileError};
@@ -127,6 +127,7 @@ impl NodeConfig {
                 burst: self.http_burst_per_ip as f32,
             },
             rate_limit_ips: self.rate_limit_ips,
+            grouping: SourceGrouping::new(self.ipv6_prefix_len),
             discard_max: self.http_discard_max_bytes,
             bootstrap: BootstrapConfig {
                 ttl: Duration::from_secs(self.http_announce_ttl_secs),

@@ -26,6 +26,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::deadlines::{ConnPhase, ReadDeadline, Timeouts};
 use super::metrics::HttpMetrics;
+use setowire_core::ratelimit::SourceGrouping;
 
 /// Pause after an accept error that is not about one connection (EMFILE, ENOBUFS, ...).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -35,6 +36,8 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 pub(crate) struct ConnLimits {
     pub(crate) max_connections: usize,
     pub(crate) max_per_ip: usize,
+    /// What counts as one source IP (IPv6 by prefix) for every per-IP limit.
+    pub(crate) grouping: SourceGrouping,
     /// Longest a peer may leave sent data unacknowledged.
     pub(crate) user_timeout: Duration,
     pub(crate) timeouts: Timeouts,
@@ -132,7 +135,8 @@ impl Listener for CappedListener {
             };
             match self.inner.accept().await {
                 Ok((stream, remote)) => {
-                    let Some(slot) = self.per_ip.admit(remote.ip().to_canonical()) else {
+                    let source = self.limits.grouping.group_of(remote.ip()).addr();
+                    let Some(slot) = self.per_ip.admit(source) else {
                         reset(stream);
                         self.metrics
                             .connections_refused
@@ -154,6 +158,7 @@ impl Listener for CappedListener {
                         Conn {
                             stream,
                             local,
+                            source,
                             phase,
                             deadline,
                             _slot: slot,
@@ -190,6 +195,7 @@ fn is_connection_error(e: &io::Error) -> bool {
 pub(crate) struct Conn {
     stream: TcpStream,
     local: SocketAddr,
+    source: IpAddr,
     phase: Arc<ConnPhase>,
     deadline: ReadDeadline,
     _slot: IpSlot,
@@ -246,6 +252,9 @@ impl AsyncWrite for Conn {
 pub struct ConnAddrs {
     pub local: SocketAddr,
     pub remote: SocketAddr,
+    /// The source per-IP limits count the connection against: its IP, or for IPv6 its
+    /// prefix.
+    pub source: IpAddr,
     fd: RawFd,
     phase: Arc<ConnPhase>,
 }
@@ -276,6 +285,7 @@ impl Connected<IncomingStream<'_, CappedListener>> for ConnAddrs {
         ConnAddrs {
             local: canonical(stream.io().local),
             remote: canonical(*stream.remote_addr()),
+            source: stream.io().source,
             fd: stream.io().stream.as_raw_fd(),
             phase: Arc::clone(&stream.io().phase),
         }

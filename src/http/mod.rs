@@ -42,7 +42,7 @@ use deadlines::Timeouts;
 use listener::ConnLimits;
 use metrics::HttpMetrics;
 use server::{ServeError, Served};
-use setowire_core::ratelimit::{IpLimiter, Rate};
+use setowire_core::ratelimit::{IpLimiter, Rate, SourceGrouping};
 
 pub use bandwidth::BandwidthConfig;
 pub use bootstrap::BootstrapConfig;
@@ -68,6 +68,8 @@ pub struct HttpConfig {
     pub rate_per_ip: Rate,
     /// Source IPs the limiter tracks at once.
     pub rate_limit_ips: usize,
+    /// What counts as one source IP (IPv6 by prefix) for every per-IP limit.
+    pub grouping: SourceGrouping,
     /// Bytes of an oversized body read and discarded before the 413.
     pub discard_max: u64,
     pub bootstrap: BootstrapConfig,
@@ -158,6 +160,7 @@ impl ControlPlane {
         let limits = ConnLimits {
             max_connections: config.max_connections,
             max_per_ip: config.max_connections_per_ip,
+            grouping: config.grouping,
             // A peer that leaves data unacknowledged this long is gone: never shorter than
             // 30 s.
             user_timeout: config.piping.idle_timeout.max(Duration::from_secs(30)),
@@ -227,7 +230,7 @@ async fn rate_limit(
         .limiter
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .allow(conn.remote.ip(), Instant::now());
+        .allow(conn.source, Instant::now());
     if allowed {
         return next.run(request).await;
     }

@@ -294,7 +294,7 @@ impl Rendezvous {
         conn: ConnAddrs,
     ) -> Response {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let ip = conn.remote.ip();
+        let ip = conn.source;
         let (tx, messages) = mpsc::channel(PROGRESS_QUEUE);
         let progress = Progress(tx);
         let head = SenderHead::from_headers(headers);
@@ -367,7 +367,7 @@ impl Rendezvous {
     /// A receiver arrives: it is paired with the oldest waiting sender, or waits.
     async fn receive(self: &Arc<Self>, path: String, conn: ConnAddrs) -> Response {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let ip = conn.remote.ip();
+        let ip = conn.source;
         let (respond, mut response) = oneshot::channel();
         let fifo = self.is_fifo(&path);
         let paired = {
