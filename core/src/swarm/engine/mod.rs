@@ -353,8 +353,12 @@ impl Engine {
                 let allowed = bucket.allow(self.config.session_rate, self.clock.nanos(now));
                 if allowed {
                     let budget = if src == peer.addr {
-                        // Whoever said GOAWAY from here, the peer is still talking.
-                        peer.goaway_at = None;
+                        // Whoever said GOAWAY from here, the peer is still talking; answers
+                        // to what we sent before it (PONG, HELLO_ACK) do not count: a peer
+                        // that leaves may send them after its GOAWAY.
+                        if !matches!(datagram.first(), Some(&(kind::PONG | kind::HELLO_ACK))) {
+                            peer.goaway_at = None;
+                        }
                         &mut peer.budget
                     } else {
                         &mut peer.alias_budget
