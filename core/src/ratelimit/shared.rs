@@ -51,12 +51,25 @@ impl SharedIpLimiter {
         self.slots.len() * std::mem::size_of::<AtomicU64>()
     }
 
+    /// When the limiter's clock starts: [`SharedIpLimiter::allow_at`] takes milliseconds
+    /// from here.
+    pub fn start(&self) -> Instant {
+        self.start
+    }
+
     /// Takes `cost` tokens from the bucket of `ip`'s group if it has them.
     pub fn allow(&self, ip: IpAddr, now: Instant, cost: f32) -> bool {
+        let millis = now.saturating_duration_since(self.start).as_millis() as u64;
+        self.allow_at(ip, millis, cost)
+    }
+
+    /// [`SharedIpLimiter::allow`] at `millis` milliseconds after [`SharedIpLimiter::start`],
+    /// for callers that keep that count already (subtracting `Instant`s costs a call).
+    pub fn allow_at(&self, ip: IpAddr, millis: u64, cost: f32) -> bool {
         let group = self.grouping.group_of(ip);
         let index = self.hasher.hash_one(group) as usize & (self.slots.len() - 1);
         let slot = &self.slots[index];
-        let now_ms = (now.saturating_duration_since(self.start).as_millis() as u64) & MILLIS_MASK;
+        let now_ms = millis & MILLIS_MASK;
         let mut current = slot.load(Ordering::Relaxed);
         loop {
             let tokens = self.tokens_at(current, now_ms);

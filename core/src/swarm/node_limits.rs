@@ -59,6 +59,11 @@ impl NodeLimits {
         self.reassembly_memory.load(Ordering::Relaxed)
     }
 
+    /// When the limiters' clock starts (see [`SharedIpLimiter::allow_at`]).
+    pub fn start(&self) -> Instant {
+        self.unauthenticated.start()
+    }
+
     /// Bytes the rate-limit tables take (fixed).
     pub fn table_memory(&self) -> usize {
         self.unauthenticated.memory() + self.handshakes.memory()

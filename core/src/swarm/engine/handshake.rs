@@ -55,7 +55,8 @@ impl Engine {
         {
             return self.count_drop(DropReason::PeerTableFull);
         }
-        if !self.limits.handshakes.allow(src.ip(), now, 1.0) {
+        let millis = self.limits_clock.nanos(now) / 1_000_000;
+        if !self.limits.handshakes.allow_at(src.ip(), millis, 1.0) {
             return self.count_drop(DropReason::HandshakeRate);
         }
         let session = match self.identity.derive_session(

@@ -94,6 +94,8 @@ pub struct Engine {
     pub(crate) node: NodeLink,
     /// Node-wide limits per source (unauthenticated traffic, handshakes) and on memory.
     limits: Arc<NodeLimits>,
+    /// Milliseconds since the node-wide limiters' start, cached per `now` like `clock`.
+    limits_clock: Clock,
     grouping: SourceGrouping,
     /// Peers with work waiting for their send credit (see `paced`).
     pending_peers: HashSet<Id8>,
@@ -200,6 +202,7 @@ impl Engine {
             mesh_size: 0,
             mesh_degree: config.mesh_degree,
             node,
+            limits_clock: Clock::new(limits.start()),
             limits,
             grouping: SourceGrouping::new(config.ipv6_prefix),
             pending_peers: HashSet::new(),
@@ -375,7 +378,7 @@ impl Engine {
                 }
                 allowed
             }
-            None => self.limits.unauthenticated.allow(src.ip(), now, 1.0),
+            None => self.allow_source(now, src),
         };
         if !allowed {
             return self.count_drop(DropReason::RateLimited);
@@ -390,7 +393,15 @@ impl Engine {
     /// Charges work done for an address without a session (also DHT and STUN, which the
     /// node answers outside the engine) to that source IP.
     pub fn allow_unauthenticated(&mut self, now: Instant, src: SocketAddr) -> bool {
-        self.limits.unauthenticated.allow(src.ip(), now, 1.0)
+        self.allow_source(now, src)
+    }
+
+    /// Takes a token from the node-wide bucket of `src`'s IP (or IPv6 prefix) for traffic
+    /// without a session.
+    #[inline(always)]
+    fn allow_source(&mut self, now: Instant, src: SocketAddr) -> bool {
+        let millis = self.limits_clock.nanos(now) / 1_000_000;
+        self.limits.unauthenticated.allow_at(src.ip(), millis, 1.0)
     }
 
     /// Charges one more frame of a BATCH to its sender: a BATCH costs what its frames would
@@ -405,7 +416,7 @@ impl Engine {
                 };
                 bucket.allow(self.config.session_rate, self.clock.nanos(now))
             }
-            None => self.limits.unauthenticated.allow(src.ip(), now, 1.0),
+            None => self.allow_source(now, src),
         }
     }
 
