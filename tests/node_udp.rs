@@ -146,3 +146,28 @@ fn a_port_held_by_a_plain_socket_is_refused() {
     let listen = holder.local_addr().unwrap().to_string();
     assert_refused(&net, &listen);
 }
+
+#[test]
+fn sighup_is_logged_and_the_node_keeps_serving() {
+    let net = TestNet::new();
+    let mut node = spawn_node_on(&net, "127.0.0.1:0", &[]);
+    // SAFETY: kill has no memory-safety preconditions; the pid is our child's.
+    assert_eq!(unsafe { libc::kill(node.pid() as i32, libc::SIGHUP) }, 0);
+    let target = SocketAddr::new("127.0.0.1".parse().unwrap(), node.port);
+    assert_eq!(
+        pongs(&net, "127.0.0.1:0", target, 5, Duration::from_millis(500)),
+        5
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !node.stderr_text().contains("SIGHUP ignored") {
+        assert!(
+            Instant::now() < deadline,
+            "no SIGHUP line: {}",
+            node.stderr_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(node.pid() as i32, libc::SIGTERM) }, 0);
+    assert!(node.wait_exit(Duration::from_secs(5)).success());
+}

@@ -194,6 +194,26 @@ fn stop_on_signals(stop: &Arc<AtomicBool>) -> Result<(), RuntimeError> {
             .and_then(|_| signal_hook::flag::register(signal, Arc::clone(stop)))
             .map_err(RuntimeError::Signals)?;
     }
+    log_sighup()
+}
+
+/// SIGHUP, which service managers and operators send to ask for a reload, would end the
+/// process by default. The configuration is read at start only, so it is logged and
+/// otherwise ignored (a thread waits for it; a signal handler must not log).
+fn log_sighup() -> Result<(), RuntimeError> {
+    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP])
+        .map_err(RuntimeError::Signals)?;
+    std::thread::Builder::new()
+        .name("sighup".into())
+        .spawn(move || {
+            for _ in signals.forever() {
+                tracing::warn!(
+                    "SIGHUP ignored: the configuration is read at start only; restart the node \
+                     to change it"
+                );
+            }
+        })
+        .map_err(RuntimeError::Signals)?;
     Ok(())
 }
 
