@@ -290,14 +290,10 @@ impl Engine {
             .filter(|(_, p)| p.goaway_at.is_none())
             .map(|(id, p)| (*id, p.addr))
             .collect();
-        if recipients.len() > PEX_RECIPIENTS_PER_ROUND {
-            let (sample, _) = rand::seq::SliceRandom::partial_shuffle(
-                &mut recipients[..],
-                &mut self.rng,
-                PEX_RECIPIENTS_PER_ROUND,
-            );
-            recipients = sample.to_vec();
-        }
+        // In a new order each round: listings are limited by the listed peers' credit, and a
+        // fixed order would hand them to the same recipients every time.
+        rand::seq::SliceRandom::shuffle(&mut recipients[..], &mut self.rng);
+        recipients.truncate(PEX_RECIPIENTS_PER_ROUND);
         let mut listed = Vec::with_capacity(PEX_MAX);
         for (recipient, addr) in recipients {
             // Never list a peer to itself: py-setowire would dial itself.
