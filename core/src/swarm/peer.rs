@@ -133,6 +133,15 @@ impl Peer {
         }
     }
 
+    /// The rate bucket a datagram (or BATCH frame) starting with `frame` is charged to.
+    pub(crate) fn bucket_for(&mut self, frame: &[u8]) -> &mut TokenBucket {
+        if frame.first() == Some(&crate::proto::frame::kind::DATA) {
+            &mut self.data_rate
+        } else {
+            &mut self.rate
+        }
+    }
+
     /// The budget of `dst` if it is one of this peer's addresses.
     pub(crate) fn budget_of(&mut self, dst: SocketAddr) -> Option<&mut SendBudget> {
         if dst == self.addr {

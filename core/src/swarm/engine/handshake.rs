@@ -55,7 +55,7 @@ impl Engine {
         {
             return self.count_drop(DropReason::PeerTableFull);
         }
-        let millis = self.limits_clock.nanos(now) / 1_000_000;
+        let millis = self.limit_millis(now);
         if !self.limits.handshakes.allow_at(src.ip(), millis, 1.0) {
             return self.count_drop(DropReason::HandshakeRate);
         }

@@ -348,12 +348,9 @@ impl Engine {
         // Charge the datagram to its peer's bucket, or to its source IP's without a session.
         let allowed = match self.by_addr.get(&src).and_then(|id| self.peers.get_mut(id)) {
             Some(peer) => {
-                let bucket = if datagram.first() == Some(&kind::DATA) {
-                    &mut peer.data_rate
-                } else {
-                    &mut peer.rate
-                };
-                let allowed = bucket.allow(self.config.session_rate, self.clock.nanos(now));
+                let allowed = peer
+                    .bucket_for(datagram)
+                    .allow(self.config.session_rate, self.clock.nanos(now));
                 if allowed {
                     let budget = if src == peer.addr {
                         // Whoever said GOAWAY from here, the peer is still talking; answers
@@ -400,22 +397,23 @@ impl Engine {
     /// without a session.
     #[inline(always)]
     fn allow_source(&mut self, now: Instant, src: SocketAddr) -> bool {
-        let millis = self.limits_clock.nanos(now) / 1_000_000;
+        let millis = self.limit_millis(now);
         self.limits.unauthenticated.allow_at(src.ip(), millis, 1.0)
+    }
+
+    /// Milliseconds on the node-wide limiters' clock.
+    #[inline(always)]
+    pub(crate) fn limit_millis(&mut self, now: Instant) -> u64 {
+        self.limits_clock.nanos(now) / 1_000_000
     }
 
     /// Charges one more frame of a BATCH to its sender: a BATCH costs what its frames would
     /// cost as datagrams of their own.
     fn allow_inner_frame(&mut self, now: Instant, src: SocketAddr, frame: &[u8]) -> bool {
         match self.by_addr.get(&src).and_then(|id| self.peers.get_mut(id)) {
-            Some(peer) => {
-                let bucket = if frame.first() == Some(&kind::DATA) {
-                    &mut peer.data_rate
-                } else {
-                    &mut peer.rate
-                };
-                bucket.allow(self.config.session_rate, self.clock.nanos(now))
-            }
+            Some(peer) => peer
+                .bucket_for(frame)
+                .allow(self.config.session_rate, self.clock.nanos(now)),
             None => self.allow_source(now, src),
         }
     }
