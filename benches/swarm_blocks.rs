@@ -36,7 +36,7 @@ fn hashing(c: &mut Criterion) {
 fn seen_filter(c: &mut Criterion) {
     let now = Instant::now();
     // 8 Mbit per generation (1 MiB): a realistic node-sized filter, larger than L2.
-    let mut filter = SeenFilter::new(1 << 23, Duration::from_secs(300), now);
+    let filter = SeenFilter::new(1 << 23, Duration::from_secs(300), now);
     let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
     let mut group = c.benchmark_group("seen_filter");
     group.throughput(Throughput::Elements(1));

@@ -4,6 +4,7 @@
 #[macro_use]
 mod support;
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use support::net::TestNet;
@@ -18,21 +19,69 @@ on_both_backends!(
     sigterm_says_goaway_to_every_peer_and_exits_cleanly,
 );
 
+/// Broadcasts of the exactly-once test; each reaches the node twice, on both shards.
+const MESSAGES: usize = 10_000;
+
+/// A sender and a relayer sit on different shards of the node and know each other. Every
+/// broadcast of the sender reaches the node twice at nearly the same moment: straight on one
+/// shard, and flooded on by the relayer on the other. The node delivers each exactly once.
+#[test]
+fn data_reaching_both_shards_at_once_is_delivered_once() {
+    let net = TestNet::new();
+    let mut node = quiet_node(&net, "mmsg", &[]);
+    let quiet_peer = || spawn_node(&net, &["--shards", "1", "--gossip-fanout", "0"]);
+    let (mut sender, mut relayer) = peers_of_both_shards(&mut node, quiet_peer);
+    connect(&mut sender, &mut relayer);
+    let message = |i: usize| format!("exactly once {i:05}").into_bytes();
+    for i in 0..MESSAGES {
+        sender.broadcast(&message(i));
+        // 2 000 a second: within the node's per-session rate, so none is refused.
+        if i % 100 == 99 {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let last = message(MESSAGES - 1);
+    node.wait_data_eq(&sender.id8, &last);
+    relayer.wait_data_eq(&sender.id8, &last);
+    // Late copies, from the relayer, have time to arrive.
+    std::thread::sleep(Duration::from_secs(1));
+    let mut delivered: HashMap<String, usize> = HashMap::new();
+    for e in node.events_so_far() {
+        if is_event(&e, "data") {
+            *delivered
+                .entry(e["hex"].as_str().unwrap().to_string())
+                .or_default() += 1;
+        }
+    }
+    let twice: Vec<_> = delivered.iter().filter(|(_, &n)| n > 1).collect();
+    assert!(twice.is_empty(), "delivered more than once: {twice:?}");
+    assert_eq!(delivered.len(), MESSAGES, "every broadcast was delivered");
+}
+
 /// Spawns py-setowire peers that dial the node until one sits on each of its two shards;
 /// returns (peer on shard 0, peer on shard 1). Others are stopped.
 fn peers_on_both_shards(net: &TestNet, node: &mut ControlPeer) -> (ControlPeer, ControlPeer) {
+    peers_of_both_shards(node, || PyPeer::spawn(net, &[]).into_inner())
+}
+
+/// Peers made by `spawn` dial the node until one sits on each of its two shards; returns
+/// (peer on shard 0, peer on shard 1). Others are stopped.
+fn peers_of_both_shards(
+    node: &mut ControlPeer,
+    mut spawn: impl FnMut() -> ControlPeer,
+) -> (ControlPeer, ControlPeer) {
     let mut found: [Option<ControlPeer>; 2] = [None, None];
     for _ in 0..24 {
-        let mut py = PyPeer::spawn(net, &[]).into_inner();
-        connect(&mut py, node);
+        let mut peer = spawn();
+        connect(&mut peer, node);
         let shard = node
             .peers()
             .into_iter()
-            .find(|p| p.id == py.id8)
+            .find(|p| p.id == peer.id8)
             .and_then(|p| p.shard)
             .expect("the node lists the shard of each peer") as usize;
         if found[shard].is_none() {
-            found[shard] = Some(py);
+            found[shard] = Some(peer);
         }
         if let [Some(_), Some(_)] = &found {
             let [a, b] = found;

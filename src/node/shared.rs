@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use setowire_core::proto::identity::Id8;
+use setowire_core::swarm::dedupe::SeenFilter;
 use setowire_core::swarm::effects::ClusterEffect;
 use setowire_core::swarm::node_limits::NodeLimits;
 use setowire_core::swarm::node_view::{NodeView, PeerLocation, ShardId};
@@ -21,6 +22,8 @@ pub struct NodeShared {
     pub inboxes: ShardInboxes,
     /// Per-source limits and memory caps every shard charges.
     pub limits: Arc<NodeLimits>,
+    /// Application data already delivered, by any shard.
+    pub seen: Arc<SeenFilter>,
 }
 
 impl NodeShared {
@@ -32,12 +35,14 @@ impl NodeShared {
         dials_cap: usize,
         store: ValueStore,
         limits: NodeLimits,
+        seen: SeenFilter,
     ) -> Arc<Self> {
         Arc::new(Self {
             directory: PeerDirectory::new(wakers.len(), recent_cap, dials_cap),
             values: NodeValues::new(store),
             inboxes: ShardInboxes::new(wakers),
             limits: Arc::new(limits),
+            seen: Arc::new(seen),
         })
     }
 
@@ -95,5 +100,9 @@ impl NodeView for NodeShared {
 
     fn limits(&self) -> Arc<NodeLimits> {
         Arc::clone(&self.limits)
+    }
+
+    fn seen(&self) -> Arc<SeenFilter> {
+        Arc::clone(&self.seen)
     }
 }

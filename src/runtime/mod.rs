@@ -36,6 +36,7 @@ use crate::telemetry::NodeMetrics;
 use listeners::{ListenerParts, Listeners};
 use setowire_core::proto::identity::Identity;
 use setowire_core::swarm::config::EngineConfig;
+use setowire_core::swarm::dedupe::{self, SeenFilter};
 use setowire_core::swarm::event::Event;
 use setowire_core::swarm::node_limits::NodeLimits;
 use setowire_core::swarm::node_view::ShardId;
@@ -232,13 +233,16 @@ fn shared_state(backends: &[Backend], engine: &EngineConfig) -> Arc<NodeShared> 
         engine.store_max_bytes,
         engine.store_max_value,
     );
-    let limits = NodeLimits::new(engine, Instant::now());
+    let now = Instant::now();
+    let limits = NodeLimits::new(engine, now);
+    let seen = SeenFilter::new(engine.seen_filter_bits, dedupe::ROTATE_EVERY, now);
     NodeShared::new(
         wakes,
         engine.recent_peers_wanted(),
         engine.max_dials,
         store,
         limits,
+        seen,
     )
 }
 

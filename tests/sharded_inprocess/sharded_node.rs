@@ -12,6 +12,7 @@ use rand::SeedableRng;
 use setowire_core::proto::identity::Identity;
 use setowire_core::simnet::SimHost;
 use setowire_core::swarm::config::EngineConfig;
+use setowire_core::swarm::dedupe::{SeenFilter, ROTATE_EVERY};
 use setowire_core::swarm::effects::ShardMessage;
 use setowire_core::swarm::engine::Engine;
 use setowire_core::swarm::event::Event;
@@ -68,6 +69,7 @@ impl ShardedNode {
             config.max_dials,
             store,
             NodeLimits::new(config, now),
+            SeenFilter::new(config.seen_filter_bits, ROTATE_EVERY, now),
         );
         let shards = (0..shards)
             .map(|i| {

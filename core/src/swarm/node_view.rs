@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::proto::identity::Id8;
+use crate::swarm::dedupe::SeenFilter;
 use crate::swarm::node_limits::NodeLimits;
 
 pub type ShardId = usize;
@@ -50,4 +51,7 @@ pub trait NodeView: Send + Sync {
     fn recent_keys(&self, n: usize) -> Vec<String>;
     /// The limits all shards charge together (asked once, when an engine is made).
     fn limits(&self) -> Arc<NodeLimits>;
+    /// The duplicate filter all shards check application data against before they deliver
+    /// or re-flood it (asked once, when an engine is made).
+    fn seen(&self) -> Arc<SeenFilter>;
 }

@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use crate::proto::identity::Id8;
 use crate::swarm::config::EngineConfig;
+use crate::swarm::dedupe::{SeenFilter, ROTATE_EVERY};
 use crate::swarm::node_limits::NodeLimits;
 use crate::swarm::node_view::{NodeView, PeerLocation, DIAL_MEMORY};
 use crate::swarm::store::ValueStore;
@@ -100,12 +101,14 @@ pub(crate) struct SingleNode {
     pub(crate) index: PeerIndex,
     pub(crate) store: ValueStore,
     limits: Arc<NodeLimits>,
+    seen: Arc<SeenFilter>,
 }
 
 impl SingleNode {
     pub(crate) fn new(config: &EngineConfig, now: Instant) -> Self {
         Self {
             limits: Arc::new(NodeLimits::new(config, now)),
+            seen: Arc::new(SeenFilter::new(config.seen_filter_bits, ROTATE_EVERY, now)),
             index: PeerIndex::new(config.recent_peers_wanted(), config.max_dials),
             store: ValueStore::new(
                 config.store_max_entries,
@@ -155,5 +158,9 @@ impl NodeView for SingleNode {
 
     fn limits(&self) -> Arc<NodeLimits> {
         Arc::clone(&self.limits)
+    }
+
+    fn seen(&self) -> Arc<SeenFilter> {
+        Arc::clone(&self.seen)
     }
 }

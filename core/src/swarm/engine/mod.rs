@@ -106,7 +106,7 @@ pub struct Engine {
     gapped: HashSet<Id8>,
     pub(crate) out: OutQueue,
     events: VecDeque<Event>,
-    seen: SeenFilter,
+    seen: Arc<SeenFilter>,
     pub(crate) sync: SyncState,
     pub(crate) stats: Stats,
     pub(crate) rng: StdRng,
@@ -194,6 +194,7 @@ impl Engine {
             .expect("PONG fits its buffer");
         debug_assert_eq!(pong_len, PONG_LEN);
         let limits = node.view().limits();
+        let seen = node.view().seen();
         Self {
             id8: identity.id8(),
             identity,
@@ -211,7 +212,7 @@ impl Engine {
             gapped: HashSet::new(),
             out: OutQueue::new(config.out_queue_bytes),
             events: VecDeque::new(),
-            seen: SeenFilter::new(config.seen_filter_bits, SEEN_ROTATE, now),
+            seen,
             sync: SyncState::new(),
             stats: Stats::default(),
             rng,
@@ -265,7 +266,7 @@ impl Engine {
     pub fn handle_shard_message(&mut self, now: Instant, message: ShardMessage) {
         self.last_now = now;
         match message {
-            ShardMessage::Flood(payload) => self.flood_from_elsewhere(now, &payload),
+            ShardMessage::Flood(payload) => self.flood_from_elsewhere(&payload),
             ShardMessage::Introduce { targets, newcomer } => {
                 self.introduce_from_elsewhere(&targets, newcomer)
             }
@@ -657,11 +658,9 @@ impl Engine {
         }
     }
 
-    /// Floods data that another shard of this node delivered (it surfaced it already).
-    fn flood_from_elsewhere(&mut self, now: Instant, payload: &[u8]) {
-        if self.seen.check_and_insert(now, content_hash(payload)) {
-            return self.count_drop(DropReason::Duplicate);
-        }
+    /// Floods data that another shard of this node delivered. That shard recorded it in the
+    /// node-wide filter already, so this one floods without asking again.
+    fn flood_from_elsewhere(&mut self, payload: &[u8]) {
         self.flood_mesh(payload, None);
     }
 
@@ -715,6 +714,9 @@ impl Engine {
 
     /// Sends to every peer with a session; returns how many it was queued for.
     pub fn broadcast(&mut self, payload: &[u8]) -> usize {
+        // Recorded as seen, so that copies the mesh floods back are not taken for new data.
+        self.seen
+            .check_and_insert(self.last_now, content_hash(payload));
         let ids: Vec<Id8> = self.peers.keys().copied().collect();
         ids.iter()
             .filter(|id| self.send(id, payload).is_ok())
@@ -922,9 +924,6 @@ impl Engine {
         }
     }
 }
-
-/// Two Bloom generations of five minutes each, as py-setowire rotates its filter.
-const SEEN_ROTATE: Duration = Duration::from_secs(300);
 
 /// Seals `plaintext` (behind `seq` when given) for `peer` straight into the out queue.
 fn seal_into(

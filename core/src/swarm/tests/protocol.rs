@@ -7,6 +7,7 @@ use std::time::Duration;
 use super::{connected_to, data_from, Swarm};
 use crate::proto::frame::{Endpoint, Frame, FrameKind, Handshake};
 use crate::proto::identity::{Id8, Identity};
+use crate::simnet::Link;
 use crate::swarm::config::EngineConfig;
 use crate::swarm::event::{DisconnectReason, Event};
 use crate::swarm::stats::DropReason;
@@ -54,6 +55,39 @@ fn duplicate_content_is_delivered_once() {
     net.settle();
     assert_eq!(data_from(&net.take_events(1)).len(), 1);
     assert_eq!(net.engine(1).stats().drops(DropReason::Duplicate), 1);
+}
+
+#[test]
+fn own_broadcast_flooded_back_is_not_delivered() {
+    let config = EngineConfig {
+        follow_introductions: false,
+        ..EngineConfig::default()
+    };
+    let mut net = Swarm::new(3, config);
+    net.connect(0, 1);
+    net.connect(0, 2);
+    net.connect(1, 2);
+    // The direct path to 2 is the slow one: 2 gets the broadcast from 1 first, and floods it
+    // on to everyone but 1 — back to 0 too.
+    let slow = Link {
+        latency: Duration::from_millis(50),
+        ..Link::PERFECT
+    };
+    net.net
+        .set_link(net.addr(0).ip(), net.addr(2).ip(), slow)
+        .unwrap();
+    net.take_events(0);
+    assert_eq!(net.engine(0).broadcast(b"mine"), 2);
+    net.advance(Duration::from_millis(200));
+    assert_eq!(
+        data_from(&net.take_events(2)),
+        vec![(net.id8(1), b"mine".to_vec())]
+    );
+    assert!(
+        data_from(&net.take_events(0)).is_empty(),
+        "its own data came back as data"
+    );
+    assert_eq!(net.engine(0).stats().drops(DropReason::Duplicate), 1);
 }
 
 #[test]
