@@ -12,9 +12,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use http_client::{curl, curl_with_stdin, node_with_http, Reply};
+use http_client::{curl, curl_from, curl_with_stdin, node_with_http, Reply};
 use support::net::TestNet;
-use support::peer::PyPeer;
+use support::peer::{connect, spawn_node, PyPeer};
+use support::{is_event, TIMEOUT};
 
 const ID_A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
 
@@ -31,8 +32,13 @@ fn announce(net: &TestNet, base: &str, body: &str) -> Reply {
     )
 }
 
+/// `GET /peers` as a client other than the announcers (which all leave from 127.0.0.1).
 fn peers(net: &TestNet, base: &str, query: &str) -> Vec<Value> {
-    let reply = curl(net, &[&format!("{base}/peers{query}")]);
+    peers_from(net, "127.0.0.2", base, query)
+}
+
+fn peers_from(net: &TestNet, from: &str, base: &str, query: &str) -> Vec<Value> {
+    let reply = curl_from(net, from, &[&format!("{base}/peers{query}")]);
     assert_eq!(reply.status, 200, "{reply:?}");
     assert_eq!(reply.header("content-type"), Some("application/json"));
     reply.json().as_array().cloned().expect("a JSON array")
@@ -50,7 +56,10 @@ fn ports(list: &[Value]) -> Vec<u64> {
 fn py_setowire_peers_discover_the_node_and_each_other() {
     let net = TestNet::new();
     // No introductions by the node: only the HTTP list can bring the peers together.
-    let (mut node, base) = node_with_http(&net, &["--gossip-fanout", "0"]);
+    let (mut node, base) = node_with_http(
+        &net,
+        &["--gossip-fanout", "0", "--http-peers-list", "announced"],
+    );
     let mut a = PyPeer::spawn(&net, &["--bootstrap-http", &base]).into_inner();
     node.wait_connection(&a.id8);
     a.wait_connection(&node.id8);
@@ -78,10 +87,127 @@ fn py_setowire_peers_discover_the_node_and_each_other() {
     assert_eq!(list.len(), 3);
 }
 
+/// What happened to py-setowire peers that know only the node's HTTP bootstrap.
+struct Meeting {
+    /// From the first peer's start until every peer had a session with every other one.
+    all_met: Duration,
+    /// Sessions peers opened with themselves.
+    self_sessions: usize,
+    /// Copies of its own broadcast a peer got back from itself, over a session with itself.
+    /// (py-setowire keeps no record of what it sent, so copies flooded back by others are
+    /// delivered to it too, whatever the node lists.)
+    own_data_from_self: usize,
+}
+
+/// Four py-setowire peers started together with `--bootstrap-http` pointed at a node run
+/// with `node_args`; each then broadcasts once.
+fn py_peers_meet(node_args: &[&str]) -> Meeting {
+    const PEERS: usize = 4;
+    let net = TestNet::new();
+    let (_node, base) = node_with_http(&net, node_args);
+    let started = Instant::now();
+    let mut peers: Vec<_> = (0..PEERS)
+        .map(|_| PyPeer::spawn(&net, &["--bootstrap-http", &base]).into_inner())
+        .collect();
+    let ids: Vec<String> = peers.iter().map(|p| p.id8.clone()).collect();
+    for (i, peer) in peers.iter_mut().enumerate() {
+        for other in ids
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(_, id)| id)
+        {
+            peer.wait_connection(other);
+        }
+    }
+    let all_met = started.elapsed();
+    let payload = |i: usize| format!("from peer {i}").into_bytes();
+    for (i, peer) in peers.iter_mut().enumerate() {
+        peer.broadcast(&payload(i));
+    }
+    // Everyone gets everyone else's broadcast...
+    for (i, peer) in peers.iter_mut().enumerate() {
+        for j in (0..PEERS).filter(|j| *j != i) {
+            let want = hex::encode(payload(j));
+            peer.wait_event(TIMEOUT, |e| {
+                is_event(e, "data") && e["hex"] == want.as_str()
+            });
+        }
+    }
+    // ...and has had time to get its own back, had anyone sent it.
+    std::thread::sleep(Duration::from_secs(1));
+    let mut meeting = Meeting {
+        all_met,
+        self_sessions: 0,
+        own_data_from_self: 0,
+    };
+    for (i, peer) in peers.iter_mut().enumerate() {
+        let own = hex::encode(payload(i));
+        for e in peer.events_so_far() {
+            if is_event(&e, "connection") && e["peer"] == ids[i].as_str() {
+                meeting.self_sessions += 1;
+            }
+            if is_event(&e, "data") && e["hex"] == own.as_str() && e["peer"] == ids[i].as_str() {
+                meeting.own_data_from_self += 1;
+            }
+        }
+    }
+    meeting
+}
+
+/// Why `http_peers_list` defaults to "node": listed with the announcements, py-setowire 0.1.0
+/// peers dial their own entries unless the node guesses right which one is the asker's (it
+/// leaves out what the asking IP announced last, within a few seconds); listed with the node
+/// alone they still all meet, through its introductions, and none can talk to itself.
+#[test]
+fn py_setowire_peers_meet_through_the_node_alone_and_none_talks_to_itself() {
+    let report = |mode: &str, m: &Meeting| {
+        eprintln!(
+            "{mode}: all met after {:?}, {} self-sessions, {} own broadcasts from self",
+            m.all_met, m.self_sessions, m.own_data_from_self
+        )
+    };
+    let alone = py_peers_meet(&[]);
+    report("node alone", &alone);
+    assert_eq!((alone.self_sessions, alone.own_data_from_self), (0, 0));
+    assert!(
+        alone.all_met < Duration::from_secs(10),
+        "met after {:?}",
+        alone.all_met
+    );
+    let announced = py_peers_meet(&["--http-peers-list", "announced"]);
+    report("announced", &announced);
+    assert!(
+        announced.all_met < Duration::from_secs(10),
+        "met after {:?}",
+        announced.all_met
+    );
+}
+
+/// A peer behind a NAT announces the port it bound, but others must dial the port its NAT
+/// mapped: the one its session with the node comes from.
+#[test]
+fn a_peer_with_a_session_is_listed_at_its_session_port() {
+    let net = TestNet::new();
+    let (mut node, base) = node_with_http(&net, &["--http-peers-list", "announced"]);
+    let mut peer = spawn_node(&net, &["--shards", "1", "--http-listen", "off"]);
+    connect(&mut peer, &mut node);
+    let body = format!(r#"{{"id":"{}","ip":"127.0.0.1","port":1234}}"#, peer.id40);
+    assert_eq!(announce(&net, &base, &body).status, 200);
+    let without_session = format!(r#"{{"id":"{}","ip":"127.0.0.1","port":1235}}"#, id(3));
+    assert_eq!(announce(&net, &base, &without_session).status, 200);
+    let list = peers(&net, &base, "");
+    assert_eq!(
+        ports(&list),
+        [u64::from(node.port), 1235, u64::from(peer.port)],
+        "{list:?}"
+    );
+}
+
 #[test]
 fn announcements_are_validated() {
     let net = TestNet::new();
-    let (_node, base) = node_with_http(&net, &[]);
+    let (_node, base) = node_with_http(&net, &["--http-peers-list", "announced"]);
     let ok = announce(
         &net,
         &base,
@@ -151,6 +277,8 @@ fn peers_are_newest_first_one_per_id_limited_filtered_capped_and_expire() {
             "4",
             "--http-announce-ttl-secs",
             "2",
+            "--http-peers-list",
+            "announced",
         ],
     );
     for n in 1..=5u32 {
@@ -195,10 +323,27 @@ fn peers_are_newest_first_one_per_id_limited_filtered_capped_and_expire() {
     assert_eq!(announce(&net, &base, &body).status, 200);
     let list = peers(&net, &base, "?topic=cafe");
     assert_eq!(ports(&list), [u64::from(node.port), 7000]);
-    assert_eq!(list[1]["lip"], "10.1.1.1");
-    assert_eq!(list[1]["lport"], 7001);
+    assert!(
+        list[1].get("lip").is_none(),
+        "a LAN address for another IP: {list:?}"
+    );
     assert_eq!(list[1]["nat"], "open");
     assert_eq!(list[1]["relay"], false);
+    // A client behind the announcer's NAT (its IP) gets the LAN address, and not what it
+    // announced itself just before asking.
+    let body = format!(
+        r#"{{"id":"{}","ip":"127.0.0.1","port":7100,"topic":"cafe"}}"#,
+        id(10)
+    );
+    assert_eq!(announce(&net, &base, &body).status, 200);
+    let list = peers_from(&net, "127.0.0.1", &base, "?topic=cafe");
+    assert_eq!(ports(&list), [u64::from(node.port), 7000]);
+    assert_eq!(list[1]["lip"], "10.1.1.1");
+    assert_eq!(list[1]["lport"], 7001);
+    assert_eq!(
+        ports(&peers(&net, &base, "?topic=cafe")),
+        [u64::from(node.port), 7100, 7000]
+    );
     assert_eq!(
         ports(&peers(&net, &base, "?topic=none")),
         [u64::from(node.port)]
@@ -213,7 +358,7 @@ fn peers_are_newest_first_one_per_id_limited_filtered_capped_and_expire() {
     );
     assert_eq!(announce(&net, &base, &body).status, 200);
     let list = peers(&net, &base, "?limit=4");
-    assert_eq!(ports(&list), [u64::from(node.port), 7000, 6002, 5005]);
+    assert_eq!(ports(&list), [u64::from(node.port), 7100, 7000, 6002]);
 
     // Announcements expire.
     std::thread::sleep(Duration::from_millis(2300));

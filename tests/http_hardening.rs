@@ -20,12 +20,12 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use socket2::{Domain, Socket, Type};
 
-use http_client::{curl, curl_command, curl_with_stdin, finish, Reply, CURL_TIMEOUT};
+use http_client::{curl, curl_command, curl_from, curl_with_stdin, finish, Reply, CURL_TIMEOUT};
 use support::net::TestNet;
 use support::pattern_bytes;
 use support::peer::{spawn_node, ControlPeer};
 
-/// A node with its HTTP and admin listeners on free loopback ports.
+/// A node with its HTTP and admin listeners on free loopback ports, listing announcements.
 struct Node {
     /// Held so that the node runs (and is stopped) with the test.
     _process: ControlPeer,
@@ -36,7 +36,7 @@ struct Node {
 impl Node {
     #[track_caller]
     fn start(net: &TestNet, args: &[&str]) -> Node {
-        let mut all = vec!["--shards", "1"];
+        let mut all = vec!["--shards", "1", "--http-peers-list", "announced"];
         all.extend_from_slice(args);
         let mut node = spawn_node(net, &all);
         let http = SocketAddr::from((Ipv4Addr::LOCALHOST, node.ready_port("http_port")));
@@ -73,14 +73,6 @@ impl Node {
         assert!(found, "no {family}{labels:?} in\n{text}");
         sum
     }
-}
-
-/// curl from the source address `from`.
-#[track_caller]
-fn curl_from(net: &TestNet, from: &str, args: &[&str]) -> Reply {
-    let mut all = vec!["--interface", from];
-    all.extend_from_slice(args);
-    curl(net, &all)
 }
 
 fn announce_from(net: &TestNet, node: &Node, from: &str, body: &str) -> Reply {
@@ -420,6 +412,8 @@ fn a_flood_of_ids_from_many_ips_evicts_itself_not_the_peers() {
             "127.0.0.5",
             "--legit-ids",
             "5",
+            "--observer",
+            "127.0.0.6",
             "--attack-net",
             "127.0.1",
             "--attack-ips",
@@ -453,7 +447,16 @@ fn peers_are_listed_where_the_node_saw_them() {
         "{seen}"
     );
     assert_eq!(seen["nat"], "open");
-    // A client behind the same NAT (the same source IP) gets the LAN addresses.
+
+    // A loopback "victim" address is no better: others still see the source.
+    let other = "12".repeat(20);
+    let body = format!(r#"{{"id":"{other}","ip":"127.0.0.9","port":53}}"#);
+    assert_eq!(announce_from(&net, &node, "127.0.0.2", &body).status, 200);
+    let list = peers_seen_from(&net, &node, "127.0.0.4");
+    assert_eq!(entry(&list, &other).unwrap()["ip"], "127.0.0.2");
+
+    // A client behind the same NAT (the same source IP) gets the LAN addresses; what it
+    // announced itself just before asking is left out, or it would dial itself.
     let list = peers_seen_from(&net, &node, "127.0.0.2");
     let seen = entry(&list, &id).expect("listed");
     assert_eq!(
@@ -464,13 +467,7 @@ fn peers_are_listed_where_the_node_saw_them() {
         (seen["lip"].as_str(), seen["lport"].as_u64()),
         (Some("192.168.1.5"), Some(5001))
     );
-
-    // A loopback "victim" address is no better: others still see the source.
-    let other = "12".repeat(20);
-    let body = format!(r#"{{"id":"{other}","ip":"127.0.0.9","port":53}}"#);
-    assert_eq!(announce_from(&net, &node, "127.0.0.2", &body).status, 200);
-    let list = peers_seen_from(&net, &node, "127.0.0.4");
-    assert_eq!(entry(&list, &other).unwrap()["ip"], "127.0.0.2");
+    assert!(entry(&list, &other).is_none(), "its own entry: {list:?}");
     // A public LAN address is refused outright, as a public "ip" is.
     for body in [
         format!(r#"{{"id":"{other}","ip":"127.0.0.2","port":53,"lip":"8.8.8.8","lport":53}}"#),

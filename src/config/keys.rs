@@ -10,10 +10,10 @@ use super::error::{ConfigError, Origin};
 use super::parse::{
     byte_size, int_in, parse_addr, parse_bool, parse_host_port_list, parse_identity,
     parse_io_backend, parse_listen, parse_log_filter, parse_log_format, parse_opt_addr,
-    parse_path_prefix, parse_public_addr, parse_seed, parse_shards, parse_token, parse_topics,
-    positive, Parsed, RawValue, ValueError,
+    parse_path_prefix, parse_peer_list, parse_public_addr, parse_seed, parse_shards, parse_token,
+    parse_topics, positive, Parsed, RawValue, ValueError,
 };
-use super::{IdentitySource, IoBackendChoice, LogFormat, NodeConfig, Shards, ENV_PREFIX};
+use super::{IdentitySource, IoBackendChoice, LogFormat, NodeConfig, PeerList, Shards, ENV_PREFIX};
 
 /// How a key is written on the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -162,6 +162,9 @@ config_keys! {
     http_announce_check_source: Bool, "http-announce-check-source", "BOOL",
         "Refuse an announced public IP other than the request's source",
         parse = parse_bool, emit = |b: &bool| toml::Value::Boolean(*b);
+    http_peers_list: Scalar, "http-peers-list", "node|announced",
+        "What GET /peers lists after the node: nothing, or the announcements",
+        parse = parse_peer_list, emit = |l: &PeerList| str_value(l.to_string());
     http_peers_default_limit: Scalar, "http-peers-default-limit", "N",
         "Entries GET /peers returns without ?limit=",
         parse = |r: &RawValue| int_in(r, 1, 10_000), emit = |n: &usize| int_value(*n);

@@ -26,6 +26,7 @@ mod layers;
 mod parse;
 mod subsystems;
 
+pub use crate::http::bootstrap::PeerList;
 pub use crate::io::BackendChoice as IoBackendChoice;
 pub use crate::telemetry::logging::LogFormat;
 pub use error::{ConfigError, Origin};
@@ -92,6 +93,7 @@ pub struct NodeConfig {
     pub http_announce_max_bytes: usize,
     /// Refuse an announced public IP other than the request's source.
     pub http_announce_check_source: bool,
+    pub http_peers_list: PeerList,
     /// Never above `http_peers_max_limit`.
     pub http_peers_default_limit: usize,
     pub http_peers_max_limit: usize,

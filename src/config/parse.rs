@@ -7,7 +7,9 @@ use std::num::NonZeroUsize;
 
 use setowire_core::proto::identity::decode_hex;
 
-use super::{IdentitySource, IoBackendChoice, LogFormat, Shards, MAX_SHARDS, MAX_TOPIC_BYTES};
+use super::{
+    IdentitySource, IoBackendChoice, LogFormat, PeerList, Shards, MAX_SHARDS, MAX_TOPIC_BYTES,
+};
 
 /// A value as given, before it is parsed for its key.
 #[derive(Debug, Clone, PartialEq)]
@@ -191,6 +193,12 @@ pub(super) fn parse_io_backend(raw: &RawValue) -> Parsed<IoBackendChoice> {
     raw.text()
         .and_then(|text| text.trim().parse().ok())
         .ok_or(ValueError::Expected("\"auto\", \"io_uring\" or \"mmsg\""))
+}
+
+pub(super) fn parse_peer_list(raw: &RawValue) -> Parsed<PeerList> {
+    raw.text()
+        .and_then(|text| text.trim().parse().ok())
+        .ok_or(ValueError::Expected("\"node\" or \"announced\""))
 }
 
 pub(super) fn parse_log_format(raw: &RawValue) -> Parsed<LogFormat> {

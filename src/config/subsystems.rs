@@ -130,6 +130,7 @@ impl NodeConfig {
             grouping: SourceGrouping::new(self.ipv6_prefix_len),
             discard_max: self.http_discard_max_bytes,
             bootstrap: BootstrapConfig {
+                list: self.http_peers_list,
                 ttl: Duration::from_secs(self.http_announce_ttl_secs),
                 max_entries: self.http_max_announces,
                 max_per_ip: self.http_announces_per_ip,

@@ -76,8 +76,11 @@ pub struct HttpConfig {
     pub piping: PipingConfig,
 }
 
-/// What the bootstrap tells clients about the node itself.
-#[derive(Debug, Clone)]
+/// The address of the node's UDP session with the peer of a 40-hex-digit id, if it has one.
+pub type SessionLookup = Arc<dyn Fn(&str) -> Option<SocketAddr> + Send + Sync>;
+
+/// What the bootstrap tells clients about the node itself, and how it finds its sessions.
+#[derive(Clone)]
 pub struct NodeSelf {
     /// The full id, 40 hex digits.
     pub id40: String,
@@ -87,6 +90,7 @@ pub struct NodeSelf {
     pub public_addr: Option<SocketAddr>,
     /// Whether the node answers RELAY_REQ.
     pub relay: bool,
+    pub sessions: SessionLookup,
 }
 
 impl NodeSelf {
@@ -289,6 +293,7 @@ mod tests {
             udp: udp.parse().unwrap(),
             public_addr: public.map(|p| p.parse().unwrap()),
             relay: true,
+            sessions: Arc::new(|_| None),
         }
     }
 

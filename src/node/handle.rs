@@ -1,6 +1,7 @@
 //! A handle on the running shards for the control interfaces (stdio and the admin API):
 //! their command channels and wakers, and the node-wide peer directory.
 
+use std::net::SocketAddr;
 use std::sync::mpsc::{self, TrySendError};
 use std::sync::Arc;
 use std::time::Duration;
@@ -99,6 +100,11 @@ impl NodeHandle {
     /// The shard holding `peer`'s session.
     pub fn locate(&self, peer: &Id8) -> Option<ShardId> {
         self.cluster.directory.shard_of(peer)
+    }
+
+    /// The address of the node's session with `peer`, as the node sees it.
+    pub fn session_addr(&self, peer: &Id8) -> Option<SocketAddr> {
+        self.cluster.directory.locate(peer).map(|at| at.addr)
     }
 
     pub fn peer_count(&self) -> usize {

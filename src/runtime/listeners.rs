@@ -7,8 +7,9 @@ use std::time::Instant;
 
 use super::RuntimeError;
 use crate::admin::{AdminConfig, AdminServer, NodeInfo};
+use crate::control;
 use crate::discovery::dht::SharedDht;
-use crate::http::{ControlPlane, HttpConfig, NodeSelf};
+use crate::http::{ControlPlane, HttpConfig, NodeSelf, SessionLookup};
 use crate::node::handle::NodeHandle;
 use crate::supervisor::Supervisor;
 use crate::telemetry::NodeMetrics;
@@ -23,6 +24,15 @@ pub struct ListenerParts<'a> {
     pub node: &'a Arc<NodeHandle>,
     pub metrics: &'a Arc<NodeMetrics>,
     pub dht: &'a Arc<SharedDht>,
+}
+
+/// Finds the node's session with an announced id (a py-setowire id8 is its first 16 digits).
+fn session_lookup(node: &Arc<NodeHandle>) -> SessionLookup {
+    let node = Arc::clone(node);
+    Arc::new(move |id40| {
+        let id8 = control::peer_id(id40).ok()?;
+        node.session_addr(&id8)
+    })
 }
 
 pub struct Listeners {
@@ -46,6 +56,7 @@ impl Listeners {
                     udp: parts.udp,
                     public_addr: engine.public_addr,
                     relay: engine.relay,
+                    sessions: session_lookup(parts.node),
                 };
                 let metrics = Arc::clone(&parts.metrics.http);
                 ControlPlane::start(config, node, metrics, supervisor)

@@ -84,6 +84,14 @@ pub fn curl(net: &TestNet, args: &[&str]) -> Reply {
     finish(child, CURL_TIMEOUT)
 }
 
+/// curl from the source address `from` (any 127.0.0.x: each is a client of its own).
+#[track_caller]
+pub fn curl_from(net: &TestNet, from: &str, args: &[&str]) -> Reply {
+    let mut all = vec!["--interface", from];
+    all.extend_from_slice(args);
+    curl(net, &all)
+}
+
 /// Starts curl in the background; collect it with [`finish`].
 pub fn curl_spawn(net: &TestNet, args: &[&str]) -> Child {
     curl_command(net, args).spawn().expect("spawn curl")

@@ -11,7 +11,8 @@ figures. Everything is bounded in count and time, and only loopback targets are 
   takeover  --target IP:PORT --owner SRC --thief SRC --observer SRC
             The thief re-announces the owner's id; what an observer is then told.
   evict     --target IP:PORT --legit SRC --legit-ids N --attack-net A.B.C --attack-ips N
-            --ids-per-ip N   Attackers fill the registry; how many legitimate ids stay.
+            --ids-per-ip N --observer SRC
+            Attackers fill the registry; how many legitimate ids the observer is shown.
   oversize  --target IP:PORT --bytes N --clients N [--path P] [--source SRC]
             N urllib clients POST N-byte bodies at once; how many read the 413.
   pipe      --target IP:PORT --path P --bytes N [--source SRC]
@@ -272,7 +273,7 @@ def cmd_evict(args):
         w.join(120)
     seconds = round(time.monotonic() - started, 3)
     # The legitimate ids carry a topic of their own, so the listing shows all of them.
-    entries, error = listed(base, args.legit, "legit")
+    entries, error = listed(base, args.observer, "legit")
     listed_ids = {e.get("id") for e in entries or []}
     return {
         "legit_announced": legit_ok,
@@ -342,6 +343,8 @@ def main(argv):
     evict.add_argument("--attack-net", default="127.0.1")
     evict.add_argument("--attack-ips", type=int, default=200)
     evict.add_argument("--ids-per-ip", type=int, default=20)
+    # Who asks for the list at the end: a client of its own, not the announcers.
+    evict.add_argument("--observer", type=loopback, required=True)
 
     oversize = sub.add_parser("oversize")
     oversize.add_argument("--bytes", type=int, required=True)

@@ -1,11 +1,16 @@
 //! HTTP bootstrap: peers `POST /announce` where they can be dialled, and `GET /peers` lists
-//! the node itself first and then the freshest announcements.
+//! the node itself first and then, when `http_peers_list = "announced"`, the freshest
+//! announcements.
 //!
 //! py-setowire 0.1.0 announces once at start (its local or STUN address) and every three
-//! minutes after, and dials every entry of the list it gets back, itself included (it has no
-//! id to filter on until a handshake fails). A `GET /peers` carries no id, so the node cannot
-//! leave the requester out of its own list; it does leave out entries that name the node's
-//! own address.
+//! minutes after, then asks for the list, and dials every entry of it, itself included: its
+//! self-check compares an 8-byte id with a 20-byte one, so it opens a session with itself and
+//! gets its own broadcasts back. By default the list therefore holds the node alone, and the
+//! node introduces its peers to each other once they connect (tests/http_bootstrap.rs
+//! measures both ways: four peers all meet in about a second either way; listed with their
+//! announcements and nobody left out, all four opened a session with themselves). Listing announcements, a `GET /peers` carries no id, so the node leaves out
+//! what the requesting IP announced last if that was within [`ASKER_WINDOW`] (py-setowire asks
+//! right after its announcement is answered), and entries that name the node's own address.
 //!
 //! What is announced is checked ([`announcement`]) and kept per source IP ([`registry`]):
 //! an id belongs to the address that announced it until it expires, one address holds a
@@ -15,6 +20,7 @@
 mod announcement;
 mod registry;
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,8 +36,43 @@ pub use announcement::{parse_announcement, Announcement, Refused, Seen};
 pub(crate) use registry::Registry;
 use registry::{Limits, Refusal};
 
+/// How long after announcing a client asking for the list may be that announcer.
+pub const ASKER_WINDOW: Duration = Duration::from_secs(3);
+
+/// What `GET /peers` lists after the node itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerList {
+    /// Nothing: peers meet through the node's introductions.
+    Node,
+    /// The freshest announcements.
+    Announced,
+}
+
+impl std::str::FromStr for PeerList {
+    type Err = ();
+
+    fn from_str(s: &str) -> Result<Self, ()> {
+        match s {
+            "node" => Ok(PeerList::Node),
+            "announced" => Ok(PeerList::Announced),
+            _ => Err(()),
+        }
+    }
+}
+
+impl std::fmt::Display for PeerList {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PeerList::Node => "node",
+            PeerList::Announced => "announced",
+        })
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct BootstrapConfig {
+    /// What the list holds besides the node.
+    pub list: PeerList,
     /// How long an announcement is listed.
     pub ttl: Duration,
     /// Most announcements kept.
@@ -140,24 +181,56 @@ pub(crate) async fn peers(
         }
         list.push(entry);
     }
-    let own = [me, state.node.public_addr, Some(state.node.udp)];
-    let client = conn.remote.ip();
-    let rest = state
-        .bootstrap
-        .list(limit - list.len(), Instant::now(), |a, source| {
-            let seen = a.seen_by(source, client);
-            let listed = !own.contains(&Some(seen.addr))
-                && a.id != state.node.id40
-                && topic.as_ref().map_or(true, |t| a.topic.as_ref() == Some(t));
-            listed.then(|| render(a, seen))
-        });
-    list.extend(rest);
+    if config.list == PeerList::Announced {
+        list.extend(announced(
+            &state,
+            conn.remote.ip(),
+            me,
+            limit - list.len(),
+            topic,
+        ));
+    }
     let mut response = json_ok(Value::Array(list));
     response.headers_mut().insert(
         header::CACHE_CONTROL,
         header::HeaderValue::from_static("no-store"),
     );
     response
+}
+
+/// Up to `limit` announcements as `client` is to dial them, most recent first.
+fn announced(
+    state: &AppState,
+    client: IpAddr,
+    me: Option<SocketAddr>,
+    limit: usize,
+    topic: Option<String>,
+) -> Vec<Value> {
+    let now = Instant::now();
+    let own = [me, state.node.public_addr, Some(state.node.udp)];
+    let since = now.checked_sub(ASKER_WINDOW).unwrap_or(now);
+    let asker = state.bootstrap.last_announced_by(client, since);
+    state.bootstrap.list(limit, now, |a, source| {
+        let seen = a.seen_by(source, client);
+        let seen = at_session_port(seen, (state.node.sessions)(&a.id));
+        let listed = !own.contains(&Some(seen.addr))
+            && a.id != state.node.id40
+            && asker.as_ref() != Some(&a.id)
+            && topic.as_ref().map_or(true, |t| a.topic.as_ref() == Some(t));
+        listed.then(|| render(a, seen))
+    })
+}
+
+/// The port of the node's own session with the announcer, when it has one from the IP the
+/// client is to dial: the port a NAT mapped, which the announcer itself may not know.
+fn at_session_port(seen: Seen, session: Option<SocketAddr>) -> Seen {
+    match session {
+        Some(session) if session.ip().to_canonical() == seen.addr.ip() => Seen {
+            addr: SocketAddr::new(seen.addr.ip(), session.port()),
+            ..seen
+        },
+        _ => seen,
+    }
 }
 
 /// One entry of `GET /peers`: `a` as this client is to dial it.

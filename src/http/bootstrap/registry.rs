@@ -138,6 +138,15 @@ impl Registry {
             .collect()
     }
 
+    /// The id `source` announced last, if it did at `since` or later.
+    pub(crate) fn last_announced_by(&self, source: IpAddr, since: Instant) -> Option<String> {
+        let table = self.lock();
+        // Each source's ids are kept least recently announced first.
+        let id = table.by_source.get(&source.to_canonical())?.back()?;
+        let at = table.entries.peek(id)?.at;
+        (at >= since).then(|| id.clone())
+    }
+
     /// Live announcements.
     pub(crate) fn len(&self, now: Instant) -> usize {
         let mut table = self.lock();
