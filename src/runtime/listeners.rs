@@ -8,6 +8,7 @@ use std::time::Instant;
 use super::RuntimeError;
 use crate::admin::{AdminConfig, AdminServer, NodeInfo};
 use crate::discovery::dht::SharedDht;
+use crate::http::bootstrap::Registry;
 use crate::http::{ControlPlane, HttpConfig, NodeSelf};
 use crate::node::handle::NodeHandle;
 use crate::supervisor::Supervisor;
@@ -31,16 +32,17 @@ pub struct Listeners {
 }
 
 impl Listeners {
-    /// Starts the listeners that are configured; either failing to bind fails the start.
+    /// Starts the listeners that are configured (the public one with the registry its
+    /// announcements go to); either failing to bind fails the start.
     pub fn start(
-        http: Option<HttpConfig>,
+        http: Option<(HttpConfig, Arc<Registry>)>,
         admin: Option<AdminConfig>,
         parts: ListenerParts<'_>,
         supervisor: &Supervisor,
     ) -> Result<Listeners, RuntimeError> {
         let engine = parts.engine;
         let http = http
-            .map(|config| {
+            .map(|(config, registry)| {
                 let node = NodeSelf {
                     id40: parts.id40.to_owned(),
                     udp: parts.udp,
@@ -48,7 +50,7 @@ impl Listeners {
                     relay: engine.relay,
                 };
                 let metrics = Arc::clone(&parts.metrics.http);
-                ControlPlane::start(config, node, metrics, supervisor)
+                ControlPlane::start(config, node, registry, metrics, supervisor)
             })
             .transpose()?;
         let admin = admin
