@@ -202,68 +202,79 @@ pub struct Decoded {
 /// of each list that fit (the lists come in the order worth keeping).
 pub fn encode(snapshot: &Snapshot, limits: &SnapshotLimits) -> Vec<u8> {
     let mut out = Writer::default();
+    let values: usize = snapshot.values.iter().map(|(k, v)| k.len() + v.len()).sum();
+    let dht: usize = snapshot.dht_values.iter().map(|v| v.value.len()).sum();
+    out.buf.reserve(
+        values
+            .saturating_add(dht)
+            .min(limits.max_file_bytes() as usize),
+    );
     out.raw(&MAGIC);
     out.u32(VERSION);
     out.u64(snapshot.written_unix_ms);
     let crc = crc32fast::hash(&out.buf);
     out.u32(crc);
     if let Some(id) = snapshot.dht_id {
-        section(
-            &mut out,
-            Part::Dht,
-            &dht_body(id, &snapshot.dht_values, limits),
-        );
+        section(&mut out, Part::Dht, |w| {
+            dht_body(w, id, &snapshot.dht_values, limits)
+        });
     }
-    let bodies = [
-        (
-            Part::Announcements,
-            announcements_body(&snapshot.announcements, limits),
-        ),
-        (Part::Values, values_body(&snapshot.values, limits)),
-        (Part::Peers, peers_body(&snapshot.peers, limits)),
-    ];
-    for (part, body) in bodies {
-        section(&mut out, part, &body);
-    }
+    section(&mut out, Part::Announcements, |w| {
+        announcements_body(w, &snapshot.announcements, limits)
+    });
+    section(&mut out, Part::Values, |w| {
+        values_body(w, &snapshot.values, limits)
+    });
+    section(&mut out, Part::Peers, |w| {
+        peers_body(w, &snapshot.peers, limits)
+    });
     out.u8(END_TAG);
     out.u64(0);
     out.u32(0);
     out.buf
 }
 
-fn section(out: &mut Writer, part: Part, body: &[u8]) {
+/// A section whose body `body` writes in place; its length and checksum are filled in after.
+fn section(out: &mut Writer, part: Part, body: impl FnOnce(&mut Writer)) {
     out.u8(tag(part));
-    out.u64(body.len() as u64);
-    out.u32(crc32fast::hash(body));
-    out.raw(body);
+    let header = out.buf.len();
+    out.u64(0);
+    out.u32(0);
+    let start = out.buf.len();
+    body(out);
+    let len = (out.buf.len() - start) as u64;
+    let crc = crc32fast::hash(&out.buf[start..]);
+    out.buf[header..header + 8].copy_from_slice(&len.to_le_bytes());
+    out.buf[header + 8..start].copy_from_slice(&crc.to_le_bytes());
 }
 
-/// Records behind their count, as many as `fits` lets in.
+/// Records behind their count, as many as `fits` (given each record's length) lets in.
 fn records<T>(
+    out: &mut Writer,
     items: &[T],
     mut fits: impl FnMut(&T, usize) -> bool,
     write: impl Fn(&mut Writer, &T),
-) -> Vec<u8> {
-    let mut body = Writer::default();
+) {
+    let at = out.buf.len();
+    out.u32(0);
     let mut count = 0u32;
     for item in items {
-        let mut record = Writer::default();
-        write(&mut record, item);
-        if count == u32::MAX || !fits(item, record.buf.len()) {
+        let start = out.buf.len();
+        write(out, item);
+        if count == u32::MAX || !fits(item, out.buf.len() - start) {
+            out.buf.truncate(start);
             break;
         }
-        body.raw(&record.buf);
         count += 1;
     }
-    let mut out = Writer::default();
-    out.u32(count);
-    out.raw(&body.buf);
-    out.buf
+    out.buf[at..at + 4].copy_from_slice(&count.to_le_bytes());
 }
 
-fn dht_body(id: NodeId, values: &[SavedDhtValue], limits: &SnapshotLimits) -> Vec<u8> {
+fn dht_body(out: &mut Writer, id: NodeId, values: &[SavedDhtValue], limits: &SnapshotLimits) {
+    out.raw(&id.0);
     let mut bytes = 0usize;
-    let body = records(
+    records(
+        out,
         values,
         |v, len| {
             bytes += len;
@@ -276,13 +287,9 @@ fn dht_body(id: NodeId, values: &[SavedDhtValue], limits: &SnapshotLimits) -> Ve
             w.long(v.value.as_bytes());
         },
     );
-    let mut out = Writer::default();
-    out.raw(&id.0);
-    out.raw(&body);
-    out.buf
 }
 
-fn announcements_body(list: &[SavedAnnouncement], limits: &SnapshotLimits) -> Vec<u8> {
+fn announcements_body(out: &mut Writer, list: &[SavedAnnouncement], limits: &SnapshotLimits) {
     let mut count = 0;
     let writable = |s: &SavedAnnouncement| {
         decode_hex(&s.announcement.id).is_some_and(|id| id.len() == ANNOUNCEMENT_ID_BYTES)
@@ -298,6 +305,7 @@ fn announcements_body(list: &[SavedAnnouncement], limits: &SnapshotLimits) -> Ve
     // Announcements the HTTP listener took always fit; one that does not is skipped.
     let list: Vec<&SavedAnnouncement> = list.iter().filter(|s| writable(s)).collect();
     records(
+        out,
         &list,
         |_, _| {
             count += 1;
@@ -331,7 +339,7 @@ fn optional<T>(w: &mut Writer, value: Option<T>, write: impl Fn(&mut Writer, T))
     }
 }
 
-fn values_body(values: &[StoredValue], limits: &SnapshotLimits) -> Vec<u8> {
+fn values_body(out: &mut Writer, values: &[StoredValue], limits: &SnapshotLimits) {
     let (mut count, mut bytes) = (0usize, 0usize);
     // The store admits no other keys; one that slipped through is skipped, not written.
     let list: Vec<&StoredValue> = values
@@ -341,6 +349,7 @@ fn values_body(values: &[StoredValue], limits: &SnapshotLimits) -> Vec<u8> {
         })
         .collect();
     records(
+        out,
         &list,
         |(k, v), _| {
             count += 1;
@@ -354,9 +363,10 @@ fn values_body(values: &[StoredValue], limits: &SnapshotLimits) -> Vec<u8> {
     )
 }
 
-fn peers_body(peers: &[SocketAddr], limits: &SnapshotLimits) -> Vec<u8> {
+fn peers_body(out: &mut Writer, peers: &[SocketAddr], limits: &SnapshotLimits) {
     let mut count = 0;
     records(
+        out,
         peers,
         |_, _| {
             count += 1;
