@@ -12,5 +12,6 @@ pub mod http;
 pub mod io;
 pub mod node;
 pub mod runtime;
+pub mod state;
 pub mod supervisor;
 pub mod telemetry;

@@ -27,8 +27,9 @@ fn main() -> ExitCode {
     let options = match config.node_options(control_stdio, unix_seconds()) {
         Ok(options) => options,
         Err(e) => {
+            let code = e.exit_code();
             tracing::error!("{:#}", anyhow::Error::new(e));
-            return ExitCode::FAILURE;
+            return ExitCode::from(code);
         }
     };
     match runtime::run(options) {

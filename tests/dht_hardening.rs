@@ -13,30 +13,10 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use admin::{get, node_with_admin};
-use serde_json::{json, Value};
+use serde_json::json;
 use setowire_core::dht::NodeId;
 use support::dht::Raw;
 use support::net::TestNet;
-
-fn store(raw: &Raw, from: &str, key: &str, value: &str) {
-    let msg = json!({"type": 3, "from": from, "key": NodeId::of_key(key).to_hex(), "value": value});
-    raw.send(msg.to_string().as_bytes());
-}
-
-/// FIND_VALUE of `key` through `raw`: the value, or `None` when the node answers with nodes
-/// (or not at all).
-fn find_value(raw: &Raw, from: &str, key: &str, rpc: u32) -> Option<Value> {
-    let rpc_id = format!("{rpc:08x}");
-    let msg =
-        json!({"type": 6, "from": from, "key": NodeId::of_key(key).to_hex(), "rpcId": rpc_id});
-    raw.send(msg.to_string().as_bytes());
-    raw.collect(Duration::from_millis(150))
-        .iter()
-        .filter_map(|d| serde_json::from_slice::<Value>(d).ok())
-        .find(|m| m["rpcId"] == rpc_id.as_str())
-        .filter(|m| m["type"] == 7)
-        .map(|m| m["value"].clone())
-}
 
 /// The value of the sample `series` (name and labels as written) in the metrics `text`.
 fn metric(text: &str, series: &str) -> f64 {
@@ -73,39 +53,33 @@ fn hostile_sources_get_their_share_and_no_more() {
         b.prove();
 
         // Ownership: b cannot overwrite a's key; a can.
-        store(&a, &ids[0], "contested", "from a");
+        a.store("contested", "from a");
         a.collect(Duration::from_millis(100));
-        store(&b, &ids[1], "contested", "from b");
+        b.store("contested", "from b");
         b.collect(Duration::from_millis(100));
-        assert_eq!(
-            find_value(&b, &ids[1], "contested", 1),
-            Some(json!("from a"))
-        );
-        store(&a, &ids[0], "contested", "from a again");
+        assert_eq!(b.find_value("contested", 1), Some(json!("from a")));
+        a.store("contested", "from a again");
         a.collect(Duration::from_millis(100));
-        assert_eq!(
-            find_value(&b, &ids[1], "contested", 2),
-            Some(json!("from a again"))
-        );
+        assert_eq!(b.find_value("contested", 2), Some(json!("from a again")));
 
         // Fair share: a fills the store, b still gets its 20 values in.
         for i in 0..150 {
-            store(&a, &ids[0], &format!("a {i}"), &value);
+            a.store(&format!("a {i}"), &value);
             if i % 25 == 0 {
                 a.collect(Duration::from_millis(20));
             }
         }
         a.collect(Duration::from_millis(200));
         let kept_by_a = (0..150)
-            .filter(|i| find_value(&a, &ids[0], &format!("a {i}"), 100 + i).is_some())
+            .filter(|i| a.find_value(&format!("a {i}"), 100 + i).is_some())
             .count();
         assert!((40..100).contains(&kept_by_a), "a kept {kept_by_a}");
         for i in 0..20 {
-            store(&b, &ids[1], &format!("b {i}"), &value);
+            b.store(&format!("b {i}"), &value);
         }
         b.collect(Duration::from_millis(200));
         let accepted = (0..20)
-            .filter(|i| find_value(&b, &ids[1], &format!("b {i}"), 1000 + i).is_some())
+            .filter(|i| b.find_value(&format!("b {i}"), 1000 + i).is_some())
             .count();
         assert_eq!(accepted, 20, "b's STOREs into a store a filled");
 
@@ -119,7 +93,7 @@ fn hostile_sources_get_their_share_and_no_more() {
         }
         for i in 0..200 {
             let raw = &c[i % 4];
-            store(raw, &ids[2 + i % 4], &format!("c {i}"), "small");
+            raw.store(&format!("c {i}"), "small");
         }
         std::thread::sleep(Duration::from_millis(300));
 
@@ -127,7 +101,7 @@ fn hostile_sources_get_their_share_and_no_more() {
         // table of 7 nodes and a 1000-byte value make replies bigger than the requests.
         let proven = Raw::bind("127.0.0.5:0", target, &ids[6]);
         proven.prove();
-        store(&a, &ids[0], "big", &value);
+        a.store("big", &value);
         let forged: Vec<Raw> = (0..4)
             .map(|_| Raw::bind("127.0.0.5:0", target, &ids[7]))
             .collect();

@@ -119,6 +119,13 @@ fn metrics_cover_the_node_with_real_traffic() {
         ("setowire_max_peers", "gauge"),
         ("setowire_build_info", "gauge"),
         ("setowire_start_time_seconds", "gauge"),
+        ("setowire_state_snapshots_total", "counter"),
+        ("setowire_state_snapshot_failures_total", "counter"),
+        ("setowire_state_last_snapshot_time_seconds", "gauge"),
+        ("setowire_state_last_snapshot_duration_seconds", "gauge"),
+        ("setowire_state_last_snapshot_bytes", "gauge"),
+        ("setowire_state_restore_failures_total", "counter"),
+        ("setowire_state_restored_total", "counter"),
         ("process_cpu_seconds_total", "counter"),
         ("process_resident_memory_bytes", "gauge"),
         ("process_open_fds", "gauge"),
@@ -143,6 +150,7 @@ fn metrics_cover_the_node_with_real_traffic() {
         "backend",
         "route",
         "code_class",
+        "part",
         "version",
         "le",
     ];
@@ -258,6 +266,32 @@ fn metrics_cover_the_node_with_real_traffic() {
     );
     assert_eq!(sum(&samples, "setowire_piping_transfers_total", &[]), 1.0);
     assert!(sum(&samples, "setowire_piping_bytes_total", &[]) >= 5000.0);
+    // Without a state directory the persistence families are there, all zero, each part
+    // of the snapshot labelled.
+    let parts = |name: &str| -> BTreeSet<String> {
+        samples
+            .iter()
+            .filter(|(n, _, _)| n == name)
+            .map(|(_, l, _)| l["part"].clone())
+            .collect()
+    };
+    let all = ["announcements", "dht", "file", "peers", "values"].map(String::from);
+    assert_eq!(
+        parts("setowire_state_restore_failures_total"),
+        BTreeSet::from(all.clone())
+    );
+    assert_eq!(
+        parts("setowire_state_restored_total"),
+        all.into_iter().filter(|p| p != "file").collect()
+    );
+    for name in [
+        "setowire_state_snapshots_total",
+        "setowire_state_snapshot_failures_total",
+        "setowire_state_last_snapshot_time_seconds",
+        "setowire_state_restore_failures_total",
+    ] {
+        assert_eq!(sum(&samples, name, &[]), 0.0, "{name}");
+    }
     assert!(sum(&samples, "process_resident_memory_bytes", &[]) > 1e6);
     assert!(sum(&samples, "process_open_fds", &[]) >= 3.0);
     assert!(sum(&samples, "process_cpu_seconds_total", &[]) >= 0.0);

@@ -216,6 +216,7 @@ fn apply_flags(builder: &mut ConfigBuilder, matches: &ArgMatches) -> Result<(), 
 mod tests {
     use super::*;
     use crate::config::{IoBackendChoice, Shards};
+    use std::path::Path;
 
     fn run(args: &[&str], env: &[(&str, &str)]) -> Result<CliAction, ConfigError> {
         let args = std::iter::once("setowire-node").chain(args.iter().copied());
@@ -300,6 +301,10 @@ mod tests {
                 "--io-backend=mmsg",
                 "--identity=ephemeral",
                 "--seed=01",
+                "--state-dir=/var/lib/setowire",
+                "--state-snapshot-interval-secs=29",
+                "--state-values-max-bytes=30",
+                "--state-peer-cache-size=31",
                 "--max-peers=8",
                 "--flood=false",
                 "--relay",
@@ -355,6 +360,7 @@ mod tests {
         assert_eq!(c.io_backend, IoBackendChoice::Mmsg);
         assert!(c.lan && !c.flood && !c.relay && !c.store_forward);
         assert_eq!(c.topics, [vec![0xab]]);
+        assert_eq!(c.state_dir.as_deref(), Some(Path::new("/var/lib/setowire")));
     }
 
     #[test]

@@ -116,7 +116,7 @@ mod tests {
         // A seed with an ephemeral identity is the normal seeded setup.
         let config = NodeConfig::from_toml("seed = \"01\"").unwrap();
         assert_eq!(
-            config.load_identity().unwrap().id(),
+            config.load_identity(None).unwrap().id(),
             Identity::from_seed(&[1]).id()
         );
     }

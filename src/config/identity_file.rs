@@ -5,6 +5,9 @@
 //! written as 64 hex digits and a newline with mode 0600, and an existing file is never
 //! replaced: two nodes starting at once with the same missing path end up with the same key.
 //!
+//! With a state directory and no key file configured, the key file is
+//! `<state_dir>/identity.key` (see `NodeConfig::load_identity`).
+//!
 //! A persistent identity keeps its session keys across restarts, so the runtime must start
 //! its nonce counters above the previous run's
 //! ([`setowire_core::proto::session::restart_safe_counter_base`]).
@@ -15,6 +18,7 @@ use std::num::ParseIntError;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use crate::state::atomic::{self, temporary_path};
 use setowire_core::proto::identity::{decode_hex, encode_hex, Identity};
 use setowire_core::proto::session::restart_safe_counter_base;
 
@@ -103,35 +107,34 @@ pub fn load(path: &Path) -> Result<Identity, KeyFileError> {
     Ok(Identity::from_secret(secret))
 }
 
-/// The first nonce counter of this run of the key-file identity at `key_path`.
+/// The first nonce counter of this run of an identity whose epoch is recorded at
+/// `epoch_path` (for a key file: [`epoch_path`] of it).
 ///
-/// The epoch file beside the key (`<key>.epoch`) holds the epoch of the previous run; this run
-/// takes the later of that plus one and the current Unix second, records it, and counts from
-/// [`restart_safe_counter_base`] of it. So counters grow from run to run even if the clock
-/// went back, and no (key, nonce) pair is ever used twice.
-pub fn next_counter_base(key_path: &Path, unix_seconds: u64) -> Result<u64, KeyFileError> {
-    let epoch_path = epoch_path(key_path);
-    let previous = match fs::read_to_string(&epoch_path) {
+/// The epoch file holds the epoch of the previous run; this run takes the later of that plus
+/// one and the current Unix second, records it (atomically and durably, before any session
+/// uses it), and counts from [`restart_safe_counter_base`] of it. So counters grow from run
+/// to run even if the clock went back, and no (key, nonce) pair is ever used twice.
+pub fn next_counter_base(epoch_path: &Path, unix_seconds: u64) -> Result<u64, KeyFileError> {
+    let previous = match fs::read_to_string(epoch_path) {
         Ok(text) => Some(
             text.trim()
                 .parse::<u64>()
                 .map_err(|error| KeyFileError::BadEpoch {
-                    path: epoch_path.clone(),
+                    path: epoch_path.to_owned(),
                     error,
                 })?,
         ),
         Err(e) if e.kind() == ErrorKind::NotFound => None,
-        Err(e) => return Err(io_error("reading", &epoch_path, e)),
+        Err(e) => return Err(io_error("reading", epoch_path, e)),
     };
     let epoch = previous.map_or(unix_seconds, |p| unix_seconds.max(p + 1));
-    let tmp = temporary_path(&epoch_path);
-    fs::write(&tmp, format!("{epoch}\n"))
-        .and_then(|()| fs::rename(&tmp, &epoch_path))
-        .map_err(|e| io_error("writing", &epoch_path, e))?;
+    atomic::write(epoch_path, format!("{epoch}\n").as_bytes(), 0o600)
+        .map_err(|e| io_error("writing", epoch_path, e))?;
     Ok(restart_safe_counter_base(epoch))
 }
 
-fn epoch_path(key_path: &Path) -> PathBuf {
+/// Where the epoch of the key file at `key_path` is recorded: `<key>.epoch`.
+pub fn epoch_path(key_path: &Path) -> PathBuf {
     let mut name = key_path.as_os_str().to_owned();
     name.push(".epoch");
     PathBuf::from(name)
@@ -178,10 +181,8 @@ fn create(path: &Path, identity: &Identity) -> Result<bool, KeyFileError> {
             Err(e) => return Err(io_error("creating key file", path, e)),
         },
     }
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        // Make the new directory entry durable; best effort.
-        let _ = File::open(dir).and_then(|d| d.sync_all());
-    }
+    // Make the new directory entry durable; best effort.
+    let _ = atomic::sync_dir(path);
     Ok(true)
 }
 
@@ -195,14 +196,6 @@ fn write_new(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     file.sync_all()
 }
 
-fn temporary_path(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map_or_else(|| "key".into(), |n| n.to_string_lossy().into_owned());
-    let nonce: u64 = rand::random();
-    path.with_file_name(format!(".{name}.{}.{nonce:016x}.tmp", std::process::id()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -211,7 +204,8 @@ mod tests {
     fn counter_base_grows_across_runs_even_when_the_clock_goes_back() {
         let dir = std::env::temp_dir().join(format!("swn-epoch-{}", std::process::id()));
         fs::create_dir_all(&dir).unwrap();
-        let key = dir.join("node.key");
+        let key = epoch_path(&dir.join("node.key"));
+        assert_eq!(key, dir.join("node.key.epoch"));
         let first = next_counter_base(&key, 1_000).unwrap();
         let second = next_counter_base(&key, 1_000).unwrap();
         let after_clock_went_back = next_counter_base(&key, 10).unwrap();
@@ -222,13 +216,7 @@ mod tests {
     }
 
     fn temp_dir(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!(
-            "setowire-identity-{name}-{}-{:x}",
-            std::process::id(),
-            rand::random::<u32>()
-        ));
-        fs::create_dir_all(&dir).unwrap();
-        dir
+        crate::state::atomic::scratch::dir(&format!("identity-{name}"))
     }
 
     #[test]

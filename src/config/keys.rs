@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use setowire_core::proto::identity::encode_hex;
 
@@ -10,8 +11,8 @@ use super::error::{ConfigError, Origin};
 use super::parse::{
     byte_size, int_in, parse_addr, parse_bool, parse_host_port_list, parse_identity,
     parse_io_backend, parse_listen, parse_log_filter, parse_log_format, parse_opt_addr,
-    parse_path_prefix, parse_peer_list, parse_public_addr, parse_seed, parse_shards, parse_token,
-    parse_topics, positive, Parsed, RawValue, ValueError,
+    parse_path_prefix, parse_peer_list, parse_public_addr, parse_seed, parse_shards,
+    parse_state_dir, parse_token, parse_topics, positive, Parsed, RawValue, ValueError,
 };
 use super::{IdentitySource, IoBackendChoice, LogFormat, NodeConfig, PeerList, Shards, ENV_PREFIX};
 
@@ -227,6 +228,21 @@ config_keys! {
     seed: Scalar, "seed", "HEX", "Derive the identity from a hex seed, as py-setowire does",
         parse = parse_seed,
         emit = |s: &Option<Vec<u8>>| str_value(s.as_deref().map(encode_hex).unwrap_or_default());
+    state_dir: Scalar, "state-dir", "PATH",
+        "Directory the node keeps its key and snapshots in (empty: none)",
+        parse = parse_state_dir,
+        emit = |p: &Option<PathBuf>| {
+            str_value(p.as_ref().map_or(String::new(), |p| p.to_string_lossy().into_owned()))
+        };
+    state_snapshot_interval_secs: Scalar, "state-snapshot-interval-secs", "SECS",
+        "Seconds between snapshots of the node's state",
+        parse = |r: &RawValue| int_in(r, 1, 86_400), emit = |n: &u64| int_value(*n);
+    state_values_max_bytes: Scalar, "state-values-max-bytes", "BYTES",
+        "Most bytes of stored values a snapshot keeps, newest first",
+        parse = byte_size, emit = |n: &usize| int_value(*n);
+    state_peer_cache_size: Scalar, "state-peer-cache-size", "N",
+        "Most peer addresses a snapshot keeps, to dial at the next start",
+        parse = |r: &RawValue| int_in(r, 0, 65_536), emit = |n: &usize| int_value(*n);
     max_peers: Scalar, "max-peers", "N", "Most peers with a session",
         parse = positive, emit = |n: &usize| int_value(*n);
     flood: Bool, "flood", "BOOL", "Re-flood application data (false: seed-only)",

@@ -33,6 +33,7 @@ pub use error::{ConfigError, Origin};
 pub use keys::{key_spec, KeyKind, KeySpec, KEYS};
 pub use layers::ConfigBuilder;
 pub use parse::{RawValue, ValueError};
+pub use subsystems::StartError;
 
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
@@ -132,6 +133,13 @@ pub struct NodeConfig {
     /// Decoded seed bytes: the identity is derived from them as py-setowire does.
     /// Never set together with [`IdentitySource::KeyFile`].
     pub seed: Option<Vec<u8>>,
+    /// Where the node keeps its state across restarts; `None`: nowhere.
+    pub state_dir: Option<PathBuf>,
+    pub state_snapshot_interval_secs: u64,
+    /// Bytes of stored values (keys and values) a snapshot keeps at most.
+    pub state_values_max_bytes: usize,
+    /// Peer addresses a snapshot keeps at most (0: none).
+    pub state_peer_cache_size: usize,
     pub max_peers: usize,
     pub flood: bool,
     pub relay: bool,

@@ -4,6 +4,7 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
+use std::path::PathBuf;
 
 use setowire_core::proto::identity::decode_hex;
 
@@ -229,6 +230,17 @@ pub(super) fn parse_identity(raw: &RawValue) -> Parsed<IdentitySource> {
         _ => Err(ValueError::Expected(
             "\"ephemeral\" or the path of a key file",
         )),
+    }
+}
+
+/// `""` (no state directory) or a path.
+pub(super) fn parse_state_dir(raw: &RawValue) -> Parsed<Option<PathBuf>> {
+    match raw.text() {
+        Some("") => Ok(None),
+        Some(path) if !path.trim().is_empty() && !path.chars().any(char::is_control) => {
+            Ok(Some(path.into()))
+        }
+        _ => Err(ValueError::Expected("\"\" or the path of a directory")),
     }
 }
 

@@ -2,6 +2,7 @@
 //! subsystems know nothing of config keys.
 
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -17,19 +18,42 @@ use crate::admin::AdminConfig;
 use crate::discovery::dht::DiscoveryOptions;
 use crate::http::{BandwidthConfig, BootstrapConfig, HttpConfig, PipingConfig};
 use crate::runtime::NodeOptions;
+use crate::state::{SnapshotLimits, StateDir, StateDirError, StateOptions};
+
+/// Why the node cannot start with this configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    KeyFile(#[from] KeyFileError),
+    #[error(transparent)]
+    StateDir(#[from] StateDirError),
+}
+
+impl StartError {
+    /// The process exit code: 2 for a state directory the configuration names but the node
+    /// cannot use, as for other configuration errors; 1 for a key file that cannot be used.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            StartError::KeyFile(_) => 1,
+            StartError::StateDir(_) => 2,
+        }
+    }
+}
 
 impl NodeConfig {
-    /// What the runtime starts the node with: every subsystem's configuration, the identity
-    /// (a key file is created when missing) and the bootstrap nodes' addresses (resolved now).
-    /// `control_stdio` is the run mode `--control stdio`; `unix_seconds` the current time.
+    /// What the runtime starts the node with: every subsystem's configuration, the state
+    /// directory (created when missing, and locked), the identity (a key file is created when
+    /// missing) and the bootstrap nodes' addresses (resolved now). `control_stdio` is the run
+    /// mode `--control stdio`; `unix_seconds` the current time.
     pub fn node_options(
         &self,
         control_stdio: bool,
         unix_seconds: u64,
-    ) -> Result<NodeOptions, KeyFileError> {
-        let identity = self.load_identity()?;
-        // A seeded or key-file identity is the same in every run: never restart its counters.
-        let first_send_counter = self.counter_base(unix_seconds)?;
+    ) -> Result<NodeOptions, StartError> {
+        let state_dir = self.state_dir.as_deref().map(StateDir::open).transpose()?;
+        let identity = self.load_identity(state_dir.as_ref())?;
+        // A seeded or kept identity is the same in every run: never restart its counters.
+        let first_send_counter = self.counter_base(state_dir.as_ref(), unix_seconds)?;
         Ok(NodeOptions {
             udp_listen: self.udp_listen,
             shards: self.shards.count().get(),
@@ -45,7 +69,23 @@ impl NodeConfig {
             discovery: self.discovery_options(),
             http: self.http_config(),
             admin: self.admin_config(),
+            state: state_dir.map(|dir| self.state_options(dir)),
         })
+    }
+
+    /// Persistence in `dir`: how often, and how much each snapshot keeps.
+    pub fn state_options(&self, dir: StateDir) -> StateOptions {
+        StateOptions {
+            dir,
+            interval: Duration::from_secs(self.state_snapshot_interval_secs),
+            limits: SnapshotLimits {
+                dht_bytes: self.dht_max_values_bytes,
+                announcements: self.http_max_announces,
+                values: self.store_max_entries,
+                values_bytes: self.state_values_max_bytes,
+                peers: self.state_peer_cache_size,
+            },
+        }
     }
 
     /// The engine tunables these keys set; the others keep [`EngineConfig::default`].
@@ -178,27 +218,45 @@ impl NodeConfig {
         })
     }
 
-    /// The node's identity: derived from `seed` when set, else from `identity` (a fresh key
-    /// pair, or the key file, created when missing).
-    pub fn load_identity(&self) -> Result<Identity, KeyFileError> {
+    /// The node's identity, the first of: derived from `seed`; the key file `identity`
+    /// names; the state directory's key file; a fresh key pair. Key files are created when
+    /// missing.
+    pub fn load_identity(&self, state: Option<&StateDir>) -> Result<Identity, KeyFileError> {
         if let Some(seed) = &self.seed {
             return Ok(Identity::from_seed(seed));
         }
-        match &self.identity {
-            IdentitySource::Ephemeral => Ok(Identity::generate()),
-            IdentitySource::KeyFile(path) => identity_file::load_or_create(path),
+        match self.key_file(state) {
+            Some(path) => identity_file::load_or_create(&path),
+            None => Ok(Identity::generate()),
         }
     }
 
-    /// The first nonce counter of this run (see [`restart_safe_counter_base`]): persisted per
-    /// key file, from the clock for seeded identities, irrelevant but harmless for ephemeral
-    /// ones.
-    pub fn counter_base(&self, unix_seconds: u64) -> Result<u64, KeyFileError> {
-        match (&self.seed, &self.identity) {
-            (None, IdentitySource::KeyFile(path)) => {
-                identity_file::next_counter_base(path, unix_seconds)
-            }
-            _ => Ok(restart_safe_counter_base(unix_seconds)),
+    /// The key file the identity is kept in, unless it is seeded or fresh.
+    fn key_file(&self, state: Option<&StateDir>) -> Option<PathBuf> {
+        match (&self.identity, state) {
+            (IdentitySource::KeyFile(path), _) => Some(path.clone()),
+            (IdentitySource::Ephemeral, Some(dir)) => Some(dir.identity_key()),
+            (IdentitySource::Ephemeral, None) => None,
+        }
+    }
+
+    /// The first nonce counter of this run (see [`restart_safe_counter_base`]): above the
+    /// epoch recorded beside the key file, or in the state directory for a seeded identity;
+    /// from the clock for a seed without one, irrelevant but harmless for a fresh identity.
+    pub fn counter_base(
+        &self,
+        state: Option<&StateDir>,
+        unix_seconds: u64,
+    ) -> Result<u64, KeyFileError> {
+        let epoch_file = match &self.seed {
+            Some(_) => state.map(StateDir::seed_epoch),
+            None => self
+                .key_file(state)
+                .map(|key| identity_file::epoch_path(&key)),
+        };
+        match epoch_file {
+            Some(path) => identity_file::next_counter_base(&path, unix_seconds),
+            None => Ok(restart_safe_counter_base(unix_seconds)),
         }
     }
 
@@ -231,6 +289,49 @@ impl NodeConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_state_dir_keeps_the_identity_and_its_epoch() {
+        let path = crate::state::atomic::scratch::dir("subsystems").join("state");
+        let dir = StateDir::open(&path).unwrap();
+        let kept = NodeConfig::defaults();
+        let first = kept.load_identity(Some(&dir)).unwrap();
+        assert_eq!(kept.load_identity(Some(&dir)).unwrap().id(), first.id());
+        assert!(path.join("identity.key").exists());
+        assert_ne!(
+            kept.load_identity(None).unwrap().id(),
+            first.id(),
+            "no state: fresh"
+        );
+        // The epoch is kept beside the key and grows though the clock goes back.
+        let before = kept.counter_base(Some(&dir), 1_000).unwrap();
+        let after = kept.counter_base(Some(&dir), 10).unwrap();
+        assert!(after > before);
+        assert!(path.join("identity.key.epoch").exists());
+        // A seed wins, and its epoch is kept in the state directory too.
+        let seeded = NodeConfig::from_toml("seed = \"01\"").unwrap();
+        assert_eq!(
+            seeded.load_identity(Some(&dir)).unwrap().id(),
+            Identity::from_seed(&[1]).id()
+        );
+        let before = seeded.counter_base(Some(&dir), 2_000).unwrap();
+        assert!(seeded.counter_base(Some(&dir), 5).unwrap() > before);
+        assert!(path.join("seed.epoch").exists());
+        assert_eq!(
+            seeded.counter_base(None, 5).unwrap(),
+            restart_safe_counter_base(5),
+            "without a state directory a seed counts from the clock"
+        );
+        // A configured key file wins over the state directory's.
+        let mut own_key = NodeConfig::defaults();
+        own_key.identity = IdentitySource::KeyFile(path.join("own.key"));
+        let own = own_key.load_identity(Some(&dir)).unwrap();
+        assert_ne!(own.id(), first.id());
+        own_key.counter_base(Some(&dir), 1).unwrap();
+        assert!(path.join("own.key.epoch").exists());
+        drop(dir);
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+    }
 
     #[test]
     fn engine_config_carries_the_engine_keys() {

@@ -65,20 +65,22 @@ pub struct Services {
 }
 
 impl Services {
-    /// Creates the DHT with a random id, has it announce the topics and join the DHT
-    /// through `bootstrap`, and opens `dht_listen`, served on a thread `supervisor` watches.
-    /// `local`: the bound UDP address.
+    /// Creates the DHT with the id `saved_id` (an earlier run's) or a random one, has it
+    /// announce the topics and join the DHT through `bootstrap`, and opens `dht_listen`,
+    /// served on a thread `supervisor` watches. `local`: the bound UDP address.
+    #[allow(clippy::too_many_arguments)]
     pub fn start(
         options: &DiscoveryOptions,
         engine: &EngineConfig,
         id40: &str,
         local: SocketAddr,
         bootstrap: &[SocketAddr],
+        saved_id: Option<NodeId>,
         supervisor: &Supervisor,
         epoch: Instant,
     ) -> Result<Self, DiscoveryError> {
         let mut rng = StdRng::from_entropy();
-        let id = NodeId::random(&mut rng);
+        let id = saved_id.unwrap_or_else(|| NodeId::random(&mut rng));
         let mut dht = Dht::new(options.dht.clone(), id, epoch, rng);
         let reachable = if local.ip().is_unspecified() {
             SocketAddr::new(lan::local_ip_guess(), local.port())

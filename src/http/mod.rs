@@ -117,7 +117,7 @@ impl NodeSelf {
 pub(crate) struct AppState {
     pub(crate) node: NodeSelf,
     pub(crate) bootstrap_config: BootstrapConfig,
-    pub(crate) bootstrap: bootstrap::Registry,
+    pub(crate) bootstrap: Arc<bootstrap::Registry>,
     pub(crate) piping: Arc<piping::Rendezvous>,
     pub(crate) bodies: BodyLimits,
     pub(crate) metrics: Arc<HttpMetrics>,
@@ -132,11 +132,14 @@ pub struct ControlPlane {
 }
 
 impl ControlPlane {
-    /// Binds `config.listen` and starts serving on a runtime of its own, counting requests
-    /// and piping into `metrics`. The server failing later is reported to `supervisor`.
+    /// Binds `config.listen` and starts serving on a runtime of its own, keeping
+    /// announcements in `registry` (made with [`BootstrapConfig::registry`]) and counting
+    /// requests and piping into `metrics`. The server failing later is reported to
+    /// `supervisor`.
     pub fn start(
         config: HttpConfig,
         node: NodeSelf,
+        registry: Arc<bootstrap::Registry>,
         metrics: Arc<HttpMetrics>,
         supervisor: &Supervisor,
     ) -> Result<ControlPlane, ServeError> {
@@ -147,7 +150,7 @@ impl ControlPlane {
         ));
         let state = Arc::new(AppState {
             node,
-            bootstrap: config.bootstrap.registry(),
+            bootstrap: registry,
             bootstrap_config: config.bootstrap.clone(),
             piping: Arc::clone(&piping),
             bodies: BodyLimits {

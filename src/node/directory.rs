@@ -111,6 +111,16 @@ impl PeerDirectory {
         self.recent.newest(n)
     }
 
+    /// The addresses of up to `n` connected peers, in no particular order.
+    pub fn addresses(&self, n: usize) -> Vec<SocketAddr> {
+        self.by_id
+            .pin()
+            .values()
+            .map(|location| location.addr)
+            .take(n)
+            .collect()
+    }
+
     pub fn note_dial(&self, addr: SocketAddr, at: Instant) {
         let dials = self.dials.pin();
         if dials.len() >= self.dials_cap {
@@ -236,10 +246,15 @@ mod tests {
         assert_eq!(d.len(), 2);
         assert_eq!(d.locate(&[2; 8]), Some(at(2, 1)));
         assert!(d.has_addr(&at(1, 0).addr));
+        assert_eq!(d.addresses(1).len(), 1);
+        let mut addrs = d.addresses(10);
+        addrs.sort();
+        assert_eq!(addrs, [at(1, 0).addr, at(2, 1).addr]);
         d.remove(&at(1, 0));
         assert_eq!(d.len(), 1);
         assert!(d.locate(&[1; 8]).is_none());
         assert!(!d.has_addr(&at(1, 0).addr));
+        assert_eq!(d.addresses(10), [at(2, 1).addr]);
     }
 
     #[test]

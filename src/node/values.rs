@@ -60,6 +60,23 @@ impl NodeValues {
         self.recent_keys.load().iter().take(n).cloned().collect()
     }
 
+    /// The most recently stored values, newest first, as many as fit in `max_entries`
+    /// entries and `max_bytes` bytes (keys and values counted): what a snapshot keeps. The
+    /// store's lock is held only to copy the handles.
+    pub fn newest(&self, max_entries: usize, max_bytes: usize) -> Vec<(String, Arc<[u8]>)> {
+        let store = self.store.lock().unwrap_or_else(|e| e.into_inner());
+        let mut bytes = 0;
+        store
+            .iter()
+            .take(max_entries)
+            .take_while(|(key, value)| {
+                bytes += key.len() + value.len();
+                bytes <= max_bytes
+            })
+            .map(|(key, value)| (key.to_owned(), Arc::clone(value)))
+            .collect()
+    }
+
     pub fn len(&self) -> usize {
         self.values.len()
     }
@@ -88,5 +105,17 @@ mod tests {
             "refused by the limits"
         );
         assert!(!values.insert("big", Arc::from(vec![0; 101])));
+        let newest: Vec<String> = values
+            .newest(10, 1000)
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(newest, ["c", "b"]);
+        assert_eq!(values.newest(1, 1000).len(), 1, "capped by entries");
+        assert_eq!(
+            values.newest(10, 3).len(),
+            1,
+            "capped by bytes: 2 for each entry"
+        );
     }
 }

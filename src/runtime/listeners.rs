@@ -9,6 +9,7 @@ use super::RuntimeError;
 use crate::admin::{AdminConfig, AdminServer, NodeInfo};
 use crate::control;
 use crate::discovery::dht::SharedDht;
+use crate::http::bootstrap::Registry;
 use crate::http::{ControlPlane, HttpConfig, NodeSelf, SessionLookup};
 use crate::node::handle::NodeHandle;
 use crate::supervisor::Supervisor;
@@ -41,16 +42,17 @@ pub struct Listeners {
 }
 
 impl Listeners {
-    /// Starts the listeners that are configured; either failing to bind fails the start.
+    /// Starts the listeners that are configured (the public one with the registry its
+    /// announcements go to); either failing to bind fails the start.
     pub fn start(
-        http: Option<HttpConfig>,
+        http: Option<(HttpConfig, Arc<Registry>)>,
         admin: Option<AdminConfig>,
         parts: ListenerParts<'_>,
         supervisor: &Supervisor,
     ) -> Result<Listeners, RuntimeError> {
         let engine = parts.engine;
         let http = http
-            .map(|config| {
+            .map(|(config, registry)| {
                 let node = NodeSelf {
                     id40: parts.id40.to_owned(),
                     udp: parts.udp,
@@ -59,7 +61,7 @@ impl Listeners {
                     sessions: session_lookup(parts.node),
                 };
                 let metrics = Arc::clone(&parts.metrics.http);
-                ControlPlane::start(config, node, metrics, supervisor)
+                ControlPlane::start(config, node, registry, metrics, supervisor)
             })
             .transpose()?;
         let admin = admin

@@ -17,6 +17,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::{self, Receiver};
 use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -31,7 +32,9 @@ use crate::node::handle::NodeHandle;
 use crate::node::inboxes::Wake;
 use crate::node::shard::{EventSink, ShardCommand, DRAIN};
 use crate::node::shared::NodeShared;
-use crate::supervisor::{Failure, Supervisor};
+use crate::state::{self, StateOptions};
+use crate::supervisor::{self, Failure, Supervisor};
+use crate::telemetry::state::StateMetrics;
 use crate::telemetry::NodeMetrics;
 use listeners::{ListenerParts, Listeners};
 use setowire_core::proto::identity::Identity;
@@ -70,6 +73,8 @@ pub struct NodeOptions {
     pub http: Option<HttpConfig>,
     /// The admin listener (metrics, API, status page); `None`: off.
     pub admin: Option<AdminConfig>,
+    /// Persistence in a state directory; `None`: nothing is kept across restarts.
+    pub state: Option<StateOptions>,
 }
 
 /// Why the node could not start, or stopped on a failure.
@@ -125,19 +130,32 @@ pub fn run(mut options: NodeOptions) -> Result<(), RuntimeError> {
     }
     let shared = shared_state(&backends, &options.engine);
     let id40 = options.identity.id_hex();
+    let state_metrics = Arc::new(StateMetrics::default());
+    let saved = (options.state.as_ref()).map(|state| state::load(state, &state_metrics));
     let mut services = Services::start(
         &options.discovery,
         &options.engine,
         &id40,
         local,
         &options.dial,
+        saved.as_ref().and_then(|s| s.dht_id),
         &supervisor,
         epoch,
     )?;
+    let live = state::Live {
+        shared: Arc::clone(&shared),
+        dht: Arc::clone(services.dht()),
+        registry: (options.http.as_ref()).map(|http| Arc::new(http.bootstrap.registry())),
+    };
+    // Before anything serves: restored entries must come before new ones.
+    let redial = saved.map_or_else(Vec::new, |saved| {
+        state::restore(saved, &live, &state_metrics)
+    });
     let mut metrics = NodeMetrics::new(backends.len(), backend, options.engine.max_peers, epoch);
     metrics.dht = Some(Arc::clone(services.dht()));
     metrics.limits = Some(Arc::clone(&shared.limits));
     metrics.inbox_drops = Some(shared.inboxes.drop_counters());
+    metrics.state = Arc::clone(&state_metrics);
     let metrics = Arc::new(metrics);
     let (event_sink, events) = control_events(options.control_stdio);
     let shard_parts = ShardParts {
@@ -161,13 +179,9 @@ pub fn run(mut options: NodeOptions) -> Result<(), RuntimeError> {
         metrics: &metrics,
         dht: services.dht(),
     };
-    let listeners = Listeners::start(
-        options.http.take(),
-        options.admin.take(),
-        listener_parts,
-        &supervisor,
-    )
-    .inspect_err(|_| supervisor.stop())?;
+    let http = options.http.take().zip(live.registry.clone());
+    let listeners = Listeners::start(http, options.admin.take(), listener_parts, &supervisor)
+        .inspect_err(|_| supervisor.stop())?;
     tracing::info!(
         id = %id40,
         udp = %local,
@@ -178,10 +192,30 @@ pub fn run(mut options: NodeOptions) -> Result<(), RuntimeError> {
         "node started"
     );
     dial(&node, &options.dial);
+    // The peers of the last run, as the bootstrap nodes are: the swarm forms again.
+    let cached: Vec<SocketAddr> = redial
+        .into_iter()
+        .filter(|addr| !options.dial.contains(addr))
+        .collect();
+    if !cached.is_empty() {
+        tracing::info!(peers = cached.len(), "dialling the peers of the last run");
+        dial(&node, &cached);
+    }
+    let snapshots = (options.state.as_ref())
+        .map(|state| {
+            state::spawn(state, live, Arc::clone(&state_metrics), &supervisor).map_err(|source| {
+                RuntimeError::Spawn {
+                    thread: "state-snapshot".into(),
+                    source,
+                }
+            })
+        })
+        .transpose()
+        .inspect_err(|_| supervisor.stop())?;
     let ready =
         control::codec::render_ready(&id40, local, listeners.http_addr(), listeners.admin_addr());
     serve_until_stopped(&node, ready, events, &supervisor);
-    shut_down(&node, shards, services, listeners, &supervisor);
+    shut_down(&node, shards, services, listeners, snapshots, &supervisor);
     match supervisor.failure() {
         Some(failure) => Err(RuntimeError::Failed(failure.clone())),
         None => Ok(()),
@@ -310,13 +344,14 @@ fn serve_until_stopped(
 }
 
 /// Stops the node by a deadline: the shards say GOAWAY to their peers while the services
-/// and the public listener stop; the admin listener goes last, so that `/readyz` tells
-/// why to the end. After a failure the deadline is short.
+/// and the public listener stop and the last snapshot is written; the admin listener goes
+/// last, so that `/readyz` tells why to the end. After a failure the deadline is short.
 fn shut_down(
     node: &NodeHandle,
     shards: Shards,
     services: Services,
     mut listeners: Listeners,
+    snapshots: Option<JoinHandle<()>>,
     supervisor: &Supervisor,
 ) {
     let drain = match supervisor.failure() {
@@ -333,6 +368,9 @@ fn shut_down(
     services.join(deadline);
     listeners.stop_http(deadline);
     shards.join(deadline);
+    if let Some(thread) = snapshots {
+        supervisor::join_until(thread, deadline);
+    }
     listeners.stop(deadline);
     tracing::info!("stopped");
 }

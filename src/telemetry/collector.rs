@@ -13,6 +13,7 @@ use prometheus::{
     TextEncoder,
 };
 
+use super::state::{StateMetrics, StatePart};
 use super::{NodeMetrics, ShardHealth, STALL_AFTER};
 use crate::http::metrics::{HttpRoute, CODE_CLASSES};
 use crate::io::{BackendKind, SendErrorKind};
@@ -78,6 +79,13 @@ pub struct NodeCollector {
     max_peers: IntGauge,
     build_info: IntGaugeVec,
     start_time: Gauge,
+    state_snapshots: IntCounter,
+    state_snapshot_failures: IntCounter,
+    state_last_snapshot_time: Gauge,
+    state_last_snapshot_duration: Gauge,
+    state_last_snapshot_bytes: IntGauge,
+    state_restore_failures: IntCounterVec,
+    state_restored: IntCounterVec,
 }
 
 fn counter_vec(name: &str, help: &str, labels: &[&str]) -> prometheus::Result<IntCounterVec> {
@@ -267,10 +275,41 @@ impl NodeCollector {
                 "setowire_start_time_seconds",
                 "Start time of the node, seconds since the Unix epoch",
             )?,
+            state_snapshots: IntCounter::new(
+                "setowire_state_snapshots_total",
+                "Snapshots of the node's state written to state_dir",
+            )?,
+            state_snapshot_failures: IntCounter::new(
+                "setowire_state_snapshot_failures_total",
+                "Snapshots that could not be written (the previous one stays)",
+            )?,
+            state_last_snapshot_time: Gauge::new(
+                "setowire_state_last_snapshot_time_seconds",
+                "When the last snapshot was written, seconds since the Unix epoch (0: never)",
+            )?,
+            state_last_snapshot_duration: Gauge::new(
+                "setowire_state_last_snapshot_duration_seconds",
+                "Time the last snapshot took, from capture to the directory flushed",
+            )?,
+            state_last_snapshot_bytes: IntGauge::new(
+                "setowire_state_last_snapshot_bytes",
+                "Size of the last snapshot file",
+            )?,
+            state_restore_failures: counter_vec(
+                "setowire_state_restore_failures_total",
+                "Parts of the snapshot skipped at start: unreadable, corrupt, cut short or over \
+                 the caps (file: the whole file)",
+                &["part"],
+            )?,
+            state_restored: counter_vec(
+                "setowire_state_restored_total",
+                "Entries taken back from the snapshot at start, by part",
+                &["part"],
+            )?,
         })
     }
 
-    fn parts(&self) -> [&dyn Collector; 41] {
+    fn parts(&self) -> [&dyn Collector; 48] {
         [
             &self.peers,
             &self.handshakes,
@@ -313,6 +352,13 @@ impl NodeCollector {
             &self.max_peers,
             &self.build_info,
             &self.start_time,
+            &self.state_snapshots,
+            &self.state_snapshot_failures,
+            &self.state_last_snapshot_time,
+            &self.state_last_snapshot_duration,
+            &self.state_last_snapshot_bytes,
+            &self.state_restore_failures,
+            &self.state_restored,
         ]
     }
 
@@ -342,6 +388,8 @@ impl NodeCollector {
             &self.http_timeouts,
             &self.http_announces_refused,
             &self.http_too_large,
+            &self.state_restore_failures,
+            &self.state_restored,
         ] {
             vec.reset();
         }
@@ -509,6 +557,32 @@ impl NodeCollector {
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
         self.start_time.set(node.start_unix);
+        self.refresh_state(&node.state);
+    }
+
+    fn refresh_state(&self, state: &StateMetrics) {
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        reset_counter(&self.state_snapshots, load(&state.snapshots));
+        reset_counter(
+            &self.state_snapshot_failures,
+            load(&state.snapshot_failures),
+        );
+        self.state_last_snapshot_time
+            .set(load(&state.last_unix_ms) as f64 / 1e3);
+        self.state_last_snapshot_duration
+            .set(load(&state.last_duration_us) as f64 / 1e6);
+        self.state_last_snapshot_bytes
+            .set(load(&state.last_bytes) as i64);
+        for part in StatePart::ALL {
+            self.state_restore_failures
+                .with_label_values(&[part.name()])
+                .inc_by(state.restore_failures(part));
+            if part != StatePart::File {
+                self.state_restored
+                    .with_label_values(&[part.name()])
+                    .inc_by(state.restored(part));
+            }
+        }
     }
 }
 
@@ -618,6 +692,10 @@ mod tests {
             "setowire_shard_loop_iterations_total{shard=\"1\"} 9",
             "setowire_shard_stalled{shard=\"1\"} 0",
             "setowire_shard_heartbeat_age_seconds{shard=\"0\"} ",
+            "setowire_state_snapshots_total 0",
+            "setowire_state_last_snapshot_bytes 0",
+            "setowire_state_restore_failures_total{part=\"file\"} 0",
+            "setowire_state_restored_total{part=\"dht\"} 0",
         ] {
             assert!(text.contains(needle), "{needle} missing in\n{text}");
         }

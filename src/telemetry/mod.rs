@@ -10,8 +10,8 @@
 //! most ~100 ms ago.
 //!
 //! Labels are bounded: `shard`, `type` (a frame kind or a DHT request type), `reason` (a drop
-//! reason), `kind` (a send error kind), `backend`, `route` and `code_class`; never a peer id
-//! or address.
+//! reason), `kind` (a send error kind), `backend`, `route`, `code_class` and `part` (a part
+//! of the state snapshot); never a peer id or address.
 //!
 //! A shard's health is read from its publishes: `setowire_shard_heartbeat_age_seconds` is the
 //! time since its last one (so up to about [`PUBLISH_EVERY`] more than the time since its
@@ -30,6 +30,7 @@ pub mod logging;
 pub mod process;
 pub mod readiness;
 pub mod shard;
+pub mod state;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -61,6 +62,8 @@ pub struct NodeMetrics {
     /// Cross-shard messages dropped because the destination's inbox was full, indexed by
     /// destination shard (the inboxes' own counters, read at scrape time).
     pub inbox_drops: Option<Arc<[AtomicU64]>>,
+    /// Snapshots and restores (all zero without a state directory).
+    pub state: Arc<state::StateMetrics>,
 }
 
 impl NodeMetrics {
@@ -89,6 +92,7 @@ impl NodeMetrics {
             dht: None,
             limits: None,
             inbox_drops: None,
+            state: Arc::default(),
         }
     }
 

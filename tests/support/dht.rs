@@ -5,6 +5,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use setowire_core::dht::NodeId;
 
 /// A bare UDP socket speaking DHT JSON: an attacker, or a client that proves its address
 /// by hand.
@@ -50,6 +51,28 @@ impl Raw {
             }
         }
         got
+    }
+
+    /// STOREs `value` under `key` (hashed as SimpleDHT does).
+    pub fn store(&self, key: &str, value: &str) {
+        let key = NodeId::of_key(key).to_hex();
+        let msg = json!({"type": 3, "from": self.id, "key": key, "value": value});
+        self.send(msg.to_string().as_bytes());
+    }
+
+    /// FIND_VALUE of `key` with rpcId `rpc`: the value, or `None` when the node answers with
+    /// nodes (or not at all within 150 ms).
+    pub fn find_value(&self, key: &str, rpc: u32) -> Option<Value> {
+        let rpc_id = format!("{rpc:08x}");
+        let key = NodeId::of_key(key).to_hex();
+        let msg = json!({"type": 6, "from": self.id, "key": key, "rpcId": rpc_id});
+        self.send(msg.to_string().as_bytes());
+        self.collect(Duration::from_millis(150))
+            .iter()
+            .filter_map(|d| serde_json::from_slice::<Value>(d).ok())
+            .find(|m| m["rpcId"] == rpc_id.as_str())
+            .filter(|m| m["type"] == 7)
+            .map(|m| m["value"].clone())
     }
 
     /// PINGs the node and answers every PING the node sent us: the address is then

@@ -404,6 +404,23 @@ impl Dht {
         &self.storage
     }
 
+    /// Puts back a value an earlier run stored for the source `owner` (its address, grouped
+    /// by the configured IPv6 prefix), for `remaining` more (at most the TTL). Restore values
+    /// soonest to expire first and before serving (see [`Storage::restore`]).
+    pub fn restore_value(
+        &mut self,
+        now: Instant,
+        key: NodeId,
+        value: &str,
+        owner: IpAddr,
+        remaining: Duration,
+    ) -> Result<(), Rejected> {
+        let source = self.source(owner);
+        self.storage
+            .restore(key, value, source, now, remaining)
+            .map(drop)
+    }
+
     /// The value this node serves for the key hash `key`, if any (JSON text).
     pub fn value(&self, key: &NodeId, now: Instant) -> Option<&str> {
         self.local

@@ -93,6 +93,16 @@ pub struct Accepted {
     pub evicted: usize,
 }
 
+/// One stored entry, as [`Storage::entries`] lists it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoredEntry<'a> {
+    pub key: NodeId,
+    /// JSON text.
+    pub value: &'a str,
+    pub owner: SourceGroup,
+    pub expires: Instant,
+}
+
 #[derive(Debug)]
 struct Entry {
     /// JSON text.
@@ -155,6 +165,45 @@ impl Storage {
         source: SourceGroup,
         now: Instant,
     ) -> Result<Accepted, Rejected> {
+        self.put_for(key, value, source, now, self.limits.ttl)
+    }
+
+    /// Puts back an entry an earlier run of the node saved, for what was left of its TTL
+    /// (`remaining`, at most the TTL), under the same limits as [`Storage::put`]. Entries are
+    /// kept in the order they were stored, which must be the order they expire in: restore
+    /// them soonest to expire first, before any new STORE.
+    pub fn restore(
+        &mut self,
+        key: NodeId,
+        value: &str,
+        source: SourceGroup,
+        now: Instant,
+        remaining: Duration,
+    ) -> Result<Accepted, Rejected> {
+        self.put_for(key, value, source, now, remaining.min(self.limits.ttl))
+    }
+
+    /// The entries, oldest (soonest to expire) first: key, value (JSON text), owner and
+    /// expiry. Expired entries not yet forgotten are included; callers compare the expiry.
+    pub fn entries(&self) -> impl Iterator<Item = StoredEntry<'_>> + '_ {
+        self.by_age.values().filter_map(|key| {
+            self.entries.get(key).map(|e| StoredEntry {
+                key: *key,
+                value: &e.value,
+                owner: e.owner,
+                expires: e.expires,
+            })
+        })
+    }
+
+    fn put_for(
+        &mut self,
+        key: NodeId,
+        value: &str,
+        source: SourceGroup,
+        now: Instant,
+        ttl: Duration,
+    ) -> Result<Accepted, Rejected> {
         if value.len() > self.limits.max_value {
             return Err(Rejected::TooLarge);
         }
@@ -182,7 +231,7 @@ impl Storage {
             value: value.into(),
             owner: source,
             seq,
-            expires: now + self.limits.ttl,
+            expires: now + ttl,
         };
         self.attach(key, entry);
         Ok(Accepted { evicted })
@@ -406,6 +455,43 @@ mod tests {
         s.put(key(1), "2", src(1), t0 + Duration::from_secs(50))
             .unwrap();
         assert_eq!(s.get(&key(1), t0 + Duration::from_secs(100)), Some("2"));
+        check(&s);
+    }
+
+    #[test]
+    fn restored_entries_keep_what_was_left_of_their_ttl() {
+        let t0 = Instant::now();
+        let mut s = Storage::new(LIMITS);
+        s.restore(key(1), "\"soon\"", src(1), t0, Duration::from_secs(5))
+            .unwrap();
+        // A remaining time beyond the TTL (the clock went back) is cut to the TTL.
+        s.restore(key(2), "\"late\"", src(2), t0, Duration::from_secs(600))
+            .unwrap();
+        assert_eq!(
+            s.restore(key(2), "\"other\"", src(3), t0, Duration::from_secs(1)),
+            Err(Rejected::OwnedByOther),
+            "restored entries keep their owner"
+        );
+        let listed: Vec<_> = s.entries().map(|e| (e.key, e.value, e.owner)).collect();
+        assert_eq!(
+            listed,
+            [(key(1), "\"soon\"", src(1)), (key(2), "\"late\"", src(2))]
+        );
+        let expiries: Vec<Instant> = s.entries().map(|e| e.expires).collect();
+        assert_eq!(
+            expiries,
+            [t0 + Duration::from_secs(5), t0 + LIMITS.ttl],
+            "soonest to expire first"
+        );
+        assert_eq!(
+            s.get(&key(1), t0 + Duration::from_secs(4)),
+            Some("\"soon\"")
+        );
+        assert_eq!(s.expire(t0 + Duration::from_secs(5)), 1);
+        assert_eq!(
+            s.get(&key(2), t0 + Duration::from_secs(59)),
+            Some("\"late\"")
+        );
         check(&s);
     }
 

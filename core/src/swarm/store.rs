@@ -127,6 +127,11 @@ impl ValueStore {
         }
     }
 
+    /// Every entry, most recently used first, without touching recency.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Arc<[u8]>)> {
+        self.entries.iter().map(|(k, v)| (k.as_str(), v))
+    }
+
     /// Up to `n` keys, most recently used first (HAVE summaries send at most 64).
     pub fn recent_keys(&self, n: usize) -> impl Iterator<Item = &str> {
         self.entries.iter().take(n).map(|(k, _)| k.as_str())
@@ -203,6 +208,8 @@ mod tests {
         assert!(!s.contains("b"));
         assert!(s.contains("a") && s.contains("c") && s.contains("d"));
         assert_eq!(s.len(), 3);
+        let order: Vec<&str> = s.iter().map(|(k, _)| k).collect();
+        assert_eq!(order, ["d", "a", "c"], "most recently used first");
     }
 
     #[test]

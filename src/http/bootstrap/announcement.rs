@@ -17,9 +17,9 @@ use axum::http::StatusCode;
 use serde_json::{Map, Value};
 
 /// Longest `nat` value kept, in bytes.
-const MAX_NAT_BYTES: usize = 32;
+pub const MAX_NAT_BYTES: usize = 32;
 /// Longest `topic` value kept, in bytes.
-const MAX_TOPIC_BYTES: usize = 128;
+pub const MAX_TOPIC_BYTES: usize = 128;
 
 /// One validated announcement.
 #[derive(Debug, Clone, PartialEq)]

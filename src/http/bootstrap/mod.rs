@@ -32,8 +32,10 @@ use serde_json::{json, Value};
 
 use super::body_limit::{closing, read_whole, BodyError};
 use super::{json_error, AppState, ConnAddrs};
-pub use announcement::{parse_announcement, Announcement, Refused, Seen};
-pub(crate) use registry::Registry;
+pub use announcement::{
+    parse_announcement, Announcement, Refused, Seen, MAX_NAT_BYTES, MAX_TOPIC_BYTES,
+};
+pub use registry::Registry;
 use registry::{Limits, Refusal};
 
 /// How long after announcing a client asking for the list may be that announcer.
@@ -90,7 +92,7 @@ pub struct BootstrapConfig {
 }
 
 impl BootstrapConfig {
-    pub(crate) fn registry(&self) -> Registry {
+    pub fn registry(&self) -> Registry {
         Registry::new(Limits {
             ttl: self.ttl,
             max_entries: self.max_entries,

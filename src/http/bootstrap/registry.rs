@@ -58,7 +58,7 @@ struct Table {
     holdings: BTreeSet<(usize, IpAddr)>,
 }
 
-pub(crate) struct Registry {
+pub struct Registry {
     limits: Limits,
     table: Mutex<Table>,
 }
@@ -145,6 +145,40 @@ impl Registry {
         let id = table.by_source.get(&source.to_canonical())?.back()?;
         let at = table.entries.peek(id)?.at;
         (at >= since).then(|| id.clone())
+    }
+
+    /// Every live announcement with the IP that made it and its age, oldest first: what a
+    /// snapshot keeps, in the order [`Registry::restore`] takes them back.
+    pub(crate) fn export(&self, now: Instant) -> Vec<(Announcement, IpAddr, Duration)> {
+        let mut table = self.lock();
+        table.expire(self.limits.ttl, now);
+        table
+            .entries
+            .iter()
+            .rev()
+            .map(|(_, e)| {
+                let age = now.saturating_duration_since(e.at);
+                (e.announcement.clone(), e.source, age)
+            })
+            .collect()
+    }
+
+    /// Puts back an announcement an earlier run saved, made `age` ago by `source`, under the
+    /// same rules as a new one; false when it has expired since. Restore them oldest first,
+    /// before serving. Unless the monotonic clock is younger than `age` (the machine booted
+    /// since), it expires when it would have in the earlier run; otherwise one TTL from now.
+    pub(crate) fn restore(
+        &self,
+        announcement: Announcement,
+        source: IpAddr,
+        age: Duration,
+        now: Instant,
+    ) -> Result<bool, Refusal> {
+        if age >= self.limits.ttl {
+            return Ok(false);
+        }
+        let at = now.checked_sub(age).unwrap_or(now);
+        self.insert(announcement, source, at).map(|()| true)
     }
 
     /// Live announcements.
@@ -392,6 +426,43 @@ mod tests {
         let registry = registry_of_equals(t0);
         registry.insert(announcement(99, 3000), ip(9), now).unwrap();
         assert_eq!(ports(&registry, now).last(), Some(&1002));
+    }
+
+    #[test]
+    fn exported_announcements_restore_with_their_age() {
+        let original = registry(10, 10);
+        let t0 = Instant::now();
+        for n in 1..=3u8 {
+            let at = t0 + Duration::from_secs(u64::from(n));
+            original
+                .insert(announcement(u32::from(n), 1000 + u16::from(n)), ip(n), at)
+                .unwrap();
+        }
+        let now = t0 + Duration::from_secs(4);
+        let saved = original.export(now);
+        let ages: Vec<u64> = saved.iter().map(|(_, _, age)| age.as_secs()).collect();
+        assert_eq!(ages, [3, 2, 1], "oldest first");
+        assert_eq!(saved[0].1, ip(1));
+
+        let later = now + Duration::from_secs(100);
+        let restored = registry(10, 10);
+        for (announcement, source, age) in saved {
+            assert_eq!(restored.restore(announcement, source, age, later), Ok(true));
+        }
+        assert_eq!(
+            restored.restore(announcement(9, 9), ip(9), Duration::from_secs(10), later),
+            Ok(false),
+            "one TTL old: expired"
+        );
+        assert_eq!(ports(&restored, later), [1003, 1002, 1001]);
+        // Each expires one TTL (10 s) after it was first made: the oldest 7 s from `later`.
+        assert_eq!(
+            ports(&restored, later + Duration::from_secs(7)),
+            [1003, 1002]
+        );
+        // Restored entries still belong to their source.
+        let refused = restored.insert(announcement(3, 9), ip(9), later);
+        assert!(matches!(refused, Err(Refusal::Owned { .. })), "{refused:?}");
     }
 
     /// Four IPs with one entry each, the first announced first, in a table of four.
