@@ -50,6 +50,8 @@ pub struct NodeCollector {
     data_delivered: IntCounterVec,
     peers_displaced: IntCounterVec,
     credit_probes: IntCounterVec,
+    wants_repeated: IntCounterVec,
+    data_late: IntCounterVec,
     truncated: IntCounterVec,
     recv_errors: IntCounterVec,
     send_errors: IntCounterVec,
@@ -148,6 +150,16 @@ impl NodeCollector {
             credit_probes: counter_vec(
                 "setowire_credit_probes_total",
                 "HELLOs sent to peers whose send credit did not cover what they are owed",
+                shard,
+            )?,
+            wants_repeated: counter_vec(
+                "setowire_wants_repeated_total",
+                "WANTs sent again for values whose pieces stopped coming",
+                shard,
+            )?,
+            data_late: counter_vec(
+                "setowire_data_late_total",
+                "DATA that arrived after in-order delivery had skipped it, delivered late",
                 shard,
             )?,
             truncated: counter_vec(
@@ -309,7 +321,7 @@ impl NodeCollector {
         })
     }
 
-    fn parts(&self) -> [&dyn Collector; 48] {
+    fn parts(&self) -> [&dyn Collector; 50] {
         [
             &self.peers,
             &self.handshakes,
@@ -323,6 +335,8 @@ impl NodeCollector {
             &self.data_delivered,
             &self.peers_displaced,
             &self.credit_probes,
+            &self.wants_repeated,
+            &self.data_late,
             &self.truncated,
             &self.recv_errors,
             &self.send_errors,
@@ -377,6 +391,8 @@ impl NodeCollector {
             &self.data_delivered,
             &self.peers_displaced,
             &self.credit_probes,
+            &self.wants_repeated,
+            &self.data_late,
             &self.truncated,
             &self.recv_errors,
             &self.send_errors,
@@ -411,6 +427,8 @@ impl NodeCollector {
                 (&self.data_delivered, &shard.data_delivered),
                 (&self.peers_displaced, &shard.peers_displaced),
                 (&self.credit_probes, &shard.credit_probes),
+                (&self.wants_repeated, &shard.wants_repeated),
+                (&self.data_late, &shard.data_late),
                 (&self.truncated, &shard.truncated),
                 (&self.recv_errors, &shard.recv_errors),
                 (&self.loop_iterations, &shard.loop_iterations),

@@ -28,6 +28,8 @@ pub struct ShardMetrics {
     pub data_delivered: AtomicU64,
     pub peers_displaced: AtomicU64,
     pub credit_probes: AtomicU64,
+    pub wants_repeated: AtomicU64,
+    pub data_late: AtomicU64,
     pub stun_responses: AtomicU64,
     /// Received datagrams longer than the receive buffers, dropped unread.
     pub truncated: AtomicU64,
@@ -87,6 +89,8 @@ impl ShardMetrics {
         set(&self.data_delivered, stats.data_delivered);
         set(&self.peers_displaced, stats.peers_displaced);
         set(&self.credit_probes, stats.credit_probes);
+        set(&self.wants_repeated, stats.wants_repeated);
+        set(&self.data_late, stats.data_late);
         set(&self.stun_responses, stats.stun_responses);
         set(&self.truncated, io.truncated);
         set(&self.recv_errors, io.recv_errors);

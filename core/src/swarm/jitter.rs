@@ -2,13 +2,28 @@
 //!
 //! UDP reorders, so a message that arrives ahead of a gap is held until the gap fills or has
 //! waited [`JitterBuffer::GAP_WAIT`]; then delivery skips the gap, as py-setowire does. Unlike
-//! py-setowire, the hold is bounded in count and bytes, and a timed-out gap always resumes at
-//! the lowest held message so that nothing held is ever stranded behind the delivery point.
+//! py-setowire, the hold is bounded in count and bytes, a timed-out gap always resumes at
+//! the lowest held message so that nothing held is ever stranded behind the delivery point,
+//! and a message that arrives after its gap was skipped is delivered late instead of being
+//! dropped: on a link whose jitter exceeds the wait (hundreds of milliseconds on a congested
+//! or mobile path) py-setowire loses every such message. Copies of what was delivered
+//! already are the content filter's to drop, as for every flooded payload.
 //!
 //! One buffer lives in every peer, so the idle state is 16 bytes and allocates nothing; the
 //! holding area is allocated when a message first arrives out of order and freed when it empties.
 
 use std::time::{Duration, Instant};
+
+/// What became of a message given to [`JitterBuffer::push`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Arrival {
+    /// Delivered in order, or held until its turn.
+    InOrder,
+    /// Behind the delivery point: delivered at once, out of order.
+    Late,
+    /// Held already: nothing stored.
+    Duplicate,
+}
 
 /// Reorders one peer's DATA payloads by `seq`.
 ///
@@ -53,30 +68,28 @@ impl JitterBuffer {
         self.next
     }
 
-    /// Accepts message `seq`; appends every message now deliverable in order to `out`.
-    ///
-    /// Returns false, storing nothing, when `seq` is behind the delivery point or is already
-    /// held (a duplicate).
+    /// Accepts message `seq`; appends every message now deliverable to `out`.
     pub(crate) fn push(
         &mut self,
         now: Instant,
         seq: u32,
         payload: &[u8],
         out: &mut Vec<Vec<u8>>,
-    ) -> bool {
+    ) -> Arrival {
         let seq64 = u64::from(seq);
         if seq64 < self.next {
-            return false;
+            out.push(payload.to_vec());
+            return Arrival::Late;
         }
         if seq64 == self.next {
             out.push(payload.to_vec());
             self.next += 1;
             self.flush(out);
-            return true;
+            return Arrival::InOrder;
         }
         let held = self.held.get_or_insert_with(Box::default);
         let at = match held.entries.binary_search_by_key(&seq, |e| e.seq) {
-            Ok(_) => return false,
+            Ok(_) => return Arrival::Duplicate,
             Err(at) => at,
         };
         held.entries.insert(
@@ -93,7 +106,7 @@ impl JitterBuffer {
         }) {
             self.skip_gap(out);
         }
-        true
+        Arrival::InOrder
     }
 
     /// Skips every gap that has waited [`Self::GAP_WAIT`] since the earliest held message
@@ -195,7 +208,7 @@ mod tests {
         let mut j = JitterBuffer::new();
         let mut out = Vec::new();
         for s in 0..5 {
-            assert!(j.push(now, s, &msg(s), &mut out));
+            assert_eq!(j.push(now, s, &msg(s), &mut out), Arrival::InOrder);
         }
         assert_eq!(seqs(&out), [0, 1, 2, 3, 4]);
         assert!(j.is_idle());
@@ -207,11 +220,11 @@ mod tests {
         let mut j = JitterBuffer::new();
         let mut out = Vec::new();
         for s in [2, 1, 4] {
-            assert!(j.push(now, s, &msg(s), &mut out));
+            assert_eq!(j.push(now, s, &msg(s), &mut out), Arrival::InOrder);
         }
         assert!(out.is_empty());
         assert_eq!(j.held_len(), 3);
-        assert!(j.push(now, 0, &msg(0), &mut out));
+        assert_eq!(j.push(now, 0, &msg(0), &mut out), Arrival::InOrder);
         assert_eq!(seqs(&out), [0, 1, 2]);
         assert!(!j.is_idle());
         j.push(now, 3, &msg(3), &mut out);
@@ -220,16 +233,16 @@ mod tests {
     }
 
     #[test]
-    fn old_and_duplicate_messages_are_dropped() {
+    fn held_duplicates_are_dropped_and_old_messages_delivered_late() {
         let now = Instant::now();
         let mut j = JitterBuffer::new();
         let mut out = Vec::new();
         j.push(now, 0, &msg(0), &mut out);
-        assert!(!j.push(now, 0, &msg(0), &mut out));
-        assert!(j.push(now, 5, &msg(5), &mut out));
-        assert!(!j.push(now, 5, b"other", &mut out));
-        assert_eq!(seqs(&out), [0]);
+        assert_eq!(j.push(now, 5, &msg(5), &mut out), Arrival::InOrder);
+        assert_eq!(j.push(now, 5, b"other", &mut out), Arrival::Duplicate);
         assert_eq!(j.held_len(), 1);
+        assert_eq!(j.push(now, 0, &msg(0), &mut out), Arrival::Late);
+        assert_eq!(seqs(&out), [0, 0]);
     }
 
     #[test]
@@ -247,12 +260,12 @@ mod tests {
         assert_eq!(seqs(&out), [3, 4]);
         // 7 waits from its own arrival.
         assert_eq!(j.next_deadline(), Some(t0 + ms(70)));
-        // Late arrivals behind the skip are old now; 5 still fills its gap.
-        assert!(!j.push(t0 + ms(55), 0, &msg(0), &mut out));
-        assert!(j.push(t0 + ms(55), 5, &msg(5), &mut out));
-        assert_eq!(seqs(&out), [3, 4, 5]);
+        // An arrival behind the skip is delivered late; 5 still fills its gap.
+        assert_eq!(j.push(t0 + ms(55), 0, &msg(0), &mut out), Arrival::Late);
+        assert_eq!(j.push(t0 + ms(55), 5, &msg(5), &mut out), Arrival::InOrder);
+        assert_eq!(seqs(&out), [3, 4, 0, 5]);
         j.expire(t0 + ms(70), &mut out);
-        assert_eq!(seqs(&out), [3, 4, 5, 7]);
+        assert_eq!(seqs(&out), [3, 4, 0, 5, 7]);
         assert!(j.is_idle());
         assert_eq!(j.next_seq(), 8);
     }
@@ -329,13 +342,15 @@ mod tests {
         j.expire(now + ms(50), &mut out);
         assert_eq!(out, [b"last".to_vec()]);
         assert_eq!(j.next_seq(), u64::from(u32::MAX) + 1);
-        assert!(!j.push(now, u32::MAX, b"again", &mut out));
-        assert!(!j.push(now, 0, b"zero", &mut out));
+        assert_eq!(j.push(now, u32::MAX, b"again", &mut out), Arrival::Late);
+        assert_eq!(j.push(now, 0, b"zero", &mut out), Arrival::Late);
+        assert!(j.is_idle());
     }
 
     #[test]
     fn random_arrivals_deliver_each_message_once_in_order() {
-        // A deterministic shuffle with drops; every delivered seq is unique and increasing.
+        // A deterministic shuffle with drops, within the gap wait: every delivered seq is
+        // unique and increasing, none late.
         let t0 = Instant::now();
         let mut j = JitterBuffer::new();
         let mut out = Vec::new();
@@ -351,7 +366,7 @@ mod tests {
             }
             for s in batch {
                 if s % 7 != 3 {
-                    j.push(t, s, &msg(s), &mut out);
+                    assert_ne!(j.push(t, s, &msg(s), &mut out), Arrival::Late);
                 }
                 t += ms(1);
                 j.expire(t, &mut out);

@@ -66,7 +66,8 @@ pub(crate) struct Pending {
     pub values: VecDeque<ValueSend>,
     /// Peers it asked to be introduced to with RELAY_REQ, from the address it asked from.
     pub relay_requests: VecDeque<(Id8, SocketAddr)>,
-    /// Credit probes sent and not answered yet, and when the last round went out.
+    /// Credit probes of the last round, those not answered yet, and when it went out.
+    pub probes_sent: u16,
     pub probes_out: u16,
     pub probed_at: Option<Instant>,
 }
@@ -200,6 +201,11 @@ impl Fragments {
             assembler.expire(now);
         }
         self.release_if_empty();
+    }
+
+    /// Reassemblies in progress.
+    pub(crate) fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, |a| a.len())
     }
 
     /// Heap bytes this peer's reassembly takes, the assembler itself included.

@@ -124,6 +124,10 @@ pub struct Stats {
     pub peers_displaced: u64,
     /// HELLOs sent to a peer to earn send credit (each answered HELLO_ACK pays for three).
     pub credit_probes: u64,
+    /// DATA that arrived after delivery had skipped its gap, delivered out of order.
+    pub data_late: u64,
+    /// WANTs sent again for values whose pieces stopped coming.
+    pub wants_repeated: u64,
     frames: [u64; FrameKind::ALL.len()],
     drops: [u64; DropReason::ALL.len()],
 }

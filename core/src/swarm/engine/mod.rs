@@ -19,6 +19,7 @@ mod discovery;
 mod handshake;
 mod paced;
 mod sync;
+pub mod tables;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -36,6 +37,7 @@ use crate::swarm::config::EngineConfig;
 use crate::swarm::dedupe::{content_hash, SeenFilter};
 use crate::swarm::effects::{ClusterEffect, ShardMessage, ShardTarget};
 use crate::swarm::event::{DisconnectReason, Event};
+use crate::swarm::jitter::Arrival;
 use crate::swarm::node_limits::NodeLimits;
 use crate::swarm::node_link::NodeLink;
 use crate::swarm::node_view::{NodeView, ShardId};
@@ -46,6 +48,7 @@ use crate::swarm::single_node::SingleNode;
 use crate::swarm::stats::{DropReason, Stats};
 use crate::swarm::store::ValueLimits;
 use discovery::Introducer;
+use paced::PROBE_ROUND_TIMEOUT;
 use sync::SyncState;
 
 /// BATCH inside BATCH is legal but no dialect nests deeper than this.
@@ -114,6 +117,8 @@ pub struct Engine {
     pub(crate) next_pex: Instant,
     next_mesh_adapt: Instant,
     next_relay_announce: Instant,
+    /// When peers waiting for credit are looked at again (their probe rounds time out).
+    next_credit_round: Instant,
     /// When the engine was created: PING timestamps count milliseconds from here.
     started: Instant,
     /// The latest time the engine was driven with.
@@ -220,6 +225,7 @@ impl Engine {
             next_pex: now + config.pex_interval,
             next_mesh_adapt: now + MESH_ADAPT_EVERY,
             next_relay_announce: now,
+            next_credit_round: now,
             started: now,
             last_now: now,
             pong,
@@ -308,6 +314,9 @@ impl Engine {
             .next_ping
             .min(self.next_pex)
             .min(self.next_relay_announce);
+        if !self.pending_peers.is_empty() {
+            at = at.min(self.next_credit_round);
+        }
         if !self.gapped.is_empty() || !self.dials.is_empty() {
             // Both are rare and short-lived; a fine tick is cheaper than tracking deadlines.
             at = at.min(self.last_now + FINE_TICK);
@@ -330,6 +339,10 @@ impl Engine {
         if now >= self.next_relay_announce {
             self.next_relay_announce = now + self.config.relay_announce_interval;
             self.announce_relay();
+        }
+        if !self.pending_peers.is_empty() && now >= self.next_credit_round {
+            self.next_credit_round = now + PROBE_ROUND_TIMEOUT;
+            self.resume_all();
         }
     }
 
@@ -541,8 +554,12 @@ impl Engine {
             let seq = u32::from_be_bytes(plain_bytes[..SEQ_LEN].try_into().expect("4 bytes"));
             let mut released = std::mem::take(&mut self.released);
             if let Some(peer) = self.peers.get_mut(&id8) {
-                peer.jitter
+                let arrival = peer
+                    .jitter
                     .push(now, seq, &plain_bytes[SEQ_LEN..], &mut released);
+                if arrival == Arrival::Late {
+                    self.stats.data_late += 1;
+                }
                 if peer.jitter.is_idle() {
                     self.gapped.remove(&id8);
                 } else {

@@ -16,6 +16,11 @@ use crate::swarm::stats::DropReason;
 
 /// py-setowire announces at most this many stored keys to a new peer.
 const HAVE_SUMMARY_MAX: usize = 64;
+/// A WANT not answered in full this long after it, or after the last piece that came, is
+/// sent again: py-setowire sends a value's pieces once, all at once, and never again unless
+/// asked, so on a lossy link only asking again completes a value. The wait doubles each time.
+const FIRST_RE_ASK: Duration = Duration::from_secs(1);
+const LAST_RE_ASK: Duration = Duration::from_secs(4);
 
 /// The fetches in progress; the values themselves are in the node's store.
 pub(crate) struct SyncState {
@@ -30,6 +35,11 @@ struct Wanted {
     deadline: Instant,
     /// The application asked (it gets Fetched/FetchFailed); otherwise store-and-forward.
     requested: bool,
+    /// Who is asked: the peer that announced the key, or (`None`) the mesh.
+    from: Option<Id8>,
+    /// When to ask again unless a piece comes first, and the wait after that.
+    re_ask_at: Instant,
+    re_ask_after: Duration,
 }
 
 impl SyncState {
@@ -39,6 +49,14 @@ impl SyncState {
             chunks: PieceAssembler::new(PieceLimits::CHUNK),
             reserved: 0,
         }
+    }
+
+    pub(crate) fn wanted_len(&self) -> usize {
+        self.wanted.len()
+    }
+
+    pub(crate) fn chunk_assemblies(&self) -> usize {
+        self.chunks.len()
     }
 }
 
@@ -81,7 +99,7 @@ impl Engine {
                 key: key.to_owned(),
             });
         }
-        self.want(now + timeout, key, true);
+        self.want(now, now + timeout, key, true, None);
         self.send_want_to_mesh(key);
         self.node
             .send(ShardTarget::Others, ShardMessage::Want(key.to_owned()));
@@ -101,7 +119,7 @@ impl Engine {
         if self.sync.wanted.len() >= self.config.max_wanted || self.node.view().has_stored(key) {
             return;
         }
-        self.want(now + self.config.fetch_timeout, key, false);
+        self.want(now, now + self.config.fetch_timeout, key, false, None);
         self.send_want_to_mesh(key);
     }
 
@@ -122,12 +140,49 @@ impl Engine {
         }
     }
 
-    fn want(&mut self, deadline: Instant, key: &str, requested: bool) {
+    fn want(
+        &mut self,
+        now: Instant,
+        deadline: Instant,
+        key: &str,
+        requested: bool,
+        from: Option<Id8>,
+    ) {
         let entry = self.sync.wanted.entry(key.to_owned()).or_insert(Wanted {
             deadline,
             requested,
+            from,
+            re_ask_at: now + FIRST_RE_ASK,
+            re_ask_after: FIRST_RE_ASK,
         });
         entry.requested |= requested;
+    }
+
+    /// Asks again for the values whose answer stalled: the peer that announced it while it
+    /// is connected, else the mesh.
+    fn re_ask(&mut self, now: Instant) {
+        let stalled: Vec<(String, Option<Id8>)> = self
+            .sync
+            .wanted
+            .iter_mut()
+            .filter(|(_, w)| w.re_ask_at <= now && w.deadline > now)
+            .map(|(key, w)| {
+                w.re_ask_after = (w.re_ask_after * 2).min(LAST_RE_ASK);
+                w.re_ask_at = now + w.re_ask_after;
+                (key.clone(), w.from)
+            })
+            .collect();
+        for (key, from) in stalled {
+            self.stats.wants_repeated += 1;
+            let announcer = from.and_then(|id| Some((id, self.peers.get(&id)?.addr)));
+            match announcer {
+                Some((peer, addr)) => {
+                    // Refused and counted when its credit is short; the next round asks again.
+                    self.send_paid(&peer, addr, &Frame::Want { key: &key });
+                }
+                None => self.send_want_to_mesh(&key),
+            }
+        }
     }
 
     /// The stored keys a newcomer is told about; false while its credit does not cover
@@ -164,7 +219,8 @@ impl Engine {
                 && !self.node.view().has_stored(key)
                 && self.sync.wanted.len() < self.config.max_wanted;
             if forward {
-                self.want(now + self.config.fetch_timeout, key, false);
+                let deadline = now + self.config.fetch_timeout;
+                self.want(now, deadline, key, false, Some(peer));
             }
             if wanted || forward {
                 self.send_paid(&peer, src, &Frame::Want { key });
@@ -201,6 +257,10 @@ impl Engine {
             } => {
                 // A CHUNK_ACK is smaller than the piece it answers.
                 self.send_paid(&peer, src, &Frame::ChunkAck { key, index });
+                if let Some(wanted) = self.sync.wanted.get_mut(key) {
+                    // Pieces are coming: no need to ask again yet.
+                    wanted.re_ask_at = now + wanted.re_ask_after;
+                }
                 let added = self
                     .sync
                     .chunks
@@ -255,6 +315,7 @@ impl Engine {
         true
     }
 
+    /// Drops fetches past their deadline and asks again for those that stalled.
     pub(crate) fn expire_sync(&mut self, now: Instant) {
         self.sync.chunks.expire(now);
         let expired: Vec<(String, bool)> = self
@@ -272,5 +333,6 @@ impl Engine {
             }
         }
         self.settle_chunk_memory();
+        self.re_ask(now);
     }
 }

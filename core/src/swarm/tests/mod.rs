@@ -2,6 +2,7 @@
 //! deterministic tests of the engine's behaviour.
 
 mod hostile;
+mod impaired;
 mod network;
 mod protocol;
 
