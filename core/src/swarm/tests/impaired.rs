@@ -31,8 +31,6 @@ struct Outcome {
     duplicates: usize,
     /// How long the fetch took.
     fetched_after: Option<Duration>,
-    /// Times peer 1 stored the value until the hub had it (its one HAVE can be lost).
-    announced: usize,
     /// WANTs the hub sent again while fetching.
     wants_repeated: u64,
     /// The hub's tables once everyone left, and before anyone came.
@@ -95,6 +93,10 @@ fn run(loss: f64, latency_ms: u64, seed: u64) -> Outcome {
         announced += 1;
         net.advance(Duration::from_secs(20));
     }
+    assert!(
+        net.engine(hub).stored("impaired").is_some(),
+        "the hub never kept the value, announced {announced} times"
+    );
     let wants_repeated = net.engine(hub).stats().wants_repeated;
     net.remove(peers[1]);
     let asked = net.now();
@@ -124,7 +126,6 @@ fn run(loss: f64, latency_ms: u64, seed: u64) -> Outcome {
         delivered,
         duplicates,
         fetched_after,
-        announced,
         wants_repeated,
         hub_after: net.engine(hub).table_sizes(),
         hub_before,
