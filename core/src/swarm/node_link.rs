@@ -63,6 +63,35 @@ impl NodeLink {
         }
     }
 
+    /// Up to `n` peers, most recently connected first, this shard's not yet published
+    /// included: two peers whose handshakes land in one receive batch are each other's most
+    /// recent, and would otherwise never be introduced to each other.
+    pub(crate) fn recent(&self, n: usize) -> Vec<PeerLocation> {
+        let NodeLink::Shard(link) = self else {
+            return self.view().recent(n);
+        };
+        let mut recent: Vec<PeerLocation> = link
+            .effects
+            .iter()
+            .rev()
+            .filter_map(|effect| match effect {
+                ClusterEffect::Connected(location) => Some(*location),
+                _ => None,
+            })
+            .take(n)
+            .collect();
+        let unpublished = recent.len();
+        for location in link.view.recent(n) {
+            if recent.len() >= n {
+                break;
+            }
+            if !recent[..unpublished].iter().any(|r| r.id8 == location.id8) {
+                recent.push(location);
+            }
+        }
+        recent
+    }
+
     pub(crate) fn connected(&mut self, id8: Id8, addr: SocketAddr) {
         let location = PeerLocation {
             id8,

@@ -63,7 +63,6 @@ impl Engine {
         };
         let candidates: Vec<PeerLocation> = self
             .node
-            .view()
             .recent(self.config.gossip_fanout + 1 + pending.introduced.len())
             .into_iter()
             .filter(|other| other.id8 != *newcomer && !pending.introduced.contains(&other.id8))
@@ -231,7 +230,6 @@ impl Engine {
         }
         let local: Vec<PeerLocation> = self
             .node
-            .view()
             .recent(PEX_MAX + 1)
             .into_iter()
             .filter(|p| {
