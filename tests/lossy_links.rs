@@ -107,6 +107,9 @@ fn check(percent: u32, min_delivered: usize) {
     eprintln!("{percent} % loss: {outcome:?}");
     assert_eq!(outcome.duplicates, 0, "{outcome:?}");
     assert!(outcome.delivered >= min_delivered, "{outcome:?}");
+    // Eight HELLOs 300 ms apart; three stores of up to 15 s each.
+    assert!(outcome.joined_after < Duration::from_secs(3), "{outcome:?}");
+    assert!(outcome.kept_after < Duration::from_secs(45), "{outcome:?}");
 }
 
 #[test]
