@@ -14,11 +14,11 @@ use crate::swarm::event::Event;
 
 const PEERS: usize = 4;
 const BROADCASTS: usize = 50;
-/// 40 pieces of 900 bytes.
-const VALUE_LEN: usize = 36_000;
+/// 20 pieces of 900 bytes.
+const VALUE_LEN: usize = 18_000;
 /// Fetches here, the hub's included: twice py-setowire's 30 s. On the worst link (20 % loss each way, a round trip of 0.8–1.6 s)
 /// the sender's credit — three times what the fetcher sent it, grown by probes of which only
-/// 64 % come back — takes most of that to cover 36 kB.
+/// 64 % come back — takes most of that to cover 18 kB.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What one impaired run gave.
@@ -88,7 +88,7 @@ fn run(loss: f64, latency_ms: u64, seed: u64) -> Outcome {
     // stores it again. Then peer 1 leaves and peer 2 fetches it, from the hub alone.
     let value: Vec<u8> = (0..VALUE_LEN).map(|i| (i % 251) as u8).collect();
     let mut announced = 0;
-    while net.engine(hub).stored("impaired").is_none() && announced < 3 {
+    while net.engine(hub).stored("impaired").is_none() && announced < 4 {
         assert!(net.engine(peers[1]).store("impaired", value.clone()));
         announced += 1;
         net.advance(Duration::from_secs(20));
