@@ -279,6 +279,7 @@ mod tests {
                 "--http-announces-per-ip=46",
                 "--http-announce-max-bytes=350",
                 "--no-http-announce-check-source",
+                "--http-peers-list=announced",
                 "--http-peers-default-limit=36",
                 "--http-peers-max-limit=37",
                 "--piping-open",
