@@ -97,6 +97,7 @@ fn metrics_cover_the_node_with_real_traffic() {
         ("setowire_shard_loop_iterations_total", "counter"),
         ("setowire_shard_heartbeat_age_seconds", "gauge"),
         ("setowire_shard_stalled", "gauge"),
+        ("setowire_engine_table_entries", "gauge"),
         ("setowire_dht_requests_total", "counter"),
         ("setowire_dht_drops_total", "counter"),
         ("setowire_dht_values_evicted_total", "counter"),
@@ -151,6 +152,7 @@ fn metrics_cover_the_node_with_real_traffic() {
         "route",
         "code_class",
         "part",
+        "table",
         "version",
         "le",
     ];
@@ -196,6 +198,20 @@ fn metrics_cover_the_node_with_real_traffic() {
         count("setowire_udp_send_errors_total"),
         2 * 5,
         "every send error kind on every shard"
+    );
+    assert_eq!(
+        count("setowire_engine_table_entries"),
+        2 * 10,
+        "every engine table on every shard"
+    );
+    // The peers table holds the sessions the peers gauge counts.
+    assert_eq!(
+        sum(
+            &samples,
+            "setowire_engine_table_entries",
+            &[("table", "peers")]
+        ),
+        sum(&samples, "setowire_peers", &[])
     );
     for name in [
         "setowire_udp_truncated_datagrams_total",

@@ -120,6 +120,7 @@ impl Shard {
         let shard = LoopStats {
             peers: self.engine.peer_count(),
             iterations,
+            tables: self.engine.table_sizes(),
         };
         self.hooks.metrics.publish(
             self.hooks.epoch,

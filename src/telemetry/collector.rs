@@ -59,6 +59,7 @@ pub struct NodeCollector {
     loop_iterations: IntCounterVec,
     heartbeat_age: GaugeVec,
     stalled: IntGaugeVec,
+    engine_tables: IntGaugeVec,
     dht_requests: IntCounterVec,
     dht_drops: IntCounterVec,
     dht_values_evicted: IntCounter,
@@ -204,6 +205,12 @@ impl NodeCollector {
                 ),
                 shard,
             )?,
+            engine_tables: gauge_vec(
+                "setowire_engine_table_entries",
+                "Entries in each of a shard's session tables (all bounded; back to their \
+                 baseline once the peers leave)",
+                &["shard", "table"],
+            )?,
             dht_requests: counter_vec(
                 "setowire_dht_requests_total",
                 "DHT datagrams received, by request type",
@@ -321,7 +328,7 @@ impl NodeCollector {
         })
     }
 
-    fn parts(&self) -> [&dyn Collector; 50] {
+    fn parts(&self) -> [&dyn Collector; 51] {
         [
             &self.peers,
             &self.handshakes,
@@ -344,6 +351,7 @@ impl NodeCollector {
             &self.loop_iterations,
             &self.heartbeat_age,
             &self.stalled,
+            &self.engine_tables,
             &self.dht_requests,
             &self.dht_drops,
             &self.dht_values_evicted,
@@ -453,6 +461,11 @@ impl NodeCollector {
                 .set(age.as_secs_f64());
             let stalled = matches!(shard.health(node.epoch, now), ShardHealth::Stalled(_));
             self.stalled.with_label_values(l).set(i64::from(stalled));
+            for (table, entries) in shard.tables() {
+                self.engine_tables
+                    .with_label_values(&[id.as_str(), table])
+                    .set(entries as i64);
+            }
             for kind in FrameKind::ALL {
                 self.frames
                     .with_label_values(&[id.as_str(), kind.name()])
@@ -658,6 +671,7 @@ mod tests {
     use super::*;
     use crate::io::IoStats;
     use crate::telemetry::LoopStats;
+    use setowire_core::swarm::engine::tables::TableSizes;
     use setowire_core::swarm::stats::Stats;
 
     #[test]
@@ -676,6 +690,11 @@ mod tests {
         let shard = LoopStats {
             peers: 4,
             iterations: 9,
+            tables: TableSizes {
+                peers: 4,
+                addresses: 5,
+                ..TableSizes::default()
+            },
         };
         node.shards[1].publish(node.epoch, Instant::now(), &stats, &io, shard);
         node.http.count_request(HttpRoute::Peers, 200);
@@ -684,6 +703,8 @@ mod tests {
         let text = render(&registry);
         for needle in [
             "setowire_peers{shard=\"1\"} 4",
+            "setowire_engine_table_entries{shard=\"1\",table=\"addresses\"} 5",
+            "setowire_engine_table_entries{shard=\"0\",table=\"events\"} 0",
             "setowire_datagrams_received_total{shard=\"1\"} 3",
             "setowire_bytes_received_total{shard=\"1\"} 300",
             "setowire_io_backend{backend=\"mmsg\"} 1",

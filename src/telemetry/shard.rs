@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use crate::io::{IoStats, SendErrorKind};
 use setowire_core::proto::frame::FrameKind;
+use setowire_core::swarm::engine::tables::TableSizes;
 use setowire_core::swarm::stats::{DropReason, Stats};
 
 /// How often a shard publishes its counters.
@@ -40,6 +41,8 @@ pub struct ShardMetrics {
     send_errors: [AtomicU64; SendErrorKind::ALL.len()],
     frames: [AtomicU64; FrameKind::ALL.len()],
     drops: [AtomicU64; DropReason::ALL.len()],
+    /// Entries per engine table, in [`TableSizes::named`]'s order.
+    tables: [AtomicU64; TableSizes::COUNT],
     /// Milliseconds since the node started at the last publish (0: never).
     last_publish_ms: AtomicU64,
     /// Set once the shard's loop has ended.
@@ -52,6 +55,8 @@ pub struct LoopStats {
     pub peers: usize,
     /// Turns of the loop so far.
     pub iterations: u64,
+    /// Entries in each of the engine's tables.
+    pub tables: TableSizes,
 }
 
 /// Whether a shard's loop is running, as its publishes tell.
@@ -103,6 +108,9 @@ impl ShardMetrics {
         for (slot, reason) in self.drops.iter().zip(DropReason::ALL) {
             set(slot, stats.drops(reason));
         }
+        for (slot, (_, entries)) in self.tables.iter().zip(shard.tables.named()) {
+            set(slot, entries as u64);
+        }
         let ms = now.saturating_duration_since(epoch).as_millis() as u64;
         set(&self.last_publish_ms, ms.max(1));
     }
@@ -122,6 +130,15 @@ impl ShardMetrics {
 
     pub fn total_drops(&self) -> u64 {
         self.drops.iter().map(|d| d.load(Ordering::Relaxed)).sum()
+    }
+
+    /// `(table, entries)` for each engine table, as last published.
+    pub fn tables(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        let names = TableSizes::default().named().map(|(name, _)| name);
+        names
+            .into_iter()
+            .zip(&self.tables)
+            .map(|(name, entries)| (name, entries.load(Ordering::Relaxed)))
     }
 
     pub fn send_errors(&self, kind: SendErrorKind) -> u64 {

@@ -30,8 +30,11 @@ pub struct TableSizes {
 }
 
 impl TableSizes {
+    /// How many tables [`TableSizes::named`] lists.
+    pub const COUNT: usize = 10;
+
     /// `(name, entries)` for each table, in a fixed order (the metrics' `table` label).
-    pub fn named(&self) -> [(&'static str, usize); 10] {
+    pub fn named(&self) -> [(&'static str, usize); Self::COUNT] {
         [
             ("peers", self.peers),
             ("addresses", self.addresses),
