@@ -22,8 +22,8 @@ use crate::swarm::{Swarm, Workload};
 const DEFAULT_PAYLOAD: usize = 64;
 /// Marks the generator's messages, so anything else the peers receive is told apart.
 const MAGIC: &[u8; 4] = b"SIMC";
-/// magic ‖ message number ‖ send time (µs since the process epoch).
-const HEADER: usize = 4 + 8 + 8;
+/// magic ‖ run tag ‖ message number ‖ send time (µs since the process epoch).
+const HEADER: usize = 4 + 8 + 8 + 8;
 /// Messages whose deliveries are counted at once; a message's slot is reused this many later.
 const TALLY_SLOTS: usize = 1 << 20;
 /// Bits of a tally slot that hold the count; the rest identify the message.
@@ -37,6 +37,15 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<Recorder>> {
 fn epoch() -> Instant {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
     *EPOCH.get_or_init(Instant::now)
+}
+
+/// A random tag of this run, in every message: nodes and peers drop a payload they have seen
+/// before (for minutes), so without it a second run's messages — same numbers, and on an
+/// open-loop schedule the same send times — would be taken for the first run's copies and
+/// never delivered; and a message of an earlier run still in flight is not counted as ours.
+fn run_tag() -> u64 {
+    static TAG: OnceLock<u64> = OnceLock::new();
+    *TAG.get_or_init(rand::random)
 }
 
 /// Deliveries per message, shared by all workers (a message sent by one worker's peer is
@@ -128,19 +137,24 @@ impl Chat {
 fn message(number: u64, now: Instant, len: usize) -> Vec<u8> {
     let mut m = Vec::with_capacity(len.max(HEADER));
     m.extend_from_slice(MAGIC);
+    m.extend_from_slice(&run_tag().to_be_bytes());
     m.extend_from_slice(&number.to_be_bytes());
     m.extend_from_slice(&((now - epoch()).as_micros() as u64).to_be_bytes());
     m.resize(len.max(HEADER), b'.');
     m
 }
 
-/// Message number and send time of one of ours.
+/// Message number and send time of one of this run's messages.
 fn parse_message(payload: &[u8]) -> Option<(u64, Instant)> {
     if payload.len() < HEADER || &payload[..4] != MAGIC {
         return None;
     }
-    let number = u64::from_be_bytes(payload[4..12].try_into().ok()?);
-    let micros = u64::from_be_bytes(payload[12..20].try_into().ok()?);
+    let field = |at: usize| payload[at..at + 8].try_into().ok().map(u64::from_be_bytes);
+    if field(4)? != run_tag() {
+        return None;
+    }
+    let number = field(12)?;
+    let micros = field(20)?;
     Some((number, epoch() + Duration::from_micros(micros)))
 }
 
@@ -241,6 +255,9 @@ mod tests {
         assert_eq!(number, 7);
         assert!(at <= now && now - at < Duration::from_millis(1));
         assert!(parse_message(b"not ours, and long enough to pass").is_none());
+        let mut earlier_run = m.clone();
+        earlier_run[4] ^= 1;
+        assert!(parse_message(&earlier_run).is_none());
         assert_eq!(message(1, now, 3).len(), HEADER);
     }
 }
