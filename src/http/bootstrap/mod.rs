@@ -125,8 +125,16 @@ pub(crate) async fn announce(
         Ok(announcement) => announcement,
         Err(refused) => return json_error(refused.status, &refused.message),
     };
-    match state.bootstrap.insert(announcement, source, Instant::now()) {
-        Ok(()) => json_ok(json!({"ok": true, "ttl": config.ttl.as_secs()})),
+    let now = Instant::now();
+    let lan = lan_addr(&announcement, source);
+    let id8 = crate::control::peer_id(&announcement.id);
+    match state.bootstrap.insert(announcement, source, now) {
+        Ok(()) => {
+            if let (Some(lan), Ok(id8)) = (lan, id8) {
+                state.node.lan_addrs.note(id8, source, lan, now);
+            }
+            json_ok(json!({"ok": true, "ttl": config.ttl.as_secs()}))
+        }
         Err(refusal) => {
             let (status, counter) = match refusal {
                 Refusal::Owned { .. } => {
@@ -146,6 +154,14 @@ pub(crate) async fn announce(
             response
         }
     }
+}
+
+/// The address an announcer gave for clients behind its own NAT (its `lip`, or a LAN `ip`),
+/// which the node's UDP introductions also give peers coming from the same IP.
+fn lan_addr(announcement: &Announcement, source: IpAddr) -> Option<SocketAddr> {
+    let seen = announcement.seen_by(source, source);
+    seen.local
+        .or_else(|| Some(seen.addr).filter(|addr| addr.ip() != source.to_canonical()))
 }
 
 /// `GET /peers[?limit=N][&topic=T]`.
