@@ -75,8 +75,19 @@ fn meet(a: &mut ControlPeer, b: &mut ControlPeer, deadline: Instant) -> Option<(
     ))
 }
 
+/// Asks every process to quit, then waits for each: py-setowire takes a while to leave.
+fn quit_all(procs: &mut [&mut ControlPeer]) {
+    for p in procs.iter_mut() {
+        p.send(&serde_json::json!({"cmd": "quit"}));
+    }
+    for p in procs.iter_mut() {
+        p.wait_exit(TIMEOUT);
+    }
+}
+
+/// `time`: to the direct session, or for the broadcast to cross through the node(s).
 fn print_line(case: &str, outcome: &str, time: Option<Duration>) {
-    let time = time.map_or("-".to_owned(), |t| format!("{:.2} s", t.as_secs_f64()));
+    let time = time.map_or("-".to_owned(), |t| format!("{} ms", t.as_millis()));
     println!("nat | {case} | {outcome} | {time}");
 }
 
@@ -152,9 +163,7 @@ fn run_case(lab: &NatLab, case: Case<'_>) {
             print_line(case, &outcome, Some(sent.elapsed()));
         }
     }
-    for p in [&mut a, &mut b, &mut node] {
-        p.quit();
-    }
+    quit_all(&mut [&mut a, &mut b, &mut node]);
 }
 
 /// A peer behind a router of `first` and one behind a router of `second`.
@@ -231,4 +240,169 @@ fn two_peers_behind_the_same_nat() {
         seed: 7,
     };
     run_case(&lab, case);
+}
+
+#[test]
+fn a_second_node_as_the_only_path() {
+    // Peer A knows node 1 only, peer B node 2 only, both behind symmetric NATs; the nodes
+    // introduce nobody, so what A broadcasts can reach B only through node 1 and node 2.
+    let mut lab = NatLab::new();
+    let (r1, r2) = (
+        lab.add_router(NatKind::Symmetric),
+        lab.add_router(NatKind::Symmetric),
+    );
+    let (a_host, b_host) = (lab.add_host(r1), lab.add_host(r2));
+    let (second, second_ip) = lab.add_public_host();
+    let quiet = ["--gossip-fanout", "0"];
+    let (mut node1, url1) = start_node(&lab.public, NODE_IP, &quiet);
+    let (mut node2, url2) = start_node(lab.host(second), second_ip, &quiet);
+    node1.dial(&format!("{second_ip}:{}", node2.port));
+    node1.wait_connection(&node2.id8);
+    node2.wait_connection(&node1.id8);
+    let mut a = start_peers(&lab, &[a_host], &url1).remove(0);
+    let mut b = start_peers(&lab, &[b_host], &url2).remove(0);
+    a.wait_connection(&node1.id8);
+    b.wait_connection(&node2.id8);
+    let payload = pattern_bytes(8, 64);
+    let sent = Instant::now();
+    a.broadcast(&payload);
+    b.wait_data_eq(&node2.id8, &payload);
+    let took = sent.elapsed();
+    let only =
+        |p: &mut ControlPeer| -> Vec<String> { p.peers().into_iter().map(|i| i.id).collect() };
+    assert_eq!(only(&mut a), [node1.id8.clone()], "A has no other path");
+    assert_eq!(only(&mut b), [node2.id8.clone()], "B has no other path");
+    print_line(
+        "two nodes, the second the only path",
+        "through node 1 and node 2",
+        Some(took),
+    );
+    quit_all(&mut [&mut a, &mut b, &mut node1, &mut node2]);
+}
+
+/// The round-trip time from lab host `host` to `ip`, by ping.
+fn rtt(lab: &NatLab, host: usize, ip: Ipv4Addr) -> Duration {
+    let ip = ip.to_string();
+    let out = lab
+        .host(host)
+        .run(&["ping", "-c", "5", "-i", "0.2", "-q", &ip]);
+    let out = out.unwrap_or_else(|e| panic!("ping {ip}: {e}"));
+    // "rtt min/avg/max/mdev = 0.031/0.047/0.069/0.012 ms"
+    let avg = out
+        .lines()
+        .find_map(|l| l.split(" = ").nth(1))
+        .and_then(|v| v.split('/').nth(1))
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("no rtt in ping's output: {out}"));
+    Duration::from_secs_f64(avg / 1000.0)
+}
+
+/// Whether the router's conntrack holds a mapping of `host`'s datagrams to `to` on another
+/// public port than `host`'s own (the port a collision moved it to).
+fn mapping_moved(router: &TestNet, host: Ipv4Addr, to: Ipv4Addr) -> bool {
+    let out = router.run(&["conntrack", "-L", "-p", "udp"]);
+    let out = out.unwrap_or_else(|e| panic!("conntrack: {e}"));
+    // "udp 17 29 src=10.0.0.2 dst=203.0.113.101 sport=4000 dport=5000 [UNREPLIED]
+    //  src=203.0.113.101 dst=203.0.113.100 sport=5000 dport=4001 mark=0 use=1"
+    out.lines().any(|line| {
+        let field = |name: &str, nth: usize| {
+            let prefix = format!("{name}=");
+            line.split_whitespace()
+                .filter_map(|w| w.strip_prefix(&prefix))
+                .nth(nth)
+        };
+        let (host, to) = (host.to_string(), to.to_string());
+        field("src", 0) == Some(&host)
+            && field("dst", 0) == Some(&to)
+            && field("sport", 0) != field("dport", 1)
+    })
+}
+
+#[test]
+fn masquerade_without_firewall_introduction_lead() {
+    // Behind masquerade without a firewall, a HELLO that reaches the other router before
+    // that side's own HELLO left is handed to the router itself, and conntrack keeps it: the
+    // other side's mapping then collides with it and moves to another port. Here the node
+    // introduces nobody; the test makes the introductions itself, to one side a lead ahead of
+    // the other, each trial with peers behind routers of their own (fresh conntrack).
+    const TRIALS: usize = 2;
+    let mut lab = NatLab::new();
+    let (mut node, url) = start_node(&lab.public, NODE_IP, &["--gossip-fanout", "0"]);
+    let mut pairs = Vec::new();
+    for _ in 0..3 * TRIALS {
+        let (r1, r2) = (
+            lab.add_router(NatKind::MasqueradeOnly),
+            lab.add_router(NatKind::MasqueradeOnly),
+        );
+        pairs.push(([r1, r2], [lab.add_host(r1), lab.add_host(r2)]));
+    }
+    let wan = |r: usize| lab.routers[r].wan;
+    let ([_, r2], [a_host, _]) = pairs[0];
+    let round_trip = rtt(&lab, a_host.0, wan(r2));
+    let leads = [
+        ("none", Duration::ZERO),
+        ("one RTT", round_trip),
+        ("100 ms", Duration::from_millis(100)),
+    ];
+    let hosts: Vec<(usize, Ipv4Addr)> = pairs.iter().flat_map(|(_, h)| *h).collect();
+    let mut peers = start_peers(&lab, &hosts, &url).into_iter();
+    let mut trials = Vec::new();
+    for p in 0..pairs.len() {
+        let (mut a, mut b) = (peers.next().expect("a"), peers.next().expect("b"));
+        a.wait_connection(&node.id8);
+        b.wait_connection(&node.id8);
+        trials.push((p, a, b));
+    }
+    let seen = node.peers();
+    let public = |id8: &str, wan: Ipv4Addr| -> String {
+        let addr = (seen.iter().find(|p| p.id == id8))
+            .map(|p| p.addr.clone())
+            .unwrap_or_else(|| panic!("the node has no session with {id8}"));
+        assert!(
+            addr.starts_with(&format!("{wan}:")),
+            "{addr} is not behind {wan}"
+        );
+        addr
+    };
+    let mut started = Vec::new();
+    for (p, a, b) in &mut trials {
+        let ([r1, r2], _) = pairs[*p];
+        let (a_public, b_public) = (public(&a.id8, wan(r1)), public(&b.id8, wan(r2)));
+        let lead = leads[*p / TRIALS].1;
+        started.push(Instant::now());
+        b.dial(&a_public);
+        std::thread::sleep(lead);
+        a.dial(&b_public);
+    }
+    // Eight HELLOs 300 ms apart, and a little more.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut met = Vec::new();
+    for (p, a, b) in &mut trials {
+        let ([r1, r2], [(_, a_ip), (_, b_ip)]) = pairs[*p];
+        let meeting = meet(a, b, deadline).map(|(at, _)| at - started[*p]);
+        let moved = mapping_moved(&lab.routers[r1].ns, a_ip, wan(r2))
+            || mapping_moved(&lab.routers[r2].ns, b_ip, wan(r1));
+        met.push((meeting, moved));
+    }
+    for (l, (name, lead)) in leads.iter().enumerate() {
+        let these = &met[l * TRIALS..(l + 1) * TRIALS];
+        let count = these.iter().filter(|(m, _)| m.is_some()).count();
+        let moved = these.iter().filter(|(_, moved)| *moved).count();
+        let times: Vec<String> = (these.iter().filter_map(|(m, _)| *m))
+            .map(|t| format!("{} ms", t.as_millis()))
+            .collect();
+        let time = if times.is_empty() {
+            "-".to_owned()
+        } else {
+            times.join(", ")
+        };
+        let case = format!(
+            "masquerade, no firewall, lead {name} ({} µs)",
+            lead.as_micros()
+        );
+        println!("nat | {case} | met directly {count}/{TRIALS}, a mapping moved {moved}/{TRIALS} | {time}");
+    }
+    let mut all: Vec<&mut ControlPeer> = (trials.iter_mut()).flat_map(|(_, a, b)| [a, b]).collect();
+    all.push(&mut node);
+    quit_all(&mut all);
 }
