@@ -318,6 +318,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_lan_address_of_an_announcement() {
+        let source: IpAddr = "198.51.100.7".parse().unwrap();
+        let lan = |body: &str| {
+            let announcement = parse_announcement(body.as_bytes(), source, true).unwrap();
+            lan_addr(&announcement, source)
+        };
+        let id = "ab".repeat(20);
+        // py-setowire 0.1.0 before STUN: its LAN address as `ip`.
+        let py = format!(r#"{{"id":"{id}","ip":"10.0.0.2","port":4000}}"#);
+        assert_eq!(lan(&py), Some("10.0.0.2:4000".parse().unwrap()));
+        // Its public address: nothing for inside.
+        let public = format!(r#"{{"id":"{id}","ip":"198.51.100.7","port":4000}}"#);
+        assert_eq!(lan(&public), None);
+        let both = format!(
+            r#"{{"id":"{id}","ip":"198.51.100.7","port":4000,"lip":"192.168.1.5","lport":4001}}"#
+        );
+        assert_eq!(lan(&both), Some("192.168.1.5:4001".parse().unwrap()));
+    }
+
+    #[test]
     fn form_pairs_decode() {
         let pairs: Vec<_> = form_pairs("limit=5&topic=a%20b+c&&x").collect();
         assert_eq!(
