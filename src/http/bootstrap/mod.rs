@@ -29,6 +29,7 @@ use axum::extract::{ConnectInfo, RawQuery, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
+use setowire_core::proto::identity::decode_hex;
 
 use super::body_limit::{closing, read_whole, BodyError};
 use super::{json_error, AppState, ConnAddrs};
@@ -127,10 +128,10 @@ pub(crate) async fn announce(
     };
     let now = Instant::now();
     let lan = lan_addr(&announcement, source);
-    let id8 = crate::control::peer_id(&announcement.id);
+    let id8 = announcement.id.get(..16).and_then(decode_hex);
     match state.bootstrap.insert(announcement, source, now) {
         Ok(()) => {
-            if let (Some(lan), Ok(id8)) = (lan, id8) {
+            if let (Some(lan), Some(id8)) = (lan, id8.and_then(|id8| id8.try_into().ok())) {
                 state.node.lan_addrs.note(id8, source, lan, now);
             }
             json_ok(json!({"ok": true, "ttl": config.ttl.as_secs()}))
