@@ -4,7 +4,7 @@
 //! a path exists, else a broadcast delivered through the node. Each case prints one
 //! `nat | case | outcome | time` line (run with `-- --nocapture` to see them).
 //!
-//! Needs root (network namespaces) and `nft`.
+//! Needs root (network namespaces), `nft`, `conntrack` and `ping`.
 
 mod support;
 
