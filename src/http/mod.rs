@@ -43,6 +43,7 @@ use listener::ConnLimits;
 use metrics::HttpMetrics;
 use server::{ServeError, Served};
 use setowire_core::ratelimit::{IpLimiter, Rate, SourceGrouping};
+use setowire_core::swarm::lan_addrs::LanAddrs;
 
 pub use bandwidth::BandwidthConfig;
 pub use bootstrap::BootstrapConfig;
@@ -91,6 +92,8 @@ pub struct NodeSelf {
     /// Whether the node answers RELAY_REQ.
     pub relay: bool,
     pub sessions: SessionLookup,
+    /// Where announced LAN addresses go, for the node's introductions behind one NAT.
+    pub lan_addrs: Arc<LanAddrs>,
 }
 
 impl NodeSelf {
@@ -297,6 +300,7 @@ mod tests {
             public_addr: public.map(|p| p.parse().unwrap()),
             relay: true,
             sessions: Arc::new(|_| None),
+            lan_addrs: Arc::default(),
         }
     }
 

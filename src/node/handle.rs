@@ -9,6 +9,7 @@ use std::time::Duration;
 use crate::node::shard::ShardCommand;
 use crate::node::shared::NodeShared;
 use setowire_core::proto::identity::Id8;
+use setowire_core::swarm::lan_addrs::LanAddrs;
 use setowire_core::swarm::node_view::ShardId;
 use setowire_core::swarm::peer::PeerInfo;
 
@@ -39,6 +40,11 @@ pub struct NodeHandle {
 impl NodeHandle {
     pub fn new(shards: Vec<ShardLink>, cluster: Arc<NodeShared>) -> Self {
         NodeHandle { shards, cluster }
+    }
+
+    /// Where the node keeps the LAN addresses peers announce.
+    pub fn lan_addrs(&self) -> Arc<LanAddrs> {
+        Arc::clone(&self.cluster.lan_addrs)
     }
 
     pub fn shard_count(&self) -> usize {

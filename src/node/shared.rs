@@ -8,6 +8,7 @@ use std::time::Instant;
 use setowire_core::proto::identity::Id8;
 use setowire_core::swarm::dedupe::SeenFilter;
 use setowire_core::swarm::effects::ClusterEffect;
+use setowire_core::swarm::lan_addrs::LanAddrs;
 use setowire_core::swarm::node_limits::NodeLimits;
 use setowire_core::swarm::node_view::{NodeView, PeerLocation, ShardId};
 use setowire_core::swarm::store::ValueStore;
@@ -24,6 +25,8 @@ pub struct NodeShared {
     pub limits: Arc<NodeLimits>,
     /// Application data already delivered, by any shard.
     pub seen: Arc<SeenFilter>,
+    /// LAN addresses announced to the HTTP bootstrap, for introductions behind one NAT.
+    pub lan_addrs: Arc<LanAddrs>,
 }
 
 impl NodeShared {
@@ -43,6 +46,7 @@ impl NodeShared {
             inboxes: ShardInboxes::new(wakers),
             limits: Arc::new(limits),
             seen: Arc::new(seen),
+            lan_addrs: Arc::default(),
         })
     }
 
@@ -104,5 +108,9 @@ impl NodeView for NodeShared {
 
     fn seen(&self) -> Arc<SeenFilter> {
         Arc::clone(&self.seen)
+    }
+
+    fn lan_addrs(&self) -> Arc<LanAddrs> {
+        Arc::clone(&self.lan_addrs)
     }
 }

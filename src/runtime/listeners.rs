@@ -59,6 +59,7 @@ impl Listeners {
                     public_addr: engine.public_addr,
                     relay: engine.relay,
                     sessions: session_lookup(parts.node),
+                    lan_addrs: parts.node.lan_addrs(),
                 };
                 let metrics = Arc::clone(&parts.metrics.http);
                 ControlPlane::start(config, node, registry, metrics, supervisor)

@@ -31,7 +31,7 @@ Commands:
 
 The process never reaches outside the machine: STUN hosts, HTTP bootstrap hosts,
 piping servers and hard-coded seeds are emptied before the swarm module is loaded,
-the local-address guess is pinned to 127.0.0.1, HTTP proxies are ignored, the STUN
+the local-address guess is pinned to 127.0.0.1 (or --local-ip), HTTP proxies are ignored, the STUN
 task is not started, and LAN multicast stays off unless --lan is given.
 """
 
@@ -69,6 +69,8 @@ def _parse_args(argv):
     p.add_argument("--bootstrap-http", action="append", default=[], metavar="URL")
     p.add_argument("--max-peers", type=int)
     p.add_argument("--lan", action="store_true", help="enable LAN multicast discovery")
+    p.add_argument("--local-ip", default="127.0.0.1",
+                   help="the LAN address the swarm announces (inside a test's own namespace)")
     return p.parse_args(argv)
 
 
@@ -106,7 +108,7 @@ class Driver:
     async def start(self):
         import swarm as swarm_mod
 
-        swarm_mod._local_ip = lambda: "127.0.0.1"
+        swarm_mod._local_ip = lambda: self.args.local_ip
         # With STUN_HOSTS empty, 0.1.0's STUN task dies at once on asyncio.wait([])
         # (and would log "Task exception was never retrieved"); skipping it is
         # equivalent: no STUN answer, so no 'nat' event, exactly as offline.

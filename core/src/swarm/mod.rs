@@ -12,6 +12,7 @@ pub mod effects;
 pub mod engine;
 pub mod event;
 mod jitter;
+pub mod lan_addrs;
 pub mod node_limits;
 mod node_link;
 pub mod node_view;

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use crate::proto::identity::Id8;
 use crate::swarm::dedupe::SeenFilter;
+use crate::swarm::lan_addrs::LanAddrs;
 use crate::swarm::node_limits::NodeLimits;
 
 pub type ShardId = usize;
@@ -54,4 +55,7 @@ pub trait NodeView: Send + Sync {
     /// The duplicate filter all shards check application data against before they deliver
     /// or re-flood it (asked once, when an engine is made).
     fn seen(&self) -> Arc<SeenFilter>;
+    /// The LAN addresses peers announced, by which peers behind one NAT are introduced
+    /// (asked once, when an engine is made).
+    fn lan_addrs(&self) -> Arc<LanAddrs>;
 }

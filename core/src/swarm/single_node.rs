@@ -9,6 +9,7 @@ use std::time::Instant;
 use crate::proto::identity::Id8;
 use crate::swarm::config::EngineConfig;
 use crate::swarm::dedupe::{SeenFilter, ROTATE_EVERY};
+use crate::swarm::lan_addrs::LanAddrs;
 use crate::swarm::node_limits::NodeLimits;
 use crate::swarm::node_view::{NodeView, PeerLocation, DIAL_MEMORY};
 use crate::swarm::store::ValueStore;
@@ -102,6 +103,7 @@ pub(crate) struct SingleNode {
     pub(crate) store: ValueStore,
     limits: Arc<NodeLimits>,
     seen: Arc<SeenFilter>,
+    lan_addrs: Arc<LanAddrs>,
 }
 
 impl SingleNode {
@@ -109,6 +111,7 @@ impl SingleNode {
         Self {
             limits: Arc::new(NodeLimits::new(config, now)),
             seen: Arc::new(SeenFilter::new(config.seen_filter_bits, ROTATE_EVERY, now)),
+            lan_addrs: Arc::default(),
             index: PeerIndex::new(config.recent_peers_wanted(), config.max_dials),
             store: ValueStore::new(
                 config.store_max_entries,
@@ -162,5 +165,9 @@ impl NodeView for SingleNode {
 
     fn seen(&self) -> Arc<SeenFilter> {
         Arc::clone(&self.seen)
+    }
+
+    fn lan_addrs(&self) -> Arc<LanAddrs> {
+        Arc::clone(&self.lan_addrs)
     }
 }

@@ -29,6 +29,7 @@ use axum::extract::{ConnectInfo, RawQuery, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
+use setowire_core::proto::identity::decode_hex;
 
 use super::body_limit::{closing, read_whole, BodyError};
 use super::{json_error, AppState, ConnAddrs};
@@ -125,8 +126,16 @@ pub(crate) async fn announce(
         Ok(announcement) => announcement,
         Err(refused) => return json_error(refused.status, &refused.message),
     };
-    match state.bootstrap.insert(announcement, source, Instant::now()) {
-        Ok(()) => json_ok(json!({"ok": true, "ttl": config.ttl.as_secs()})),
+    let now = Instant::now();
+    let lan = lan_addr(&announcement, source);
+    let id8 = announcement.id.get(..16).and_then(decode_hex);
+    match state.bootstrap.insert(announcement, source, now) {
+        Ok(()) => {
+            if let (Some(lan), Some(id8)) = (lan, id8.and_then(|id8| id8.try_into().ok())) {
+                state.node.lan_addrs.note(id8, source, lan, now);
+            }
+            json_ok(json!({"ok": true, "ttl": config.ttl.as_secs()}))
+        }
         Err(refusal) => {
             let (status, counter) = match refusal {
                 Refusal::Owned { .. } => {
@@ -146,6 +155,14 @@ pub(crate) async fn announce(
             response
         }
     }
+}
+
+/// The address an announcer gave for clients behind its own NAT (its `lip`, or a LAN `ip`),
+/// which the node's UDP introductions also give peers coming from the same IP.
+fn lan_addr(announcement: &Announcement, source: IpAddr) -> Option<SocketAddr> {
+    let seen = announcement.seen_by(source, source);
+    seen.local
+        .or_else(|| Some(seen.addr).filter(|addr| addr.ip() != source.to_canonical()))
 }
 
 /// `GET /peers[?limit=N][&topic=T]`.
@@ -300,6 +317,26 @@ fn percent_decode(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_lan_address_of_an_announcement() {
+        let source: IpAddr = "198.51.100.7".parse().unwrap();
+        let lan = |body: &str| {
+            let announcement = parse_announcement(body.as_bytes(), source, true).unwrap();
+            lan_addr(&announcement, source)
+        };
+        let id = "ab".repeat(20);
+        // py-setowire 0.1.0 before STUN: its LAN address as `ip`.
+        let py = format!(r#"{{"id":"{id}","ip":"10.0.0.2","port":4000}}"#);
+        assert_eq!(lan(&py), Some("10.0.0.2:4000".parse().unwrap()));
+        // Its public address: nothing for inside.
+        let public = format!(r#"{{"id":"{id}","ip":"198.51.100.7","port":4000}}"#);
+        assert_eq!(lan(&public), None);
+        let both = format!(
+            r#"{{"id":"{id}","ip":"198.51.100.7","port":4000,"lip":"192.168.1.5","lport":4001}}"#
+        );
+        assert_eq!(lan(&both), Some("192.168.1.5:4001".parse().unwrap()));
+    }
 
     #[test]
     fn form_pairs_decode() {

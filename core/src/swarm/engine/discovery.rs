@@ -33,14 +33,22 @@ struct Introduction {
     id: String,
     ip: String,
     port: u16,
+    /// The LAN address, when the introducer saw both peers behind one public IP.
+    #[serde(default)]
+    lip: Option<String>,
+    #[serde(default)]
+    lport: Option<u16>,
 }
 
 impl Engine {
     /// Matchmaking: tells a newcomer about the peers that connected most recently (on any
     /// shard) and them about it, both with a gossip introduction (which py-setowire acts on)
     /// and with RELAY_FWD, so that peers which only know this node dial each other directly
-    /// and punch through their NATs at the same time. Introductions are paid from both sides'
-    /// send credit, with the HELLOs each side will send the other; the newcomer's wait for it.
+    /// and punch through their NATs at the same time (tests/nat.rs measured that introducing
+    /// one side a round trip early does not help behind masquerade without a firewall). Two
+    /// peers behind one public IP are also given each other's announced LAN addresses
+    /// (py-setowire dials both). Introductions are paid from both sides' send credit, with
+    /// the HELLOs each side will send the other; the newcomer's wait for it.
     pub(crate) fn introduce(&mut self, newcomer: &Id8) {
         if self.config.gossip_fanout == 0 {
             return;
@@ -71,7 +79,8 @@ impl Engine {
         let mut elsewhere: Vec<(ShardId, Vec<Id8>)> = Vec::new();
         let mut ran_out_of_credit = false;
         for other in candidates {
-            let to_newcomer = introduction_json(&other.id8, other.addr);
+            let lan = self.lan_addr_for(&other.id8, other.addr, new_addr);
+            let to_newcomer = introduction_json(&other.id8, other.addr, lan);
             let cost_to_newcomer = introduction_cost(&to_newcomer, other.addr);
             if self.credit(newcomer, new_addr) < cost_to_newcomer {
                 ran_out_of_credit = true;
@@ -136,7 +145,7 @@ impl Engine {
             return;
         };
         while let Some(&(id8, at)) = pending.tell_about.front() {
-            let about = introduction_json(&id8, at);
+            let about = introduction_json(&id8, at, self.lan_addr_for(&id8, at, addr));
             if !self.spend(target, addr, introduction_cost(&about, at)) {
                 return;
             }
@@ -144,6 +153,15 @@ impl Engine {
             self.send_unsequenced(target, about.as_bytes());
             self.send_relay_fwd(addr, &id8, at);
         }
+    }
+
+    /// Where the peer at `to` can reach `id8` (at `at`) inside their network, when both are
+    /// behind the same public IP and `id8` announced a LAN address from it.
+    fn lan_addr_for(&self, id8: &Id8, at: SocketAddr, to: SocketAddr) -> Option<SocketAddr> {
+        let public = at.ip().to_canonical();
+        (public == to.ip().to_canonical())
+            .then(|| self.lan_addrs.behind(id8, public, self.last_now))
+            .flatten()
     }
 
     /// RELAY_FWD to `dst`: "dial `from` at `at`". Paid for by the caller.
@@ -192,9 +210,17 @@ impl Engine {
                 .parse()
                 .ok()
                 .map(|ip| SocketAddr::new(ip, intro.port));
+            let lan = match (intro.lip.map(|ip| ip.parse()), intro.lport) {
+                (Some(Ok(ip)), Some(port)) => Some(SocketAddr::new(ip, port)),
+                _ => None,
+            };
             if let (Some(id8), Some(addr)) = (id8, addr) {
                 let id8: Id8 = id8.try_into().expect("16 hex chars are 8 bytes");
-                self.follow_introduction(now, from, &id8, addr);
+                // Both, the LAN address first: from inside the same NAT, the public address
+                // is rarely reached (few NATs hairpin).
+                for at in lan.into_iter().chain([addr]) {
+                    self.follow_introduction(now, from, &id8, at);
+                }
             }
         }
         true
@@ -454,17 +480,22 @@ fn relay_fwd_len(at: SocketAddr) -> usize {
 }
 
 /// What one side of an introduction is sent, and made to receive: the gossip DATA, the
-/// RELAY_FWD, and the HELLOs of the peer it is introduced to.
+/// RELAY_FWD, and the HELLOs of the peer it is introduced to (at one address: py-setowire
+/// sends those at a LAN address inside the NAT both peers are behind).
 fn introduction_cost(json: &str, about: SocketAddr) -> usize {
     // Two frames: the spend charges one frame's overhead, this the other's.
     DATA_OVERHEAD + json.len() + relay_fwd_len(about) + FRAME_OVERHEAD + INDUCED_DIAL_BYTES
 }
 
 /// The introduction py-setowire understands: sent as the whole plaintext, without a seq,
-/// because py-setowire looks for `{` before it strips one.
-fn introduction_json(id8: &Id8, addr: SocketAddr) -> String {
+/// because py-setowire looks for `{` before it strips one. `lan`, if given, goes in
+/// `lip`/`lport`, which py-setowire dials together with `ip`/`port`.
+fn introduction_json(id8: &Id8, addr: SocketAddr, lan: Option<SocketAddr>) -> String {
+    let lan = lan.map_or_else(String::new, |lan| {
+        format!(",\"lip\":\"{}\",\"lport\":{}", lan.ip(), lan.port())
+    });
     format!(
-        "{{\"_gossip\":true,\"id\":\"{}\",\"ip\":\"{}\",\"port\":{}}}",
+        "{{\"_gossip\":true,\"id\":\"{}\",\"ip\":\"{}\",\"port\":{}{lan}}}",
         encode_hex(id8),
         addr.ip(),
         addr.port()

@@ -38,6 +38,7 @@ use crate::swarm::dedupe::{content_hash, SeenFilter};
 use crate::swarm::effects::{ClusterEffect, ShardMessage, ShardTarget};
 use crate::swarm::event::{DisconnectReason, Event};
 use crate::swarm::jitter::Arrival;
+use crate::swarm::lan_addrs::LanAddrs;
 use crate::swarm::node_limits::NodeLimits;
 use crate::swarm::node_link::NodeLink;
 use crate::swarm::node_view::{NodeView, ShardId};
@@ -110,6 +111,8 @@ pub struct Engine {
     pub(crate) out: OutQueue,
     events: VecDeque<Event>,
     seen: Arc<SeenFilter>,
+    /// LAN addresses announced to the node, for introducing peers behind one NAT.
+    pub(crate) lan_addrs: Arc<LanAddrs>,
     pub(crate) sync: SyncState,
     pub(crate) stats: Stats,
     pub(crate) rng: StdRng,
@@ -200,6 +203,7 @@ impl Engine {
         debug_assert_eq!(pong_len, PONG_LEN);
         let limits = node.view().limits();
         let seen = node.view().seen();
+        let lan_addrs = node.view().lan_addrs();
         Self {
             id8: identity.id8(),
             identity,
@@ -218,6 +222,7 @@ impl Engine {
             out: OutQueue::new(config.out_queue_bytes),
             events: VecDeque::new(),
             seen,
+            lan_addrs,
             sync: SyncState::new(),
             stats: Stats::default(),
             rng,

@@ -131,6 +131,62 @@ fn symmetric_and_port_restricted_nats_get_no_direct_session() {
     assert_eq!(net.engine(0).peer_count(), 2);
 }
 
+/// A public hub (engine 0) and two peers, 1 and 2, behind one NAT (public IP 198.51.100.1,
+/// private 192.168.1.2:4000 and 192.168.1.3:4000), which does not hairpin; `announced`
+/// LAN addresses are noted at the hub, each as if announced from `from`.
+fn behind_one_nat(from: &str, announced: bool) -> Swarm {
+    let config = EngineConfig::default();
+    let mut net = Swarm::empty(0);
+    net.net.set_default_link(WAN).unwrap();
+    net.add_public(&config);
+    let nat = net
+        .net
+        .add_nat(ip("198.51.100.1"), NatConfig::PORT_RESTRICTED_CONE)
+        .unwrap();
+    net.add_behind(nat, addr("192.168.1.2:4000"), &config);
+    net.add_behind(nat, addr("192.168.1.3:4000"), &config);
+    if announced {
+        let now = net.now();
+        for i in [1, 2] {
+            let (id8, lan) = (net.id8(i), net.addr(i));
+            net.engine(0).lan_addrs.note(id8, ip(from), lan, now);
+        }
+    }
+    net.connect(1, 0);
+    net.connect(2, 0);
+    net.advance(Duration::from_secs(6));
+    net
+}
+
+#[test]
+fn peers_behind_one_nat_are_introduced_at_their_lan_addresses() {
+    let mut net = behind_one_nat("198.51.100.1", true);
+    assert!(knows(&mut net, 1, 2) && knows(&mut net, 2, 1));
+    let (lan1, lan2) = (net.addr(1), net.addr(2));
+    assert!(net.take_events(1).contains(&Event::Connected {
+        peer: net.id8(2),
+        addr: lan2
+    }));
+    assert!(net.take_events(2).contains(&Event::Connected {
+        peer: net.id8(1),
+        addr: lan1
+    }));
+}
+
+#[test]
+fn peers_behind_one_nat_without_lan_addresses_do_not_meet() {
+    // Introduced at their public addresses only: the NAT does not hairpin.
+    let mut net = behind_one_nat("198.51.100.1", false);
+    assert!(!knows(&mut net, 1, 2) && !knows(&mut net, 2, 1));
+    assert!(net.net.counters().unroutable > 0);
+}
+
+#[test]
+fn a_lan_address_announced_from_another_ip_is_not_given_out() {
+    let mut net = behind_one_nat("198.51.100.9", true);
+    assert!(!knows(&mut net, 1, 2) && !knows(&mut net, 2, 1));
+}
+
 #[test]
 fn pings_keep_a_nat_mapping_and_the_session_through_it_alive() {
     let config = EngineConfig::default();
