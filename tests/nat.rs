@@ -382,6 +382,11 @@ fn masquerade_without_firewall_introduction_lead() {
         let meeting = meet(a, b, deadline).map(|(at, _)| at - started[*p]);
         let moved = mapping_moved(&lab.routers[r1].ns, a_ip, wan(r2))
             || mapping_moved(&lab.routers[r2].ns, b_ip, wan(r1));
+        // The model this measures: where they did not meet, a collision moved a mapping.
+        assert!(
+            meeting.is_some() || moved,
+            "trial {p}: no direct session, yet no mapping moved"
+        );
         met.push((meeting, moved));
     }
     for (l, (name, lead)) in leads.iter().enumerate() {
