@@ -15,6 +15,7 @@ use crate::proto::identity::{peer_id_of, Id8};
 use crate::proto::session::CryptoError;
 use crate::ratelimit::{SourceGroup, TokenBucket};
 use crate::swarm::budget::SendBudget;
+use crate::swarm::engine::paced::INDUCED_DIAL_BYTES;
 use crate::swarm::engine::{
     Dial, Engine, DIAL_HELLOS, DIAL_INTERVAL, DIAL_LINGER, DISPLACEABLE_AFTER, DISPLACEMENT_SAMPLE,
     KEY_CHANGE_SILENT_PINGS,
@@ -218,15 +219,45 @@ impl Engine {
     }
 
     /// Starts dialling `addr`: HELLO now and up to seven more times until answered.
-    /// Returns false when already connected there or the dial table is full.
+    /// Returns false when already connected there, already sending HELLOs there, or the dial
+    /// table is full. A dial whose HELLOs all went unanswered starts again: the node there
+    /// may have been down, and a bootstrap node is dialled until it answers.
     pub fn dial(&mut self, now: Instant, addr: SocketAddr) -> bool {
-        if self.by_addr.contains_key(&addr)
-            || self.dials.contains_key(&addr)
-            || self.node.view().is_connected_addr(&addr)
+        if self.by_addr.contains_key(&addr) || self.node.view().is_connected_addr(&addr) {
+            return false;
+        }
+        self.start_dial(now, addr)
+    }
+
+    /// A PONG naming another identity came from `src`, the address of `owner`'s session:
+    /// once that session has been silent long enough to be replaced by a new key (see
+    /// [`Self::may_replace`]), dial `src` so that whoever answers there now (the peer,
+    /// restarted with a new identity) gets a session. A live peer keeps its session: it is
+    /// not silent, and a HELLO to it only gets its own HELLO_ACK back. The HELLOs are paid
+    /// from the session's credit at `src`, like anything else the node sends there.
+    pub(crate) fn redial_if_replaced(&mut self, now: Instant, src: SocketAddr, owner: &Id8) {
+        let dialling = self
+            .dials
+            .get(&src)
+            .is_some_and(|dial| dial.hellos_left > 0);
+        if dialling || !self.may_replace(now, owner) {
+            return;
+        }
+        if !self.spend(owner, src, INDUCED_DIAL_BYTES) {
+            return self.count_drop(DropReason::AddressBudget);
+        }
+        self.start_dial(now, src);
+    }
+
+    fn start_dial(&mut self, now: Instant, addr: SocketAddr) -> bool {
+        if self
+            .dials
+            .get(&addr)
+            .is_some_and(|dial| dial.hellos_left > 0)
         {
             return false;
         }
-        if self.dials.len() >= self.config.max_dials {
+        if !self.dials.contains_key(&addr) && self.dials.len() >= self.config.max_dials {
             self.count_drop(DropReason::DialTableFull);
             return false;
         }
