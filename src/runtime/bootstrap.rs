@@ -151,7 +151,10 @@ impl Keeper {
     }
 
     fn is_joined(&self, entry: &Entry) -> bool {
-        entry.addrs.iter().any(|addr| self.node.has_session_at(addr))
+        entry
+            .addrs
+            .iter()
+            .any(|addr| self.node.has_session_at(addr))
     }
 
     /// Resolves entry `i` again and dials what it names, then schedules its next retry.

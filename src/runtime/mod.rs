@@ -237,7 +237,14 @@ pub fn run(mut options: NodeOptions) -> Result<(), RuntimeError> {
     let ready =
         control::codec::render_ready(&id40, local, listeners.http_addr(), listeners.admin_addr());
     serve_until_stopped(&node, ready, events, &supervisor);
-    shut_down(&node, shards, services, listeners, [snapshots, keeper], &supervisor);
+    shut_down(
+        &node,
+        shards,
+        services,
+        listeners,
+        [snapshots, keeper],
+        &supervisor,
+    );
     match supervisor.failure() {
         Some(failure) => Err(RuntimeError::Failed(failure.clone())),
         None => Ok(()),

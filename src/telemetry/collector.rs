@@ -596,7 +596,8 @@ impl NodeCollector {
         self.refresh_state(&node.state);
         let bootstrap = &node.bootstrap;
         self.bootstrap_nodes.set(load(&bootstrap.configured) as i64);
-        self.bootstrap_connected.set(load(&bootstrap.connected) as i64);
+        self.bootstrap_connected
+            .set(load(&bootstrap.connected) as i64);
         reset_counter(&self.bootstrap_dials, load(&bootstrap.dials));
     }
 
