@@ -122,7 +122,7 @@ impl DhtClient {
 fn peers_of_two_nodes_meet_and_outlive_either() {
     let net = TestNet::new();
     let (port_a, port_b) = free_ports(&net);
-    // A starts first: B is down when A dials it, so A joins B only by dialling it again.
+    // A starts first, while B is down: whichever dial is answered first joins them.
     let mut a = fleet_node(&net, port_a, &["--bootstrap", &at(port_b)]);
     let started = Instant::now();
     let mut b = fleet_node(&net, port_b, &["--bootstrap", &at(port_a)]);
@@ -181,10 +181,18 @@ fn a_node_joins_a_bootstrap_node_that_starts_later() {
     exchange(&mut p1, &mut p2, 200, 2);
 }
 
-/// The seed A is killed (SIGKILL, no GOAWAY) and started again on its port, with a new
-/// identity or, with `--state-dir`, its own: B joins it again, and a new peer of A meets a
-/// peer of B directly.
-fn a_restarted_seed_is_joined_again(kept: Option<PathBuf>) {
+/// How the seed stops before it starts again.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// SIGKILL: no GOAWAY, B's session with it only goes silent.
+    Kill,
+    /// `quit`: GOAWAY to every peer, as at a rolling update.
+    Quit,
+}
+
+/// The seed A stops and starts again on its port, with a new identity or, with
+/// `--state-dir`, its own: B joins it again, and a new peer of A meets a peer of B directly.
+fn a_restarted_seed_is_joined_again(stop: Stop, kept: Option<PathBuf>) {
     let net = TestNet::new();
     let (port_a, port_b) = free_ports(&net);
     let state = kept.as_ref().map(|dir| dir.to_str().unwrap().to_owned());
@@ -199,13 +207,17 @@ fn a_restarted_seed_is_joined_again(kept: Option<PathBuf>) {
     // A snapshot holding B has been written (state directory only).
     std::thread::sleep(Duration::from_secs(2));
 
-    a.proc.kill();
+    match stop {
+        Stop::Kill => a.proc.kill(),
+        Stop::Quit => assert!(a.quit().success()),
+    }
     wait_port_free(&net, port_a);
     let mut a2 = fleet_node(&net, port_a, &seed_flags);
     let up = Instant::now();
-    let what = match kept {
-        Some(_) => "its kept identity",
-        None => "a new identity",
+    let what = match (stop, &kept) {
+        (Stop::Kill, Some(_)) => "killed and restarted with its kept identity",
+        (Stop::Kill, None) => "killed and restarted with a new identity",
+        (Stop::Quit, _) => "stopped and started again with a new identity",
     };
     assert_eq!(a2.id8 == a.id8, state.is_some(), "{what}");
     // A restarted node reports every session it makes; B reports a new identity only.
@@ -214,7 +226,7 @@ fn a_restarted_seed_is_joined_again(kept: Option<PathBuf>) {
         b.wait_connection(&a2.id8);
     }
     let rejoined = up.elapsed();
-    println!("fleet | a seed killed and restarted with {what} was joined again {rejoined:?} after it was up");
+    println!("fleet | a seed {what} was joined again {rejoined:?} after it was up");
     assert!(rejoined < JOIN_WITHIN, "joined after {rejoined:?}");
 
     let since = Instant::now();
@@ -227,7 +239,12 @@ fn a_restarted_seed_is_joined_again(kept: Option<PathBuf>) {
 
 #[test]
 fn a_seed_restarted_with_a_new_identity_is_joined_again() {
-    a_restarted_seed_is_joined_again(None);
+    a_restarted_seed_is_joined_again(Stop::Kill, None);
+}
+
+#[test]
+fn a_seed_stopped_and_started_again_is_joined_again() {
+    a_restarted_seed_is_joined_again(Stop::Quit, None);
 }
 
 #[test]
@@ -236,6 +253,6 @@ fn a_seed_restarted_with_its_state_dir_is_joined_again() {
         .join(format!("fleet-seed-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    a_restarted_seed_is_joined_again(Some(dir.join("state")));
+    a_restarted_seed_is_joined_again(Stop::Kill, Some(dir.join("state")));
     let _ = std::fs::remove_dir_all(&dir);
 }
