@@ -190,15 +190,29 @@ enum Stop {
     Quit,
 }
 
-/// The seed A stops and starts again on its port, with a new identity or, with
-/// `--state-dir`, its own: B joins it again, and a new peer of A meets a peer of B directly.
-fn a_restarted_seed_is_joined_again(stop: Stop, kept: Option<PathBuf>) {
+/// What the seed keeps across its restart.
+enum Kept {
+    /// Nothing: a new identity.
+    Nothing,
+    /// Its identity (`--seed`), but no memory of its sessions.
+    Identity,
+    /// Its identity and the peers it had (`--state-dir`).
+    State(PathBuf),
+}
+
+/// The seed A stops and starts again on its port, keeping what `kept` says: B joins it
+/// again, and a new peer of A meets a peer of B directly.
+fn a_restarted_seed_is_joined_again(stop: Stop, kept: Kept) {
     let net = TestNet::new();
     let (port_a, port_b) = free_ports(&net);
-    let state = kept.as_ref().map(|dir| dir.to_str().unwrap().to_owned());
-    let seed_flags: Vec<&str> = match &state {
-        Some(dir) => vec!["--state-dir", dir, "--state-snapshot-interval-secs", "1"],
-        None => Vec::new(),
+    let state = match &kept {
+        Kept::State(dir) => dir.to_str().unwrap().to_owned(),
+        _ => String::new(),
+    };
+    let seed_flags: Vec<&str> = match &kept {
+        Kept::Nothing => Vec::new(),
+        Kept::Identity => vec!["--seed", "f1ee70"],
+        Kept::State(_) => vec!["--state-dir", &state, "--state-snapshot-interval-secs", "1"],
     };
     let mut a = fleet_node(&net, port_a, &seed_flags);
     let mut b = fleet_node(&net, port_b, &["--bootstrap", &at(port_a)]);
@@ -215,14 +229,16 @@ fn a_restarted_seed_is_joined_again(stop: Stop, kept: Option<PathBuf>) {
     let mut a2 = fleet_node(&net, port_a, &seed_flags);
     let up = Instant::now();
     let what = match (stop, &kept) {
-        (Stop::Kill, Some(_)) => "killed and restarted with its kept identity",
-        (Stop::Kill, None) => "killed and restarted with a new identity",
+        (Stop::Kill, Kept::State(_)) => "killed and restarted with its state directory",
+        (Stop::Kill, Kept::Identity) => "killed and restarted with its identity only",
+        (Stop::Kill, Kept::Nothing) => "killed and restarted with a new identity",
         (Stop::Quit, _) => "stopped and started again with a new identity",
     };
-    assert_eq!(a2.id8 == a.id8, state.is_some(), "{what}");
+    let same_identity = !matches!(kept, Kept::Nothing);
+    assert_eq!(a2.id8 == a.id8, same_identity, "{what}");
     // A restarted node reports every session it makes; B reports a new identity only.
     a2.wait_connection(&b.id8);
-    if state.is_none() {
+    if !same_identity {
         b.wait_connection(&a2.id8);
     }
     let rejoined = up.elapsed();
@@ -239,12 +255,17 @@ fn a_restarted_seed_is_joined_again(stop: Stop, kept: Option<PathBuf>) {
 
 #[test]
 fn a_seed_restarted_with_a_new_identity_is_joined_again() {
-    a_restarted_seed_is_joined_again(Stop::Kill, None);
+    a_restarted_seed_is_joined_again(Stop::Kill, Kept::Nothing);
 }
 
 #[test]
 fn a_seed_stopped_and_started_again_is_joined_again() {
-    a_restarted_seed_is_joined_again(Stop::Quit, None);
+    a_restarted_seed_is_joined_again(Stop::Quit, Kept::Nothing);
+}
+
+#[test]
+fn a_seed_restarted_with_its_identity_only_is_joined_again() {
+    a_restarted_seed_is_joined_again(Stop::Kill, Kept::Identity);
 }
 
 #[test]
@@ -253,6 +274,6 @@ fn a_seed_restarted_with_its_state_dir_is_joined_again() {
         .join(format!("fleet-seed-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    a_restarted_seed_is_joined_again(Stop::Kill, Some(dir.join("state")));
+    a_restarted_seed_is_joined_again(Stop::Kill, Kept::State(dir.join("state")));
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -18,7 +18,7 @@ use crate::swarm::budget::SendBudget;
 use crate::swarm::engine::paced::INDUCED_DIAL_BYTES;
 use crate::swarm::engine::{
     Dial, Engine, DIAL_HELLOS, DIAL_INTERVAL, DIAL_LINGER, DISPLACEABLE_AFTER, DISPLACEMENT_SAMPLE,
-    KEY_CHANGE_SILENT_PINGS,
+    KEY_CHANGE_SILENT_PINGS, LOST_SESSION_PINGS,
 };
 use crate::swarm::event::{DisconnectReason, Event};
 use crate::swarm::peer::Peer;
@@ -247,6 +247,34 @@ impl Engine {
             return self.count_drop(DropReason::AddressBudget);
         }
         self.start_dial(now, src);
+    }
+
+    /// Dials again the peers that answer our PINGs but have stopped sending their own (see
+    /// [`LOST_SESSION_PINGS`]): they restarted with the same identity and have no session
+    /// with us. The HELLO re-creates theirs; ours stays, as its keys are the same. A dial
+    /// at a time per peer, paid from its credit; a peer that kept its session only answers
+    /// HELLO_ACK.
+    pub(crate) fn redial_lost_sessions(&mut self, now: Instant) {
+        let silent = self.config.ping_interval * LOST_SESSION_PINGS;
+        let answering = self.config.ping_interval * KEY_CHANGE_SILENT_PINGS;
+        let lost: Vec<(Id8, SocketAddr)> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| {
+                p.goaway_at.is_none()
+                    && now.saturating_duration_since(p.last_own_ping) >= silent
+                    && now.saturating_duration_since(p.last_seen) < answering
+                    && !self.dials.contains_key(&p.addr)
+            })
+            .map(|(id, p)| (*id, p.addr))
+            .collect();
+        for (id, addr) in lost {
+            if self.spend(&id, addr, INDUCED_DIAL_BYTES) {
+                self.start_dial(now, addr);
+            } else {
+                self.count_drop(DropReason::AddressBudget);
+            }
+        }
     }
 
     fn start_dial(&mut self, now: Instant, addr: SocketAddr) -> bool {

@@ -149,6 +149,9 @@ const GOAWAY_GRACE: Duration = Duration::from_secs(3);
 /// A HELLO with a new key replaces the session at its address only after that session has
 /// been silent this many ping intervals (a restarted peer is silent; a live one is not).
 const KEY_CHANGE_SILENT_PINGS: u32 = 2;
+/// A peer that answers our PINGs but has sent none of its own for this many ping intervals
+/// has lost our session, and is offered a new handshake.
+const LOST_SESSION_PINGS: u32 = 3;
 /// Sessions looked at when the peer table is full and a newcomer needs room.
 const DISPLACEMENT_SAMPLE: usize = 64;
 /// A session that never carried application data may be displaced once it is this old.
@@ -388,6 +391,7 @@ impl Engine {
                     if ping {
                         if !foreign_ping {
                             peer.last_seen = now;
+                            peer.last_own_ping = now;
                         }
                         // A PONG to a session's address is paid like anything else sent
                         // there (a PING earns three of them).
@@ -768,6 +772,7 @@ impl Engine {
         if let Some(peer) = self.by_addr.get(&src).and_then(|id| self.peers.get_mut(id)) {
             if peer.id == *id {
                 peer.last_seen = now;
+                peer.last_own_ping = now;
             }
             let paid = peer
                 .budget_of(src)
@@ -822,6 +827,7 @@ impl Engine {
         for (id, reason) in dead {
             self.remove_peer(&id, reason);
         }
+        self.redial_lost_sessions(now);
         let ping = Frame::Ping {
             // Monotonic milliseconds, like py-setowire's: only the sender reads them.
             timestamp_ms: now.saturating_duration_since(self.started).as_millis() as u64,
