@@ -8,11 +8,15 @@
 
 #[macro_use]
 mod support;
+mod admin;
+mod http_client;
 
 use std::net::UdpSocket;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use admin::prom::sum;
+use admin::scrape;
 use serde_json::{json, Value};
 use support::net::TestNet;
 use support::peer::{spawn_node_on, ControlPeer, PyPeer};
@@ -163,8 +167,15 @@ fn a_node_joins_a_bootstrap_node_that_starts_later() {
     let net = TestNet::new();
     let (port_a, port_b) = free_ports(&net);
     let mut b = fleet_node(&net, port_b, &["--bootstrap", &at(port_a)]);
+    let admin_b = format!("http://127.0.0.1:{}", b.ready_port("admin_port"));
     let mut p1 = peer_of(&net, &b);
     std::thread::sleep(Duration::from_secs(3));
+    let down = scrape(&net, &admin_b);
+    assert_eq!(sum(&down, "setowire_bootstrap_nodes", &[]), 1.0);
+    assert_eq!(sum(&down, "setowire_bootstrap_nodes_connected", &[]), 0.0);
+    // At start, then about a second later.
+    let dials_while_down = sum(&down, "setowire_bootstrap_dials_total", &[]);
+    assert!(dials_while_down >= 2.0, "{dials_while_down} dials");
     let mut a = fleet_node(&net, port_a, &[]);
     let up = Instant::now();
     let joined = meet(&mut b, &mut a, up);
@@ -172,6 +183,20 @@ fn a_node_joins_a_bootstrap_node_that_starts_later() {
         "fleet | a node started 3 s before its bootstrap node joined it {joined:?} after it was up"
     );
     assert!(joined < JOIN_WITHIN, "joined after {joined:?}");
+    // The keeper sees the session within its poll.
+    let deadline = Instant::now() + TIMEOUT;
+    let dials = loop {
+        let samples = scrape(&net, &admin_b);
+        if sum(&samples, "setowire_bootstrap_nodes_connected", &[]) == 1.0 {
+            break sum(&samples, "setowire_bootstrap_dials_total", &[]);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the bootstrap node never showed as joined"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    println!("fleet | {dials_while_down} dials while the bootstrap node was down, {dials} in all");
 
     let since = Instant::now();
     let mut p2 = peer_of(&net, &a);
