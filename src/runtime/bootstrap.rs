@@ -202,3 +202,19 @@ impl Keeper {
         self.dht.update(|dht| dht.bootstrap(now, &addrs));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolves_to_the_family_the_node_binds_when_it_can() {
+        let v4: SocketAddr = "127.0.0.1:7".parse().unwrap();
+        let v6: SocketAddr = "[::1]:7".parse().unwrap();
+        assert_eq!(resolve("127.0.0.1:7", true).unwrap(), [v4]);
+        // A socket of the other family is all there is: it is still tried.
+        assert_eq!(resolve("[::1]:7", true).unwrap(), [v6]);
+        assert_eq!(resolve("127.0.0.1:7", false).unwrap(), [v4]);
+        assert!(resolve("no port", true).is_err());
+    }
+}
