@@ -1,7 +1,7 @@
 //! Each subsystem's configuration, built from a [`NodeConfig`] here and nowhere else, so the
 //! subsystems know nothing of config keys.
 
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -17,7 +17,7 @@ use super::{IdentitySource, NodeConfig};
 use crate::admin::AdminConfig;
 use crate::discovery::dht::DiscoveryOptions;
 use crate::http::{BandwidthConfig, BootstrapConfig, HttpConfig, PipingConfig};
-use crate::runtime::NodeOptions;
+use crate::runtime::{bootstrap, NodeOptions};
 use crate::state::{SnapshotLimits, StateDir, StateDirError, StateOptions};
 
 /// Why the node cannot start with this configuration.
@@ -65,6 +65,7 @@ impl NodeConfig {
                 ..self.engine_config()
             },
             dial: self.resolve_bootstrap(),
+            bootstrap: self.bootstrap.clone(),
             control_stdio,
             discovery: self.discovery_options(),
             http: self.http_config(),
@@ -260,25 +261,14 @@ impl NodeConfig {
         }
     }
 
-    /// The bootstrap nodes' addresses, preferring the address family of `udp_listen`. A name
-    /// that does not resolve is logged and skipped: the node still serves its own peers.
+    /// The bootstrap nodes' addresses at start, preferring the address family of
+    /// `udp_listen`. A name that does not resolve is logged and skipped: the node still
+    /// serves its own peers, and the bootstrap keeper tries the name again.
     fn resolve_bootstrap(&self) -> Vec<SocketAddr> {
         let mut dial = Vec::new();
         for host_port in &self.bootstrap {
-            match host_port.to_socket_addrs() {
-                Ok(addrs) => {
-                    let addrs: Vec<SocketAddr> = addrs.collect();
-                    let same_family: Vec<SocketAddr> = addrs
-                        .iter()
-                        .copied()
-                        .filter(|a| a.is_ipv4() == self.udp_listen.is_ipv4())
-                        .collect();
-                    dial.extend(if same_family.is_empty() {
-                        addrs
-                    } else {
-                        same_family
-                    });
-                }
+            match bootstrap::resolve(host_port, self.udp_listen.is_ipv4()) {
+                Ok(addrs) => dial.extend(addrs),
                 Err(e) => tracing::warn!(bootstrap = %host_port, "cannot resolve: {e}"),
             }
         }

@@ -113,6 +113,11 @@ impl NodeHandle {
         self.cluster.directory.locate(peer).map(|at| at.addr)
     }
 
+    /// Whether some shard has a session with a peer at `addr`.
+    pub fn has_session_at(&self, addr: &SocketAddr) -> bool {
+        self.cluster.directory.has_addr(addr)
+    }
+
     pub fn peer_count(&self) -> usize {
         self.cluster.directory.len()
     }

@@ -6,6 +6,7 @@
 //! Every long-lived thread and server runs under the [`Supervisor`]: one that panics or
 //! ends early stops the node, which then exits with an error within a second.
 
+pub(crate) mod bootstrap;
 #[cfg(debug_assertions)]
 mod fault;
 mod listeners;
@@ -63,8 +64,11 @@ pub struct NodeOptions {
     pub pin_cores: bool,
     pub identity: Identity,
     pub engine: EngineConfig,
-    /// Peers or other nodes to dial at start.
+    /// The bootstrap nodes' addresses at start (the DHT joins through them).
     pub dial: Vec<SocketAddr>,
+    /// The bootstrap nodes as configured (HOST:PORT): dialled until joined, resolved again
+    /// at each try, and dialled again when a session with one ends.
+    pub bootstrap: Vec<String>,
     /// JSON commands on stdin, JSON events on stdout.
     pub control_stdio: bool,
     /// DHT, its port, topics announced, LAN discovery.
@@ -191,7 +195,25 @@ pub fn run(mut options: NodeOptions) -> Result<(), RuntimeError> {
         admin = %describe(listeners.admin_addr()),
         "node started"
     );
-    dial(&node, &options.dial);
+    let keeper = (!options.bootstrap.is_empty())
+        .then(|| {
+            let keeper = bootstrap::Keeper::new(
+                &options.bootstrap,
+                local.is_ipv4(),
+                Arc::clone(&node),
+                Arc::clone(services.dht()),
+                Arc::clone(&metrics.bootstrap),
+                Instant::now(),
+            );
+            keeper
+                .spawn(&supervisor)
+                .map_err(|source| RuntimeError::Spawn {
+                    thread: "bootstrap".into(),
+                    source,
+                })
+        })
+        .transpose()
+        .inspect_err(|_| supervisor.stop())?;
     // The peers of the last run, as the bootstrap nodes are: the swarm forms again.
     let cached: Vec<SocketAddr> = redial
         .into_iter()
@@ -215,7 +237,14 @@ pub fn run(mut options: NodeOptions) -> Result<(), RuntimeError> {
     let ready =
         control::codec::render_ready(&id40, local, listeners.http_addr(), listeners.admin_addr());
     serve_until_stopped(&node, ready, events, &supervisor);
-    shut_down(&node, shards, services, listeners, snapshots, &supervisor);
+    shut_down(
+        &node,
+        shards,
+        services,
+        listeners,
+        [snapshots, keeper],
+        &supervisor,
+    );
     match supervisor.failure() {
         Some(failure) => Err(RuntimeError::Failed(failure.clone())),
         None => Ok(()),
@@ -316,7 +345,7 @@ fn start_lan(
     );
 }
 
-/// Dials `addrs` (the bootstrap nodes) through shard 0.
+/// Dials `addrs` (the peers of the last run) through shard 0.
 fn dial(node: &NodeHandle, addrs: &[SocketAddr]) {
     for &addr in addrs {
         if let Err(e) = node.to_shard(0, ShardCommand::Dial(addr)) {
@@ -344,14 +373,14 @@ fn serve_until_stopped(
 }
 
 /// Stops the node by a deadline: the shards say GOAWAY to their peers while the services
-/// and the public listener stop and the last snapshot is written; the admin listener goes
+/// and the public listener stop, the bootstrap keeper stops and the last snapshot is written; the admin listener goes
 /// last, so that `/readyz` tells why to the end. After a failure the deadline is short.
 fn shut_down(
     node: &NodeHandle,
     shards: Shards,
     services: Services,
     mut listeners: Listeners,
-    snapshots: Option<JoinHandle<()>>,
+    background: [Option<JoinHandle<()>>; 2],
     supervisor: &Supervisor,
 ) {
     let drain = match supervisor.failure() {
@@ -368,7 +397,8 @@ fn shut_down(
     services.join(deadline);
     listeners.stop_http(deadline);
     shards.join(deadline);
-    if let Some(thread) = snapshots {
+    // The state snapshotter (its last snapshot) and the bootstrap keeper.
+    for thread in background.into_iter().flatten() {
         supervisor::join_until(thread, deadline);
     }
     listeners.stop(deadline);

@@ -89,6 +89,9 @@ pub struct NodeCollector {
     state_last_snapshot_bytes: IntGauge,
     state_restore_failures: IntCounterVec,
     state_restored: IntCounterVec,
+    bootstrap_nodes: IntGauge,
+    bootstrap_connected: IntGauge,
+    bootstrap_dials: IntCounter,
 }
 
 fn counter_vec(name: &str, help: &str, labels: &[&str]) -> prometheus::Result<IntCounterVec> {
@@ -325,10 +328,22 @@ impl NodeCollector {
                 "Entries taken back from the snapshot at start, by part",
                 &["part"],
             )?,
+            bootstrap_nodes: IntGauge::new(
+                "setowire_bootstrap_nodes",
+                "Bootstrap nodes configured (bootstrap entries)",
+            )?,
+            bootstrap_connected: IntGauge::new(
+                "setowire_bootstrap_nodes_connected",
+                "Bootstrap nodes the node has a session with",
+            )?,
+            bootstrap_dials: IntCounter::new(
+                "setowire_bootstrap_dials_total",
+                "Dials of bootstrap node addresses, first ones and retries",
+            )?,
         })
     }
 
-    fn parts(&self) -> [&dyn Collector; 51] {
+    fn parts(&self) -> [&dyn Collector; 54] {
         [
             &self.peers,
             &self.handshakes,
@@ -381,6 +396,9 @@ impl NodeCollector {
             &self.state_last_snapshot_bytes,
             &self.state_restore_failures,
             &self.state_restored,
+            &self.bootstrap_nodes,
+            &self.bootstrap_connected,
+            &self.bootstrap_dials,
         ]
     }
 
@@ -589,6 +607,11 @@ impl NodeCollector {
             .set(1);
         self.start_time.set(node.start_unix);
         self.refresh_state(&node.state);
+        let bootstrap = &node.bootstrap;
+        self.bootstrap_nodes.set(load(&bootstrap.configured) as i64);
+        self.bootstrap_connected
+            .set(load(&bootstrap.connected) as i64);
+        reset_counter(&self.bootstrap_dials, load(&bootstrap.dials));
     }
 
     fn refresh_state(&self, state: &StateMetrics) {

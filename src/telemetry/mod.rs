@@ -25,6 +25,7 @@
 //! such as introductions). It is not the network round trip of the handshake: the engine is
 //! sans-IO and has no clock of its own to tell when the first HELLO left.
 
+pub mod bootstrap;
 pub mod collector;
 pub mod logging;
 pub mod process;
@@ -64,6 +65,8 @@ pub struct NodeMetrics {
     pub inbox_drops: Option<Arc<[AtomicU64]>>,
     /// Snapshots and restores (all zero without a state directory).
     pub state: Arc<state::StateMetrics>,
+    /// Bootstrap nodes joined and dialled (all zero without `bootstrap`).
+    pub bootstrap: Arc<bootstrap::BootstrapMetrics>,
 }
 
 impl NodeMetrics {
@@ -93,6 +96,7 @@ impl NodeMetrics {
             limits: None,
             inbox_drops: None,
             state: Arc::default(),
+            bootstrap: Arc::default(),
         }
     }
 

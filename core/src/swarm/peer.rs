@@ -29,6 +29,10 @@ pub(crate) struct Peer {
     pub fragments: Fragments,
     pub connected_at: Instant,
     pub last_seen: Instant,
+    /// When the peer last sent a PING of its own. Peers PING each other every interval: one
+    /// that still answers ours but has stopped sending its own has lost our session (it
+    /// restarted, keeping its identity).
+    pub last_own_ping: Instant,
     pub last_ping_sent: Option<Instant>,
     pub rtt_ms: f32,
     pub in_mesh: bool,
@@ -119,6 +123,7 @@ impl Peer {
             fragments: Fragments::default(),
             connected_at: now,
             last_seen: now,
+            last_own_ping: now,
             last_ping_sent: None,
             rtt_ms: RTT_INITIAL_MS,
             in_mesh: false,

@@ -15,9 +15,10 @@ use crate::proto::identity::{peer_id_of, Id8};
 use crate::proto::session::CryptoError;
 use crate::ratelimit::{SourceGroup, TokenBucket};
 use crate::swarm::budget::SendBudget;
+use crate::swarm::engine::paced::INDUCED_DIAL_BYTES;
 use crate::swarm::engine::{
     Dial, Engine, DIAL_HELLOS, DIAL_INTERVAL, DIAL_LINGER, DISPLACEABLE_AFTER, DISPLACEMENT_SAMPLE,
-    KEY_CHANGE_SILENT_PINGS,
+    KEY_CHANGE_SILENT_PINGS, LOST_SESSION_PINGS,
 };
 use crate::swarm::event::{DisconnectReason, Event};
 use crate::swarm::peer::Peer;
@@ -218,15 +219,73 @@ impl Engine {
     }
 
     /// Starts dialling `addr`: HELLO now and up to seven more times until answered.
-    /// Returns false when already connected there or the dial table is full.
+    /// Returns false when already connected there, already sending HELLOs there, or the dial
+    /// table is full. A dial whose HELLOs all went unanswered starts again: the node there
+    /// may have been down, and a bootstrap node is dialled until it answers.
     pub fn dial(&mut self, now: Instant, addr: SocketAddr) -> bool {
-        if self.by_addr.contains_key(&addr)
-            || self.dials.contains_key(&addr)
-            || self.node.view().is_connected_addr(&addr)
+        if self.by_addr.contains_key(&addr) || self.node.view().is_connected_addr(&addr) {
+            return false;
+        }
+        self.start_dial(now, addr)
+    }
+
+    /// A PONG naming another identity came from `src`, the address of `owner`'s session:
+    /// once that session has been silent long enough to be replaced by a new key (see
+    /// [`Self::may_replace`]), dial `src` so that whoever answers there now (the peer,
+    /// restarted with a new identity) gets a session. A live peer keeps its session: it is
+    /// not silent, and a HELLO to it only gets its own HELLO_ACK back. The HELLOs are paid
+    /// from the session's credit at `src`, like anything else the node sends there.
+    pub(crate) fn redial_if_replaced(&mut self, now: Instant, src: SocketAddr, owner: &Id8) {
+        let dialling = self
+            .dials
+            .get(&src)
+            .is_some_and(|dial| dial.hellos_left > 0);
+        if dialling || !self.may_replace(now, owner) {
+            return;
+        }
+        if !self.spend(owner, src, INDUCED_DIAL_BYTES) {
+            return self.count_drop(DropReason::AddressBudget);
+        }
+        self.start_dial(now, src);
+    }
+
+    /// Dials again the peers that answer our PINGs but have stopped sending their own (see
+    /// [`LOST_SESSION_PINGS`]): they restarted with the same identity and have no session
+    /// with us. The HELLO re-creates theirs; ours stays, as its keys are the same. A dial
+    /// at a time per peer, paid from its credit; a peer that kept its session only answers
+    /// HELLO_ACK.
+    pub(crate) fn redial_lost_sessions(&mut self, now: Instant) {
+        let silent = self.config.ping_interval * LOST_SESSION_PINGS;
+        let answering = self.config.ping_interval * KEY_CHANGE_SILENT_PINGS;
+        let lost: Vec<(Id8, SocketAddr)> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| {
+                p.goaway_at.is_none()
+                    && now.saturating_duration_since(p.last_own_ping) >= silent
+                    && now.saturating_duration_since(p.last_seen) < answering
+                    && !self.dials.contains_key(&p.addr)
+            })
+            .map(|(id, p)| (*id, p.addr))
+            .collect();
+        for (id, addr) in lost {
+            if self.spend(&id, addr, INDUCED_DIAL_BYTES) {
+                self.start_dial(now, addr);
+            } else {
+                self.count_drop(DropReason::AddressBudget);
+            }
+        }
+    }
+
+    fn start_dial(&mut self, now: Instant, addr: SocketAddr) -> bool {
+        if self
+            .dials
+            .get(&addr)
+            .is_some_and(|dial| dial.hellos_left > 0)
         {
             return false;
         }
-        if self.dials.len() >= self.config.max_dials {
+        if !self.dials.contains_key(&addr) && self.dials.len() >= self.config.max_dials {
             self.count_drop(DropReason::DialTableFull);
             return false;
         }

@@ -30,7 +30,7 @@ use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
 
 use crate::proto::frame::{kind, Frame, FrameError, FrameKind, PING_LEN, PONG_LEN};
-use crate::proto::identity::{Id8, Identity};
+use crate::proto::identity::{Id8, Identity, PeerId};
 use crate::proto::session::{CryptoError, DATA_HEADER_LEN, DATA_OVERHEAD, TAG_LEN};
 use crate::ratelimit::{Clock, SourceGrouping};
 use crate::swarm::config::EngineConfig;
@@ -60,6 +60,8 @@ const FINE_TICK: Duration = Duration::from_millis(10);
 const MESH_ADAPT_EVERY: Duration = Duration::from_secs(5);
 /// Length of the `seq` that prefixes ordinary DATA plaintext.
 const SEQ_LEN: usize = 4;
+/// Where a PING names its sender: after the type byte and the 8-byte timestamp.
+const PING_ID: std::ops::Range<usize> = 9..PING_LEN;
 /// An introduction that introduces nobody. py-setowire lets a peer have only 16 DATA frames
 /// in flight until DATA or a PONG comes back, and PONGs come once a second; this DATA makes it
 /// free a slot and do nothing else, so a py-setowire peer can keep sending to the node.
@@ -150,6 +152,9 @@ const GOAWAY_GRACE: Duration = Duration::from_secs(3);
 /// A HELLO with a new key replaces the session at its address only after that session has
 /// been silent this many ping intervals (a restarted peer is silent; a live one is not).
 const KEY_CHANGE_SILENT_PINGS: u32 = 2;
+/// A peer that answers our PINGs but has sent none of its own for this many ping intervals
+/// has lost our session, and is offered a new handshake.
+const LOST_SESSION_PINGS: u32 = 3;
 /// Sessions looked at when the peer table is full and a newcomer needs room.
 const DISPLACEMENT_SAMPLE: usize = 64;
 /// A session that never carried application data may be displaced once it is this old.
@@ -371,11 +376,16 @@ impl Engine {
                     .bucket_for(datagram)
                     .allow(self.config.session_rate, self.clock.nanos(now));
                 if allowed {
+                    // A PING naming another identity is not this peer's: whoever sent it
+                    // (a new process on the peer's old port) must not keep the session alive.
+                    let foreign_ping = ping && datagram[PING_ID] != peer.id;
                     let budget = if src == peer.addr {
                         // Whoever said GOAWAY from here, the peer is still talking; answers
                         // to what we sent before it (PONG, HELLO_ACK) do not count: a peer
                         // that leaves may send them after its GOAWAY.
-                        if !matches!(datagram.first(), Some(&(kind::PONG | kind::HELLO_ACK))) {
+                        if !foreign_ping
+                            && !matches!(datagram.first(), Some(&(kind::PONG | kind::HELLO_ACK)))
+                        {
                             peer.goaway_at = None;
                         }
                         &mut peer.budget
@@ -384,7 +394,10 @@ impl Engine {
                     };
                     budget.earn(datagram.len());
                     if ping {
-                        peer.last_seen = now;
+                        if !foreign_ping {
+                            peer.last_seen = now;
+                            peer.last_own_ping = now;
+                        }
                         // A PONG to a session's address is paid like anything else sent
                         // there (a PING earns three of them).
                         if !budget.try_spend(PONG_LEN) {
@@ -448,8 +461,8 @@ impl Engine {
             Frame::Hello(h) => self.on_handshake(now, src, &h, true),
             Frame::HelloAck(h) => self.on_handshake(now, src, &h, false),
             Frame::Data(sealed) => self.on_data(now, src, sealed),
-            Frame::Ping { .. } => self.on_ping(now, src),
-            Frame::Pong { .. } => self.on_pong(now, src),
+            Frame::Ping { id, .. } => self.on_ping(now, src, &id),
+            Frame::Pong { id } => self.on_pong(now, src, &id),
             // Nobody acts on IHAVE; LAN announcements arrive on the multicast socket, which
             // the node handles itself.
             Frame::Ihave(_) | Frame::Lan(_) => {}
@@ -758,11 +771,14 @@ impl Engine {
 
     // ---- liveness --------------------------------------------------------------------
 
-    fn on_ping(&mut self, now: Instant, src: SocketAddr) {
+    fn on_ping(&mut self, now: Instant, src: SocketAddr, id: &PeerId) {
         // Every PING is answered, as py-setowire does; a PONG is smaller than a PING, and a
         // session's address pays for it from its credit.
         if let Some(peer) = self.by_addr.get(&src).and_then(|id| self.peers.get_mut(id)) {
-            peer.last_seen = now;
+            if peer.id == *id {
+                peer.last_seen = now;
+                peer.last_own_ping = now;
+            }
             let paid = peer
                 .budget_of(src)
                 .is_some_and(|budget| budget.try_spend(PONG_LEN));
@@ -779,10 +795,19 @@ impl Engine {
         }
     }
 
-    fn on_pong(&mut self, now: Instant, src: SocketAddr) {
-        let Some(peer) = self.by_addr.get(&src).and_then(|id| self.peers.get_mut(id)) else {
+    fn on_pong(&mut self, now: Instant, src: SocketAddr, id: &PeerId) {
+        let Some(owner) = self.by_addr.get(&src).copied() else {
             return self.count_drop(DropReason::UnknownPeer);
         };
+        let Some(peer) = self.peers.get_mut(&owner) else {
+            return self.count_drop(DropReason::UnknownPeer);
+        };
+        if peer.id != *id {
+            // Another identity answers at the peer's address: the peer restarted there (or
+            // someone forged this). The answer keeps nothing alive; see whether the session
+            // may be replaced by a handshake with whoever is there now.
+            return self.redial_if_replaced(now, src, &owner);
+        }
         peer.last_seen = now;
         peer.record_rtt(now);
     }
@@ -807,6 +832,7 @@ impl Engine {
         for (id, reason) in dead {
             self.remove_peer(&id, reason);
         }
+        self.redial_lost_sessions(now);
         let ping = Frame::Ping {
             // Monotonic milliseconds, like py-setowire's: only the sender reads them.
             timestamp_ms: now.saturating_duration_since(self.started).as_millis() as u64,

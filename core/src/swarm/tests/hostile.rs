@@ -224,6 +224,26 @@ fn a_hello_with_a_new_key_does_not_replace_a_live_session() {
     assert_eq!(data_from(&net.take_events(1)).len(), 1);
 }
 
+/// PONGs naming another identity from a live peer's address (what a restarted peer would
+/// send) neither keep it alive nor cost it its session while it keeps talking.
+#[test]
+fn pongs_naming_another_identity_do_not_replace_a_live_session() {
+    let mut net = hub_with_peers(1, EngineConfig::default());
+    let (peer_addr, peer) = (net.addr(1), net.id8(1));
+    let usurper = Identity::from_seed(b"usurper");
+    let pong = Frame::Pong { id: *usurper.id() }.to_vec().unwrap();
+    for _ in 0..10 {
+        forge(&mut net, peer_addr, pong.clone());
+        net.advance(Duration::from_secs(1));
+    }
+    assert!(net.engine(0).peer(&peer).is_some(), "the session survives");
+    assert_eq!(net.engine(0).peer_count(), 1);
+    net.take_events(1);
+    net.engine(0).send(&peer, b"to the real one").unwrap();
+    net.settle();
+    assert_eq!(data_from(&net.take_events(1)).len(), 1);
+}
+
 #[test]
 fn a_batch_of_hellos_opens_one_session_and_handshakes_are_rate_limited_per_ip() {
     let config = EngineConfig::default();

@@ -273,6 +273,98 @@ fn goaway_disconnects_and_silence_times_out() {
     assert_eq!(net.engine(0).peer_count(), 0);
 }
 
+/// A peer restarted on its old address with a new identity answers the node's PINGs with
+/// PONGs naming the new one: they must not keep the old session alive, and the node must
+/// get a session with the new process without waiting for the old one to time out.
+#[test]
+fn a_peer_restarted_with_a_new_identity_on_its_address_gets_a_new_session() {
+    let config = EngineConfig::default();
+    let mut net = Swarm::new(2, config.clone());
+    net.connect(0, 1);
+    // The session has lived a while: its address has earned the credit a dial costs.
+    net.advance(Duration::from_secs(5));
+    let (addr, old) = (net.addr(1), net.id8(1));
+    net.remove(1);
+    let engine = net.next_engine(&config);
+    let host = net
+        .net
+        .add_host(addr, engine)
+        .expect("the address is free again");
+    let restarted = net.push(host);
+    let new = net.id8(restarted);
+    assert_ne!(new, old);
+    net.take_events(0);
+    // Well within the 60 s peer timeout: two silent ping intervals, then a dial.
+    net.advance(Duration::from_secs(5));
+    let events = net.take_events(0);
+    assert!(
+        events.contains(&Event::Disconnected {
+            peer: old,
+            reason: DisconnectReason::Replaced
+        }),
+        "{events:?}"
+    );
+    assert_eq!(connected_to(&events), vec![new]);
+    assert!(net.engine(0).peer(&old).is_none());
+    assert_eq!(net.engine(0).peer_count(), 1);
+    assert_eq!(connected_to(&net.take_events(restarted)), vec![net.id8(0)]);
+}
+
+/// A peer restarted on its address with the same identity (and no memory of its sessions)
+/// answers the node's PINGs but sends none of its own: the node offers it a handshake again,
+/// and both sides have a session that carries data.
+#[test]
+fn a_peer_restarted_with_its_identity_but_no_sessions_gets_a_session_again() {
+    let config = EngineConfig::default();
+    let mut net = Swarm::new(2, config.clone());
+    net.connect(0, 1);
+    net.advance(Duration::from_secs(5));
+    let (addr, id1) = (net.addr(1), net.id8(1));
+    let identity = net.remove(1).identity().clone();
+    // As a node does, the new process counts its sends on from where the old one stopped.
+    let restarted_config = EngineConfig {
+        first_send_counter: 1 << 40,
+        ..config
+    };
+    let now = net.now();
+    let engine = crate::swarm::engine::Engine::with_rng(
+        identity,
+        restarted_config,
+        now,
+        rand::SeedableRng::seed_from_u64(99),
+    );
+    let host = net
+        .net
+        .add_host(addr, engine)
+        .expect("the address is free again");
+    let restarted = net.push(host);
+    assert_eq!(net.id8(restarted), id1);
+    assert_eq!(net.engine(restarted).peer_count(), 0);
+    // Three intervals without its PINGs, then a dial.
+    net.advance(Duration::from_secs(6));
+    assert_eq!(
+        connected_to(&net.take_events(restarted)),
+        vec![net.id8(0)],
+        "the restarted peer got a session"
+    );
+    assert!(net.engine(0).peer(&id1).is_some());
+    net.take_events(0);
+    net.engine(0).send(&id1, b"to the restarted one").unwrap();
+    let id0 = net.id8(0);
+    net.engine(restarted)
+        .send(&id0, b"from the restarted one")
+        .unwrap();
+    net.settle();
+    assert_eq!(
+        data_from(&net.take_events(restarted)),
+        vec![(net.id8(0), b"to the restarted one".to_vec())]
+    );
+    assert_eq!(
+        data_from(&net.take_events(0)),
+        vec![(id1, b"from the restarted one".to_vec())]
+    );
+}
+
 #[test]
 fn hello_with_an_id_that_is_not_its_key_hash_is_dropped() {
     let mut net = Swarm::new(1, EngineConfig::default());
