@@ -37,6 +37,8 @@ const PEER_TIMEOUT_SECS: &str = "6";
 /// How long an HTTP announcement is listed: the virtual peers of an `http` round announce
 /// from one IP, whose share would otherwise stay full for the default's 10 minutes.
 const ANNOUNCE_TTL_SECS: &str = "10";
+/// The value store's cap: each mixed round stores dozens of values of 4 KiB.
+const STORE_MAX_BYTES: &str = "1048576";
 /// How long every table has to come back once the peers have left: a GOAWAY ends a session
 /// 3 s later, silence after [`PEER_TIMEOUT_SECS`].
 const SETTLE: Duration = Duration::from_secs(20);
@@ -222,6 +224,10 @@ fn churn_leaves_memory_flat_and_every_table_at_its_baseline() {
             // Announcements expire within the soak too, so the table they fill comes back.
             "--http-announce-ttl-secs",
             ANNOUNCE_TTL_SECS,
+            // Stored values are kept until the store is full (64 MiB by default): a small
+            // store fills during the warm-up, after which eviction must keep memory flat.
+            "--store-max-bytes",
+            STORE_MAX_BYTES,
             // The virtual peers' broadcasts reach every one of them, as chat checks.
             "--mesh-degree",
             "64",
@@ -290,7 +296,7 @@ fn churn_leaves_memory_flat_and_every_table_at_its_baseline() {
         }
         rounds += 1;
     }
-    // Flat: the last third of the samples after warm-up holds no more than the first third
+    // Flat: the last third of the samples after warm-up peaks no higher than the first third
     // did, give or take what one round's traffic keeps in flight.
     assert!(rss_after_warm_up.len() >= 3, "{rss_after_warm_up:?}");
     let third = rss_after_warm_up.len() / 3;
@@ -308,8 +314,10 @@ fn churn_leaves_memory_flat_and_every_table_at_its_baseline() {
         mib(early),
         mib(late)
     );
+    // Measured: 29.9 → 30.2 MiB over 5 minutes; a store that did not evict grew 1.5 MiB a
+    // round.
     assert!(
-        late <= early * 1.10 + 4.0 * 1024.0 * 1024.0,
+        late <= early * 1.05 + 2.0 * 1024.0 * 1024.0,
         "RSS grew from {:.1} MiB to {:.1} MiB: {rss_after_warm_up:?}",
         mib(early),
         mib(late)
