@@ -1,8 +1,9 @@
-//! The Python environment: `target/interop-venv` with py-setowire 0.1.0 from PyPI.
+//! The Python environment: `target/interop-venv` with py-setowire 0.1.0 from PyPI (the
+//! interop tests' peers) and kubernetes-validate (the deployment tests' schema check).
 //!
 //! Created on first use by whichever test binary gets there first; the others
 //! wait on an exclusive `flock` of `target/interop-venv.lock`. An existing venv is
-//! reused when it already imports the package at the right version. Failing to
+//! reused when it already holds every package at its pinned version. Failing to
 //! build it fails the test: interop tests are never skipped.
 //!
 //! `SETOWIRE_TEST_PYTHON` overrides the interpreter used to create the venv
@@ -18,6 +19,8 @@ use std::time::{Duration, Instant};
 
 pub const PACKAGE: &str = "py-setowire";
 pub const VERSION: &str = "0.1.0";
+/// Every distribution the venv holds, pinned.
+const REQUIREMENTS: [(&str, &str); 2] = [(PACKAGE, VERSION), ("kubernetes-validate", "1.37.0")];
 
 const LOCK_WAIT: Duration = Duration::from_secs(15 * 60);
 const CREATE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
@@ -75,25 +78,30 @@ fn provision() -> Result<PathBuf, String> {
         )
     })?;
 
+    let pins: Vec<String> = REQUIREMENTS
+        .iter()
+        .map(|(name, version)| format!("{name}=={version}"))
+        .collect();
     let mut install = Command::new(&python);
     install
         .args(["-m", "pip", "install", "--no-input"])
-        .arg(format!("{PACKAGE}=={VERSION}"));
+        .args(&pins);
     run_logged(install, &log_path, INSTALL_TIMEOUT).map_err(|e| {
-        format!("`pip install {PACKAGE}=={VERSION}` failed: {e}\n(is PyPI reachable?)")
+        format!("`pip install {}` failed: {e}\n(is PyPI reachable?)", pins.join(" "))
     })?;
 
     check(&python).map_err(|e| format!("the fresh venv does not work: {e}"))?;
     Ok(python)
 }
 
-/// `import swarm` works and the installed distribution is the pinned version.
+/// `import swarm` works and every installed distribution is at its pinned version.
 fn check(python: &Path) -> Result<(), String> {
-    let code = format!(
-        "import importlib.metadata as m, swarm\n\
-         v = m.version('{PACKAGE}')\n\
-         assert v == '{VERSION}', 'found {PACKAGE} ' + v"
-    );
+    let mut code = String::from("import importlib.metadata as m, swarm, kubernetes_validate\n");
+    for (name, version) in REQUIREMENTS {
+        code.push_str(&format!(
+            "v = m.version('{name}')\nassert v == '{version}', 'found {name} ' + v\n"
+        ));
+    }
     let mut cmd = Command::new(python);
     cmd.args(["-I", "-c", &code]);
     let log = target_dir().join("interop-venv-check.log");
