@@ -61,8 +61,8 @@ pub enum CliAction {
         /// `--control stdio`: JSON commands on stdin, JSON events on stdout.
         control_stdio: bool,
     },
-    /// `--print-config`: print this text (the effective configuration as TOML) on stdout and
-    /// exit 0.
+    /// `--print-config`: print this text (the effective configuration as TOML, secrets left
+    /// out) on stdout and exit 0.
     PrintConfig(String),
 }
 
@@ -98,7 +98,7 @@ where
     let config = builder.build()?;
 
     if cli.print_config {
-        return Ok(CliAction::PrintConfig(config.to_toml()));
+        return Ok(CliAction::PrintConfig(config.to_toml_redacted()));
     }
     Ok(CliAction::Run {
         config,
