@@ -325,6 +325,9 @@ config_keys! {
     ipv6_prefix_len: Scalar, "ipv6-prefix-len", "BITS",
         "IPv6 sources in one prefix of this length count as one IP for every limit",
         parse = |r: &RawValue| int_in(r, 0, 128), emit = |n: &u8| int_value(*n);
+    shutdown_grace_secs: Scalar, "shutdown-grace-secs", "SECS",
+        "Seconds a stop signal leaves the node serving, /readyz 503, before it drains",
+        parse = |r: &RawValue| int_in(r, 0, 300), emit = |n: &u64| int_value(*n);
     log_format: Scalar, "log-format", "pretty|json", "Log line format on stderr",
         parse = parse_log_format, emit = |f: &LogFormat| str_value(f.as_str());
     log_filter: Scalar, "log-filter", "FILTER", "Log filter, RUST_LOG syntax (RUST_LOG wins)",

@@ -190,6 +190,8 @@ pub struct NodeConfig {
     pub rate_limit_ips: usize,
     /// IPv6 sources are grouped by this prefix length for per-IP limits.
     pub ipv6_prefix_len: u8,
+    /// Seconds between a stop signal and the drain, not ready meanwhile.
+    pub shutdown_grace_secs: u64,
     pub log_format: LogFormat,
     /// `RUST_LOG`-style filter; see [`NodeConfig::effective_log_filter`].
     pub log_filter: String,

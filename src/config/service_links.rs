@@ -33,11 +33,16 @@ pub fn is_service_link(name: &str, value: &str) -> bool {
         // `X_SERVICE_PORT` or `X_SERVICE_PORT_<PORT NAME>`: a port number.
         return (rest.is_empty() || rest.starts_with('_')) && value.parse::<u16>().is_ok();
     }
-    if name.ends_with("_PORT") {
-        // `X_PORT=tcp://10.0.0.1:80`, the Service's first port.
-        return is_port_url(value);
+    // Before `X_PORT`: `X_PORT_49737_UDP_PORT` ends the same way.
+    if is_port_companion(name, value) {
+        return true;
     }
-    // `X_PORT_<N>_<PROTO>` and its `_PROTO`, `_PORT` and `_ADDR` companions.
+    // `X_PORT=tcp://10.0.0.1:80`, the Service's first port.
+    name.ends_with("_PORT") && is_port_url(value)
+}
+
+/// `X_PORT_<N>_<PROTO>` and its `_PROTO`, `_PORT` and `_ADDR` companions.
+fn is_port_companion(name: &str, value: &str) -> bool {
     let Some((_, rest)) = name.rsplit_once("_PORT_") else {
         return false;
     };

@@ -71,6 +71,7 @@ impl NodeConfig {
             admin: self.admin_config(),
             metrics_listen: self.metrics_listen,
             public_addr_auto: self.public_addr == PublicAddr::Auto,
+            shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
             reload: None,
             state: state_dir.map(|dir| self.state_options(dir)),
         })

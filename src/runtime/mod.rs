@@ -16,7 +16,6 @@ mod sockets;
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::{self, Receiver};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -81,6 +80,8 @@ pub struct NodeOptions {
     pub metrics_listen: Option<SocketAddr>,
     /// Without a configured `engine.public_addr`, learn it from the bootstrap nodes (STUN).
     pub public_addr_auto: bool,
+    /// How long a stop signal leaves the node serving (not ready) before it drains.
+    pub shutdown_grace: Duration,
     /// What SIGHUP re-reads and where it applies it; `None`: SIGHUP is logged and ignored.
     pub reload: Option<reload::Reload>,
 }
@@ -128,7 +129,7 @@ pub enum RuntimeError {
 /// thread failed.
 pub fn run(mut options: NodeOptions) -> Result<(), RuntimeError> {
     let supervisor = Supervisor::new();
-    let sighup = stop_on_signals(supervisor.stop_flag())?;
+    let sighup = stop_on_signals(&supervisor, options.shutdown_grace)?;
     let epoch = Instant::now();
     let (sockets, local) = sockets::bind(options.udp_listen, options.shards.max(1))?;
     let (backends, backend) = sockets::open_backends(sockets, options.io_backend)?;
@@ -241,16 +242,45 @@ pub fn run(mut options: NodeOptions) -> Result<(), RuntimeError> {
     }
 }
 
-/// A first SIGTERM/SIGINT stops gracefully; a second one while stopping exits at once.
-/// SIGHUP, which service managers and operators send to ask for a reload and which would end
-/// the process by default, is registered here too; [`reload::spawn`] acts on it.
-fn stop_on_signals(stop: &Arc<AtomicBool>) -> Result<signal_hook::iterator::Signals, RuntimeError> {
+/// A first SIGTERM/SIGINT starts the drain: not ready at once, stopped gracefully after
+/// `grace`; a second one exits at once. SIGHUP, which service managers and operators send
+/// to ask for a reload and which would end the process by default, is registered here too;
+/// [`reload::spawn`] acts on it.
+fn stop_on_signals(
+    supervisor: &Supervisor,
+    grace: Duration,
+) -> Result<signal_hook::iterator::Signals, RuntimeError> {
+    let drain = supervisor.drain_flag();
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        signal_hook::flag::register_conditional_shutdown(signal, 1, Arc::clone(stop))
-            .and_then(|_| signal_hook::flag::register(signal, Arc::clone(stop)))
+        signal_hook::flag::register_conditional_shutdown(signal, 1, Arc::clone(drain))
+            .and_then(|_| signal_hook::flag::register(signal, Arc::clone(drain)))
             .map_err(RuntimeError::Signals)?;
     }
+    let supervisor = supervisor.clone();
+    std::thread::Builder::new()
+        .name("drain".into())
+        .spawn(move || stop_after_grace(&supervisor, grace))
+        .map_err(RuntimeError::Signals)?;
     reload::register()
+}
+
+/// Waits for a stop signal (a signal handler can only set a flag), then stops the node once
+/// `grace` has passed; returns early when the node stops another way.
+fn stop_after_grace(supervisor: &Supervisor, grace: Duration) {
+    while !supervisor.is_draining() {
+        if supervisor.is_stopping() {
+            return;
+        }
+        std::thread::sleep(STOP_POLL);
+    }
+    if !grace.is_zero() {
+        tracing::info!(?grace, "stop signal: not ready; draining after the grace");
+        let end = Instant::now() + grace;
+        while Instant::now() < end && !supervisor.is_stopping() {
+            std::thread::sleep(STOP_POLL);
+        }
+    }
+    supervisor.stop();
 }
 
 /// The state the shards share: the peer directory, the value store, and an inbox per shard
