@@ -146,7 +146,11 @@ fn secrets_from_the_environment_are_not_printed_either() {
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert!(!run.stdout.contains("tok-from-env"), "{}", run.stdout);
     assert!(!run.stdout.contains("00ff10"), "{}", run.stdout);
-    assert!(run.stdout.contains("# seed is set; not shown\n"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("# seed is set; not shown\n"),
+        "{}",
+        run.stdout
+    );
 }
 
 #[test]

@@ -159,7 +159,10 @@ fn sighup_reads_the_configuration_and_the_node_keeps_serving() {
         5
     );
     let deadline = Instant::now() + Duration::from_secs(5);
-    while !node.stderr_text().contains("SIGHUP: configuration read again") {
+    while !node
+        .stderr_text()
+        .contains("SIGHUP: configuration read again")
+    {
         assert!(
             Instant::now() < deadline,
             "no SIGHUP line: {}",

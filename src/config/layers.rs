@@ -245,6 +245,18 @@ mod tests {
     }
 
     #[test]
+    fn invalid_secrets_are_not_shown_in_the_error() {
+        let e = ConfigBuilder::new()
+            .env(env(&[("SETOWIRE_SEED", "abcxyz")]))
+            .unwrap_err();
+        assert_eq!(e.key(), Some("seed"));
+        assert!(!e.to_string().contains("abcxyz"), "{e}");
+        let e = NodeConfig::from_toml("admin_token = \"qqz\\nqqz\"").unwrap_err();
+        assert_eq!(e.key(), Some("admin_token"));
+        assert!(!e.to_string().contains("qqz"), "{e}");
+    }
+
+    #[test]
     fn invalid_values_are_refused_even_when_overridden() {
         // Each layer is checked as it is added, before a later layer could hide it.
         let mut builder = ConfigBuilder::new();

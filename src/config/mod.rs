@@ -451,7 +451,10 @@ mod tests {
         config.admin_token = Some("hunter2".into());
         config.seed = Some(vec![0xab, 0xcd]);
         let text = config.to_toml_redacted();
-        assert!(!text.contains("hunter2") && !text.contains("abcd"), "{text}");
+        assert!(
+            !text.contains("hunter2") && !text.contains("abcd"),
+            "{text}"
+        );
         assert!(text.contains("# admin_token is set; not shown\n"), "{text}");
         assert!(text.contains("# seed is set; not shown\n"), "{text}");
         assert_eq!(NodeConfig::from_toml(&text).unwrap(), defaults);

@@ -337,7 +337,7 @@ pub(super) fn parse_topics(raw: &RawValue) -> Parsed<Vec<Vec<u8>>> {
 
 #[cfg(test)]
 mod tests {
-    use crate::config::{ConfigBuilder, Origin};
+    use crate::config::{ConfigBuilder, Origin, SECRET_KEYS};
 
     #[test]
     fn per_key_validation() {
@@ -385,7 +385,12 @@ mod tests {
             let result = builder.set(key, value, Origin::Flag(format!("--{key}")));
             let e = result.map(|_| ()).expect_err(&format!("{key} = {value:?}"));
             assert_eq!(e.key(), Some(*key), "{e}");
-            assert!(e.to_string().contains(&format!("{value:?}")), "{e}");
+            let shown = if SECRET_KEYS.contains(key) {
+                "<redacted>".to_owned()
+            } else {
+                format!("{value:?}")
+            };
+            assert!(e.to_string().contains(&shown), "{e}");
         }
         let too_long = "ab".repeat(65);
         let e = ConfigBuilder::new()

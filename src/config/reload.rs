@@ -11,7 +11,11 @@ use crate::runtime::reload::{Action, KeyChange, LiveChange, ReadChanges};
 /// Reads the configuration again from `args` (the command line the node started with) on
 /// every call and reports what differs from `running`, which then takes the live values.
 /// `rust_log` is `RUST_LOG` as at start: when set, it decides the log filter.
-pub fn reader(args: Vec<OsString>, mut running: NodeConfig, rust_log: Option<String>) -> ReadChanges {
+pub fn reader(
+    args: Vec<OsString>,
+    mut running: NodeConfig,
+    rust_log: Option<String>,
+) -> ReadChanges {
     let rust_log = rust_log.filter(|s| !s.trim().is_empty()).is_some();
     Box::new(move || {
         let new = match cli::parse_cli(args.iter().cloned(), cli::process_env())? {

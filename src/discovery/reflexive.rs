@@ -17,7 +17,11 @@ const RESEND: Duration = Duration::from_millis(250);
 
 /// The IP the first of `servers` to answer sees a socket on `local`'s IP from, waiting at
 /// most `timeout`; `None` when none answers (or none is of `local`'s address family).
-pub fn learn(local: SocketAddr, servers: &[SocketAddr], timeout: Duration) -> io::Result<Option<IpAddr>> {
+pub fn learn(
+    local: SocketAddr,
+    servers: &[SocketAddr],
+    timeout: Duration,
+) -> io::Result<Option<IpAddr>> {
     let servers: Vec<SocketAddr> = servers
         .iter()
         .filter(|s| s.is_ipv4() == local.is_ipv4())
@@ -43,7 +47,12 @@ pub fn learn(local: SocketAddr, servers: &[SocketAddr], timeout: Duration) -> io
             socket.set_read_timeout(Some(wait.max(Duration::from_millis(1))))?;
             let (n, from) = match socket.recv_from(&mut buf) {
                 Ok(got) => got,
-                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
                     break
                 }
                 // An ICMP error from a server not listening: wait for the others.
@@ -68,7 +77,9 @@ mod tests {
     /// A STUN server on loopback that answers one request, as the node's port does.
     fn one_answer() -> (SocketAddr, std::thread::JoinHandle<()>) {
         let server = UdpSocket::bind("127.0.0.1:0").unwrap();
-        server.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        server
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
         let addr = server.local_addr().unwrap();
         let thread = std::thread::spawn(move || {
             let mut buf = [0u8; 512];
@@ -95,9 +106,16 @@ mod tests {
         let local: SocketAddr = "127.0.0.1:49737".parse().unwrap();
         let started = Instant::now();
         let servers = [silent.local_addr().unwrap()];
-        assert_eq!(learn(local, &servers, Duration::from_millis(600)).unwrap(), None);
+        assert_eq!(
+            learn(local, &servers, Duration::from_millis(600)).unwrap(),
+            None
+        );
         assert!(started.elapsed() < Duration::from_secs(2));
         let v6: SocketAddr = "[::1]:1".parse().unwrap();
-        assert_eq!(learn(local, &[v6], Duration::from_secs(5)).unwrap(), None, "no v4 server");
+        assert_eq!(
+            learn(local, &[v6], Duration::from_secs(5)).unwrap(),
+            None,
+            "no v4 server"
+        );
     }
 }

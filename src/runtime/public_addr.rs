@@ -74,7 +74,10 @@ fn is_private(ip: IpAddr) -> bool {
     match ip.to_canonical() {
         IpAddr::V4(ip) => {
             let [a, b, ..] = ip.octets();
-            ip.is_private() || ip.is_loopback() || ip.is_link_local() || (a == 100 && (64..128).contains(&b))
+            ip.is_private()
+                || ip.is_loopback()
+                || ip.is_link_local()
+                || (a == 100 && (64..128).contains(&b))
         }
         IpAddr::V6(ip) => {
             let first = ip.segments()[0];
@@ -93,10 +96,27 @@ mod tests {
 
     #[test]
     fn private_addresses() {
-        for ip in ["10.1.2.3", "172.17.0.2", "192.168.1.1", "127.0.0.1", "100.64.0.1", "169.254.1.1", "fd00::1", "fe80::1", "::1", "::ffff:10.0.0.1"] {
+        for ip in [
+            "10.1.2.3",
+            "172.17.0.2",
+            "192.168.1.1",
+            "127.0.0.1",
+            "100.64.0.1",
+            "169.254.1.1",
+            "fd00::1",
+            "fe80::1",
+            "::1",
+            "::ffff:10.0.0.1",
+        ] {
             assert!(is_private(ip.parse().unwrap()), "{ip}");
         }
-        for ip in ["203.0.113.1", "8.8.8.8", "100.128.0.1", "2001:db8::1", "172.32.0.1"] {
+        for ip in [
+            "203.0.113.1",
+            "8.8.8.8",
+            "100.128.0.1",
+            "2001:db8::1",
+            "172.32.0.1",
+        ] {
             assert!(!is_private(ip.parse().unwrap()), "{ip}");
         }
     }
@@ -104,9 +124,19 @@ mod tests {
     #[test]
     fn configured_beats_bound_and_a_wildcard_gives_none() {
         let fixed = addr("203.0.113.5:4000");
-        assert_eq!(settle(Some(fixed), true, addr("0.0.0.0:1"), &[]), Some(fixed));
-        assert_eq!(settle(None, false, addr("10.0.0.2:1"), &[]), Some(addr("10.0.0.2:1")));
+        assert_eq!(
+            settle(Some(fixed), true, addr("0.0.0.0:1"), &[]),
+            Some(fixed)
+        );
+        assert_eq!(
+            settle(None, false, addr("10.0.0.2:1"), &[]),
+            Some(addr("10.0.0.2:1"))
+        );
         assert_eq!(settle(None, false, addr("0.0.0.0:1"), &[]), None);
-        assert_eq!(settle(None, true, addr("0.0.0.0:1"), &[]), None, "auto with nobody to ask");
+        assert_eq!(
+            settle(None, true, addr("0.0.0.0:1"), &[]),
+            None,
+            "auto with nobody to ask"
+        );
     }
 }

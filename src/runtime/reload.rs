@@ -44,7 +44,8 @@ pub struct KeyChange {
 
 /// Reads the configuration again and tells which keys differ from the running
 /// configuration; the keys it reports as applied are then the running values.
-pub type ReadChanges = Box<dyn FnMut() -> Result<Vec<KeyChange>, Box<dyn Error + Send + Sync>> + Send>;
+pub type ReadChanges =
+    Box<dyn FnMut() -> Result<Vec<KeyChange>, Box<dyn Error + Send + Sync>> + Send>;
 
 /// What SIGHUP needs: how to read the changes, and the log filter to change.
 pub struct Reload {

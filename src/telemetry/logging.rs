@@ -62,13 +62,17 @@ pub fn init(format: LogFormat, filter: &str, fallback: &str) -> FilterHandle {
             let builder = builder.with_filter_reloading();
             let handle = builder.reload_handle();
             builder.init();
-            FilterHandle(Box::new(move |f| handle.reload(f).map_err(|_| FilterError::Gone)))
+            FilterHandle(Box::new(move |f| {
+                handle.reload(f).map_err(|_| FilterError::Gone)
+            }))
         }
         LogFormat::Json => {
             let builder = builder.json().flatten_event(true).with_filter_reloading();
             let handle = builder.reload_handle();
             builder.init();
-            FilterHandle(Box::new(move |f| handle.reload(f).map_err(|_| FilterError::Gone)))
+            FilterHandle(Box::new(move |f| {
+                handle.reload(f).map_err(|_| FilterError::Gone)
+            }))
         }
     }
 }

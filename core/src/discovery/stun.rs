@@ -278,8 +278,16 @@ mod tests {
             let mut out = [0u8; MAX_RESPONSE];
             let n = answer(&request, src, &mut out).unwrap().unwrap();
             assert_eq!(mapped_address(&out[..n], &transaction), Some(src));
-            assert_eq!(mapped_address(&out[..n], &[8u8; 12]), None, "other transaction");
-            assert_eq!(mapped_address(&out[..n - 1], &transaction), None, "truncated");
+            assert_eq!(
+                mapped_address(&out[..n], &[8u8; 12]),
+                None,
+                "other transaction"
+            );
+            assert_eq!(
+                mapped_address(&out[..n - 1], &transaction),
+                None,
+                "truncated"
+            );
         }
         assert_eq!(mapped_address(&request, &transaction), None, "a request");
     }
