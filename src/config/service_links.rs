@@ -86,6 +86,9 @@ mod tests {
             ("SETOWIRE_NODE_PORT_49737_UDP_PORT", "49737"),
             ("SETOWIRE_NODE_PORT_49737_UDP_ADDR", "10.0.0.1"),
             ("SETOWIRE_NODE_PORT_8737_TCP", "tcp://[fd00::1]:8737"),
+            // A Service named `setowire`.
+            ("SETOWIRE_PORT", "udp://10.0.0.1:49737"),
+            ("SETOWIRE_SERVICE_HOST", "10.0.0.1"),
         ] {
             assert!(is_service_link(name, value), "{name}={value}");
         }

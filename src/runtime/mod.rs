@@ -129,7 +129,7 @@ pub enum RuntimeError {
 /// thread failed.
 pub fn run(mut options: NodeOptions) -> Result<(), RuntimeError> {
     let supervisor = Supervisor::new();
-    let sighup = stop_on_signals(&supervisor, options.shutdown_grace)?;
+    let sighup = stop_on_signals(&supervisor)?;
     let epoch = Instant::now();
     let (sockets, local) = sockets::bind(options.udp_listen, options.shards.max(1))?;
     let (backends, backend) = sockets::open_backends(sockets, options.io_backend)?;
@@ -200,6 +200,7 @@ pub fn run(mut options: NodeOptions) -> Result<(), RuntimeError> {
     )
     .inspect_err(|_| supervisor.stop())?;
     reload::spawn(sighup, options.reload.take(), listeners.http_rate_control())
+        .and_then(|()| spawn_drain(&supervisor, options.shutdown_grace))
         .inspect_err(|_| supervisor.stop())?;
     tracing::info!(
         id = %id40,
@@ -242,13 +243,12 @@ pub fn run(mut options: NodeOptions) -> Result<(), RuntimeError> {
     }
 }
 
-/// A first SIGTERM/SIGINT starts the drain: not ready at once, stopped gracefully after
-/// `grace`; a second one exits at once. SIGHUP, which service managers and operators send
-/// to ask for a reload and which would end the process by default, is registered here too;
-/// [`reload::spawn`] acts on it.
+/// A first SIGTERM/SIGINT starts the drain (see [`spawn_drain`]); a second one exits at
+/// once. SIGHUP, which service managers and operators send to ask for a reload and which
+/// would end the process by default, is registered here too; [`reload::spawn`] acts on it.
+/// Registered first thing, so that a signal during the start is not lost.
 fn stop_on_signals(
     supervisor: &Supervisor,
-    grace: Duration,
 ) -> Result<signal_hook::iterator::Signals, RuntimeError> {
     let drain = supervisor.drain_flag();
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
@@ -256,31 +256,38 @@ fn stop_on_signals(
             .and_then(|_| signal_hook::flag::register(signal, Arc::clone(drain)))
             .map_err(RuntimeError::Signals)?;
     }
-    let supervisor = supervisor.clone();
-    std::thread::Builder::new()
-        .name("drain".into())
-        .spawn(move || stop_after_grace(&supervisor, grace))
-        .map_err(RuntimeError::Signals)?;
     reload::register()
 }
 
-/// Waits for a stop signal (a signal handler can only set a flag), then stops the node once
-/// `grace` has passed; returns early when the node stops another way.
-fn stop_after_grace(supervisor: &Supervisor, grace: Duration) {
-    while !supervisor.is_draining() {
-        if supervisor.is_stopping() {
-            return;
-        }
-        std::thread::sleep(STOP_POLL);
-    }
-    if !grace.is_zero() {
-        tracing::info!(?grace, "stop signal: not ready; draining after the grace");
-        let end = Instant::now() + grace;
-        while Instant::now() < end && !supervisor.is_stopping() {
+/// Waits in a thread of its own for a stop signal (a signal handler can only set a flag):
+/// the node is not ready from then on, and is stopped once `grace` has passed. The thread
+/// ends early when the node stops another way.
+fn spawn_drain(supervisor: &Supervisor, grace: Duration) -> Result<(), RuntimeError> {
+    let supervisor = supervisor.clone();
+    let stop_after_grace = move || {
+        while !supervisor.is_draining() {
+            if supervisor.is_stopping() {
+                return;
+            }
             std::thread::sleep(STOP_POLL);
         }
-    }
-    supervisor.stop();
+        if !grace.is_zero() {
+            tracing::info!(?grace, "stop signal: not ready; draining after the grace");
+            let end = Instant::now() + grace;
+            while Instant::now() < end && !supervisor.is_stopping() {
+                std::thread::sleep(STOP_POLL);
+            }
+        }
+        supervisor.stop();
+    };
+    std::thread::Builder::new()
+        .name("drain".into())
+        .spawn(stop_after_grace)
+        .map(drop)
+        .map_err(|source| RuntimeError::Spawn {
+            thread: "drain".into(),
+            source,
+        })
 }
 
 /// The state the shards share: the peer directory, the value store, and an inbox per shard

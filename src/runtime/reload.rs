@@ -78,7 +78,10 @@ pub fn spawn(
                 }
             }
         })
-        .map_err(RuntimeError::Signals)?;
+        .map_err(|source| RuntimeError::Spawn {
+            thread: "sighup".into(),
+            source,
+        })?;
     Ok(())
 }
 
