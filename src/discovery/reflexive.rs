@@ -24,8 +24,7 @@ pub fn learn(
 ) -> io::Result<Option<IpAddr>> {
     let servers: Vec<SocketAddr> = servers
         .iter()
-        .filter(|s| s.is_ipv4() == local.is_ipv4())
-        .copied()
+        .filter_map(|s| reachable(local, *s))
         .collect();
     if servers.is_empty() {
         return Ok(None);
@@ -68,6 +67,19 @@ pub fn learn(
         }
     }
     Ok(None)
+}
+
+/// `server` as a socket on `local`'s IP sends to it: a dual-stack `[::]` reaches IPv4
+/// servers at their IPv4-mapped addresses; other mixes of families cannot.
+fn reachable(local: SocketAddr, server: SocketAddr) -> Option<SocketAddr> {
+    match (local.ip(), server) {
+        (IpAddr::V6(ip), SocketAddr::V4(v4)) if ip.is_unspecified() => Some(SocketAddr::new(
+            IpAddr::V6(v4.ip().to_ipv6_mapped()),
+            v4.port(),
+        )),
+        (ip, server) if ip.is_ipv4() == server.is_ipv4() => Some(server),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -117,5 +129,14 @@ mod tests {
             None,
             "no v4 server"
         );
+    }
+
+    #[test]
+    fn a_dual_stack_wildcard_asks_ipv4_servers_too() {
+        let (server, thread) = one_answer();
+        let local: SocketAddr = "[::]:49737".parse().unwrap();
+        let ip = learn(local, &[server], Duration::from_secs(3)).unwrap();
+        assert_eq!(ip, Some("127.0.0.1".parse().unwrap()));
+        thread.join().unwrap();
     }
 }
