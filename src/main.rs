@@ -1,13 +1,17 @@
 //! The `setowire-node` command.
 
+use std::ffi::OsString;
 use std::process::ExitCode;
 
 use setowire_node::config::cli::{self, CliAction};
-use setowire_node::runtime;
+use setowire_node::config::{reload, service_links};
+use setowire_node::runtime::{self, reload::Reload};
 use setowire_node::telemetry::logging;
 
 fn main() -> ExitCode {
-    let (config, control_stdio) = match cli::parse_cli(std::env::args_os(), cli::process_env()) {
+    let args: Vec<OsString> = std::env::args_os().collect();
+    let env = cli::process_env();
+    let (config, control_stdio) = match cli::parse_cli(args.iter().cloned(), env.clone()) {
         Ok(CliAction::Run {
             config,
             control_stdio,
@@ -23,8 +27,15 @@ fn main() -> ExitCode {
     };
     let rust_log = std::env::var("RUST_LOG").ok();
     let filter = config.effective_log_filter(rust_log.as_deref());
-    logging::init(config.log_format, filter, &config.log_filter);
-    let options = match config.node_options(control_stdio, unix_seconds()) {
+    let log = logging::init(config.log_format, filter, &config.log_filter);
+    let links = service_links::ignored(&env);
+    if !links.is_empty() {
+        tracing::info!(
+            variables = %links.join(","),
+            "ignoring Kubernetes service-link variables: they are not config keys"
+        );
+    }
+    let mut options = match config.node_options(control_stdio, unix_seconds()) {
         Ok(options) => options,
         Err(e) => {
             let code = e.exit_code();
@@ -32,6 +43,10 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    options.reload = Some(Reload {
+        read: reload::reader(args, config, rust_log),
+        log,
+    });
     match runtime::run(options) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -50,6 +50,9 @@ pub struct Failure {
 struct State {
     /// Set to stop the node: by a signal, `quit`, the end of the control input, or a failure.
     stop: Arc<AtomicBool>,
+    /// Set by SIGTERM/SIGINT: the node is about to stop (after its shutdown grace) and no
+    /// longer ready for new traffic.
+    draining: Arc<AtomicBool>,
     failure: OnceLock<Failure>,
 }
 
@@ -70,6 +73,7 @@ impl Supervisor {
         Supervisor {
             state: Arc::new(State {
                 stop: Arc::new(AtomicBool::new(false)),
+                draining: Arc::new(AtomicBool::new(false)),
                 failure: OnceLock::new(),
             }),
         }
@@ -82,6 +86,15 @@ impl Supervisor {
 
     pub fn is_stopping(&self) -> bool {
         self.state.stop.load(Ordering::Relaxed)
+    }
+
+    /// The flag a stop signal sets, for signal handlers; the node stops after its grace.
+    pub fn drain_flag(&self) -> &Arc<AtomicBool> {
+        &self.state.draining
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.state.draining.load(Ordering::Relaxed)
     }
 
     pub fn stop(&self) {

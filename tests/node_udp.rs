@@ -148,7 +148,7 @@ fn a_port_held_by_a_plain_socket_is_refused() {
 }
 
 #[test]
-fn sighup_is_logged_and_the_node_keeps_serving() {
+fn sighup_reads_the_configuration_and_the_node_keeps_serving() {
     let net = TestNet::new();
     let mut node = spawn_node_on(&net, "127.0.0.1:0", &[]);
     // SAFETY: kill has no memory-safety preconditions; the pid is our child's.
@@ -159,7 +159,10 @@ fn sighup_is_logged_and_the_node_keeps_serving() {
         5
     );
     let deadline = Instant::now() + Duration::from_secs(5);
-    while !node.stderr_text().contains("SIGHUP ignored") {
+    while !node
+        .stderr_text()
+        .contains("SIGHUP: configuration read again")
+    {
         assert!(
             Instant::now() < deadline,
             "no SIGHUP line: {}",

@@ -319,9 +319,9 @@ fn a_bad_snapshot_is_logged_counted_and_skipped() {
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
             .any(|l| {
                 l["level"] == "WARN"
-                    && l["fields"]["message"] == "snapshot part skipped: the node starts without it"
-                    && l["fields"]["part"] == part
-                    && l["fields"]["error"].as_str().is_some_and(|e| !e.is_empty())
+                    && l["message"] == "snapshot part skipped: the node starts without it"
+                    && l["part"] == part
+                    && l["error"].as_str().is_some_and(|e| !e.is_empty())
             });
         assert!(
             logged,

@@ -1,6 +1,7 @@
 //! The admin listener (config `admin_listen`, loopback by default): Prometheus metrics at
 //! `/metrics`, `/healthz` and `/readyz`, the JSON API under `/api/v1/` (described by
-//! `/api/v1/openapi.json`) and a status page at `/`.
+//! `/api/v1/openapi.json`) and a status page at `/`. The metrics listener
+//! ([`MetricsServer`], config `metrics_listen`) serves `/metrics` alone.
 //!
 //! It runs on a small tokio runtime of its own, off the shards' hot path: it reads the
 //! shards' published atomics ([`crate::telemetry`]) and sends them commands through a
@@ -11,6 +12,10 @@
 
 // Handlers return their error responses directly, as axum handlers do.
 #![allow(clippy::result_large_err)]
+
+mod metrics_listener;
+
+pub use metrics_listener::MetricsServer;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

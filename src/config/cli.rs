@@ -61,8 +61,8 @@ pub enum CliAction {
         /// `--control stdio`: JSON commands on stdin, JSON events on stdout.
         control_stdio: bool,
     },
-    /// `--print-config`: print this text (the effective configuration as TOML) on stdout and
-    /// exit 0.
+    /// `--print-config`: print this text (the effective configuration as TOML, secrets left
+    /// out) on stdout and exit 0.
     PrintConfig(String),
 }
 
@@ -98,7 +98,7 @@ where
     let config = builder.build()?;
 
     if cli.print_config {
-        return Ok(CliAction::PrintConfig(config.to_toml()));
+        return Ok(CliAction::PrintConfig(config.to_toml_redacted()));
     }
     Ok(CliAction::Run {
         config,
@@ -292,6 +292,7 @@ mod tests {
                 "--piping-bytes-per-sec-total=4900",
                 "--piping-idle-timeout-secs=41",
                 "--admin-listen=127.0.0.1:3",
+                "--metrics-listen=0.0.0.0:6",
                 "--admin-token=tok",
                 "--dht-listen=127.0.0.1:4",
                 "--public-addr=192.0.2.1:5",
@@ -338,6 +339,7 @@ mod tests {
                 "--handshake-burst-per-ip=27",
                 "--rate-limit-ips=20",
                 "--ipv6-prefix-len=48",
+                "--shutdown-grace-secs=7",
                 "--log-format=json",
                 "--log-filter=warn",
             ],

@@ -4,6 +4,7 @@ use std::fmt;
 use std::path::PathBuf;
 
 use super::parse::{RawValue, ValueError};
+use super::SECRET_KEYS;
 
 /// Where a config value came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,9 +84,15 @@ impl ConfigError {
         reason: ValueError,
         origin: &Origin,
     ) -> ConfigError {
+        // A secret is not shown even when it is wrong: the error goes to logs and terminals.
+        let value = if SECRET_KEYS.contains(&key) {
+            "<redacted>".to_owned()
+        } else {
+            raw.to_string()
+        };
         ConfigError::InvalidValue {
             key: key.to_owned(),
-            value: raw.to_string(),
+            value,
             reason,
             origin: origin.clone(),
         }

@@ -14,7 +14,10 @@ use super::parse::{
     parse_path_prefix, parse_peer_list, parse_public_addr, parse_seed, parse_shards,
     parse_state_dir, parse_token, parse_topics, positive, Parsed, RawValue, ValueError,
 };
-use super::{IdentitySource, IoBackendChoice, LogFormat, NodeConfig, PeerList, Shards, ENV_PREFIX};
+use super::{
+    IdentitySource, IoBackendChoice, LogFormat, NodeConfig, PeerList, PublicAddr, Shards,
+    ENV_PREFIX,
+};
 
 /// How a key is written on the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -199,13 +202,21 @@ config_keys! {
     admin_listen: Scalar, "admin-listen", "ADDR|off", "Admin API and metrics address",
         parse = parse_listen,
         emit = |a: &Option<SocketAddr>| str_value(a.map_or("off".to_owned(), |a| a.to_string()));
+    metrics_listen: Scalar, "metrics-listen", "ADDR|off",
+        "Address serving /metrics alone, so it can be exposed while the admin API stays private",
+        parse = parse_listen,
+        emit = |a: &Option<SocketAddr>| str_value(a.map_or("off".to_owned(), |a| a.to_string()));
     admin_token: Scalar, "admin-token", "TOKEN", "Bearer token of the admin API (empty: none)",
         parse = parse_token, emit = |t: &Option<String>| str_value(t.clone().unwrap_or_default());
     dht_listen: Scalar, "dht-listen", "ADDR", "Separate UDP address for the DHT (empty: none)",
         parse = parse_opt_addr, emit = opt_addr_value;
-    public_addr: Scalar, "public-addr", "ADDR",
-        "Address peers should dial (empty: the bound address)",
-        parse = parse_public_addr, emit = opt_addr_value;
+    public_addr: Scalar, "public-addr", "ADDR|auto",
+        "Address peers should dial (empty: the bound address; auto: learnt from the bootstrap nodes)",
+        parse = parse_public_addr, emit = |p: &PublicAddr| match p {
+            PublicAddr::Bound => str_value(""),
+            PublicAddr::Auto => str_value("auto"),
+            PublicAddr::Fixed(addr) => str_value(addr.to_string()),
+        };
     bootstrap: List, "bootstrap", "HOST:PORT", "Node to join at start (repeatable)",
         parse = parse_host_port_list, emit = |b: &Vec<String>| list_value(b, String::clone);
     topics: List, "topic", "HEX", "Topic to join and announce, 1 to 64 bytes in hex (repeatable)",
@@ -314,6 +325,9 @@ config_keys! {
     ipv6_prefix_len: Scalar, "ipv6-prefix-len", "BITS",
         "IPv6 sources in one prefix of this length count as one IP for every limit",
         parse = |r: &RawValue| int_in(r, 0, 128), emit = |n: &u8| int_value(*n);
+    shutdown_grace_secs: Scalar, "shutdown-grace-secs", "SECS",
+        "Seconds a stop signal leaves the node serving, /readyz 503, before it drains",
+        parse = |r: &RawValue| int_in(r, 0, 300), emit = |n: &u64| int_value(*n);
     log_format: Scalar, "log-format", "pretty|json", "Log line format on stderr",
         parse = parse_log_format, emit = |f: &LogFormat| str_value(f.as_str());
     log_filter: Scalar, "log-filter", "FILTER", "Log filter, RUST_LOG syntax (RUST_LOG wins)",

@@ -8,6 +8,7 @@ use super::constraints::check_combination;
 use super::error::{ConfigError, Origin};
 use super::keys::{build_config, check_key, key_spec, suggestion, KeySpec, KEYS};
 use super::parse::RawValue;
+use super::service_links::is_service_link;
 use super::{NodeConfig, DEFAULT_CONFIG_TOML, ENV_ALLOWLIST, ENV_PREFIX};
 
 /// Builds a [`NodeConfig`] from layers applied in order of increasing precedence:
@@ -74,7 +75,8 @@ impl ConfigBuilder {
     }
 
     /// Applies the `SETOWIRE_*` variables of `env` (other variables are ignored). A variable
-    /// with the prefix that names no key is an error, unless it is in [`ENV_ALLOWLIST`].
+    /// with the prefix that names no key is an error, unless it is in [`ENV_ALLOWLIST`] or is
+    /// a Kubernetes service link (see [`super::service_links`]).
     pub fn env(
         &mut self,
         env: impl IntoIterator<Item = (String, String)>,
@@ -89,6 +91,9 @@ impl ConfigBuilder {
         for (var, value) in vars {
             let spec = KEYS.iter().find(|spec| spec.env_var() == var);
             let Some(spec) = spec else {
+                if is_service_link(&var, &value) {
+                    continue;
+                }
                 let known = KEYS.iter().map(KeySpec::env_var);
                 let hint = suggestion(&var, known)
                     .map(|s| format!(", did you mean {s}?"))
@@ -240,6 +245,18 @@ mod tests {
     }
 
     #[test]
+    fn invalid_secrets_are_not_shown_in_the_error() {
+        let e = ConfigBuilder::new()
+            .env(env(&[("SETOWIRE_SEED", "abcxyz")]))
+            .unwrap_err();
+        assert_eq!(e.key(), Some("seed"));
+        assert!(!e.to_string().contains("abcxyz"), "{e}");
+        let e = NodeConfig::from_toml("admin_token = \"qqz\\nqqz\"").unwrap_err();
+        assert_eq!(e.key(), Some("admin_token"));
+        assert!(!e.to_string().contains("qqz"), "{e}");
+    }
+
+    #[test]
     fn invalid_values_are_refused_even_when_overridden() {
         // Each layer is checked as it is added, before a later layer could hide it.
         let mut builder = ConfigBuilder::new();
@@ -303,6 +320,22 @@ mod tests {
             .build()
             .unwrap();
         assert_eq!(config, NodeConfig::defaults());
+    }
+
+    #[test]
+    fn kubernetes_service_links_are_ignored_but_typos_are_not() {
+        let links = env(&[
+            ("SETOWIRE_NODE_PORT", "udp://10.0.0.1:49737"),
+            ("SETOWIRE_NODE_PORT_49737_UDP", "udp://10.0.0.1:49737"),
+            ("SETOWIRE_NODE_SERVICE_HOST", "10.0.0.1"),
+            ("SETOWIRE_NODE_SERVICE_PORT", "49737"),
+        ]);
+        let config = ConfigBuilder::new().env(links).unwrap().build().unwrap();
+        assert_eq!(config, NodeConfig::defaults());
+        let e = ConfigBuilder::new()
+            .env(env(&[("SETOWIRE_NODE_PORT", "49737")]))
+            .unwrap_err();
+        assert!(e.to_string().contains("SETOWIRE_NODE_PORT"), "{e}");
     }
 
     #[test]

@@ -24,6 +24,8 @@ pub mod identity_file;
 mod keys;
 mod layers;
 mod parse;
+pub mod reload;
+pub mod service_links;
 mod subsystems;
 
 pub use crate::http::bootstrap::PeerList;
@@ -58,6 +60,9 @@ pub const ENV_ALLOWLIST: &[&str] = &[
     "SETOWIRE_TEST_PYTHON",
     "SETOWIRE_TEST_FAULT",
 ];
+
+/// Keys whose values are secrets: never logged, printed or served (shown as set or not).
+pub const SECRET_KEYS: &[&str] = &["admin_token", "seed"];
 
 /// Most worker shards `shards` accepts.
 pub const MAX_SHARDS: usize = 1024;
@@ -111,13 +116,14 @@ pub struct NodeConfig {
     pub piping_idle_timeout_secs: u64,
     /// Admin API and metrics address; `None`: no admin listener.
     pub admin_listen: Option<SocketAddr>,
+    /// A listener serving `/metrics` alone; `None`: none (metrics are on the admin listener).
+    pub metrics_listen: Option<SocketAddr>,
     /// Bearer token of the admin API; `None` when the key is empty.
     pub admin_token: Option<String>,
     /// Separate UDP address that also serves the DHT; `None`: DHT on `udp_listen` only.
     pub dht_listen: Option<SocketAddr>,
-    /// The address peers should dial; `None`: the bound address of `udp_listen`.
-    /// Always a concrete IP with a non-zero port.
-    pub public_addr: Option<SocketAddr>,
+    /// The address peers should dial.
+    pub public_addr: PublicAddr,
     /// Nodes to join at start, `host:port` (checked for shape, resolved by the runtime).
     pub bootstrap: Vec<String>,
     /// Topics to join and announce, 1 to [`MAX_TOPIC_BYTES`] bytes each.
@@ -184,9 +190,32 @@ pub struct NodeConfig {
     pub rate_limit_ips: usize,
     /// IPv6 sources are grouped by this prefix length for per-IP limits.
     pub ipv6_prefix_len: u8,
+    /// Seconds between a stop signal and the drain, not ready meanwhile.
+    pub shutdown_grace_secs: u64,
     pub log_format: LogFormat,
     /// `RUST_LOG`-style filter; see [`NodeConfig::effective_log_filter`].
     pub log_filter: String,
+}
+
+/// The address the node tells peers to dial (`public_addr`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PublicAddr {
+    /// `""`: the bound address of `udp_listen` (a wildcard gives none).
+    Bound,
+    /// `"auto"`: the IP the bootstrap nodes see the node from (STUN), with the bound port.
+    Auto,
+    /// A concrete IP with a non-zero port.
+    Fixed(SocketAddr),
+}
+
+impl PublicAddr {
+    /// The configured address, when it is a fixed one.
+    pub fn fixed(self) -> Option<SocketAddr> {
+        match self {
+            PublicAddr::Fixed(addr) => Some(addr),
+            PublicAddr::Bound | PublicAddr::Auto => None,
+        }
+    }
 }
 
 /// Number of worker shards.
@@ -253,6 +282,21 @@ impl NodeConfig {
         out
     }
 
+    /// [`NodeConfig::to_toml`] with the secrets that are set ([`SECRET_KEYS`]) left out: each
+    /// one's line is a comment saying it is set. What `--print-config` prints.
+    pub fn to_toml_redacted(&self) -> String {
+        let mut out = String::new();
+        for (key, value) in emit_config(self) {
+            let set = value.as_str().is_some_and(|s| !s.is_empty());
+            if SECRET_KEYS.contains(&key) && set {
+                out.push_str(&format!("# {key} is set; not shown\n"));
+            } else {
+                out.push_str(&format!("{key} = {value}\n"));
+            }
+        }
+        out
+    }
+
     /// The log filter to use: `RUST_LOG` when it is set and not empty, else `log_filter`.
     pub fn effective_log_filter<'a>(&'a self, rust_log: Option<&'a str>) -> &'a str {
         rust_log
@@ -287,7 +331,8 @@ mod tests {
         assert_eq!(config.admin_listen, Some("127.0.0.1:9737".parse().unwrap()));
         assert_eq!(config.admin_token, None);
         assert_eq!(config.dht_listen, None);
-        assert_eq!(config.public_addr, None);
+        assert_eq!(config.public_addr, PublicAddr::Bound);
+        assert_eq!(config.metrics_listen, None);
         assert!(config.bootstrap.is_empty() && config.topics.is_empty());
         assert_eq!(config.shards, Shards::Auto);
         assert_eq!(config.io_backend, IoBackendChoice::Auto);
@@ -339,7 +384,8 @@ mod tests {
         config.udp_listen = "[::]:49737".parse().unwrap();
         config.admin_token = Some("s3cr\"et 'token' \\ x".into());
         config.dht_listen = Some("[fe80::1%2]:5000".parse().unwrap());
-        config.public_addr = Some("203.0.113.7:49737".parse().unwrap());
+        config.public_addr = PublicAddr::Fixed("203.0.113.7:49737".parse().unwrap());
+        config.metrics_listen = Some("0.0.0.0:9738".parse().unwrap());
         config.bootstrap = vec!["seed.example.org:49737".into(), "[2001:db8::1]:1".into()];
         config.topics = vec![vec![0xab; 64], vec![1]];
         config.shards = Shards::Count(NonZeroUsize::new(7).unwrap());
@@ -352,6 +398,10 @@ mod tests {
         config.log_format = LogFormat::Json;
         config.log_filter = "setowire_node=debug,info".into();
         let text = config.to_toml();
+        assert_eq!(NodeConfig::from_toml(&text).unwrap(), config, "{text}");
+        config.public_addr = PublicAddr::Auto;
+        let text = config.to_toml();
+        assert!(text.contains("public_addr = \"auto\""), "{text}");
         assert_eq!(NodeConfig::from_toml(&text).unwrap(), config, "{text}");
 
         let mut seeded = defaults;
@@ -387,10 +437,27 @@ mod tests {
         assert_eq!(config.seed, Some(vec![1, 2]));
         assert_eq!(
             config.public_addr,
-            Some("198.51.100.2:4000".parse().unwrap())
+            PublicAddr::Fixed("198.51.100.2:4000".parse().unwrap())
         );
         assert_eq!(config.admin_token.as_deref(), Some("t"));
         assert_eq!(config.flood, NodeConfig::defaults().flood);
+    }
+
+    #[test]
+    fn redacted_toml_leaves_out_the_secrets_that_are_set() {
+        let defaults = NodeConfig::defaults();
+        assert_eq!(defaults.to_toml_redacted(), defaults.to_toml());
+        let mut config = defaults.clone();
+        config.admin_token = Some("hunter2".into());
+        config.seed = Some(vec![0xab, 0xcd]);
+        let text = config.to_toml_redacted();
+        assert!(
+            !text.contains("hunter2") && !text.contains("abcd"),
+            "{text}"
+        );
+        assert!(text.contains("# admin_token is set; not shown\n"), "{text}");
+        assert!(text.contains("# seed is set; not shown\n"), "{text}");
+        assert_eq!(NodeConfig::from_toml(&text).unwrap(), defaults);
     }
 
     #[test]

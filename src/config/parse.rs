@@ -9,7 +9,8 @@ use std::path::PathBuf;
 use setowire_core::proto::identity::decode_hex;
 
 use super::{
-    IdentitySource, IoBackendChoice, LogFormat, PeerList, Shards, MAX_SHARDS, MAX_TOPIC_BYTES,
+    IdentitySource, IoBackendChoice, LogFormat, PeerList, PublicAddr, Shards, MAX_SHARDS,
+    MAX_TOPIC_BYTES,
 };
 
 /// A value as given, before it is parsed for its key.
@@ -153,13 +154,17 @@ pub(super) fn parse_path_prefix(raw: &RawValue) -> Parsed<String> {
     }
 }
 
-pub(super) fn parse_public_addr(raw: &RawValue) -> Parsed<Option<SocketAddr>> {
+pub(super) fn parse_public_addr(raw: &RawValue) -> Parsed<PublicAddr> {
     const EXPECTED: ValueError = ValueError::Expected(
-        "\"\" or the ip:port peers should dial, with a concrete IP and a non-zero port",
+        "\"\", \"auto\" or the ip:port peers should dial, with a concrete IP and a non-zero port",
     );
+    if raw.text() == Some("auto") {
+        return Ok(PublicAddr::Auto);
+    }
     match parse_opt_addr(raw) {
         Ok(Some(addr)) if addr.ip().is_unspecified() || addr.port() == 0 => Err(EXPECTED),
-        Ok(addr) => Ok(addr),
+        Ok(Some(addr)) => Ok(PublicAddr::Fixed(addr)),
+        Ok(None) => Ok(PublicAddr::Bound),
         Err(_) => Err(EXPECTED),
     }
 }
@@ -332,7 +337,7 @@ pub(super) fn parse_topics(raw: &RawValue) -> Parsed<Vec<Vec<u8>>> {
 
 #[cfg(test)]
 mod tests {
-    use crate::config::{ConfigBuilder, Origin};
+    use crate::config::{ConfigBuilder, Origin, SECRET_KEYS};
 
     #[test]
     fn per_key_validation() {
@@ -380,7 +385,12 @@ mod tests {
             let result = builder.set(key, value, Origin::Flag(format!("--{key}")));
             let e = result.map(|_| ()).expect_err(&format!("{key} = {value:?}"));
             assert_eq!(e.key(), Some(*key), "{e}");
-            assert!(e.to_string().contains(&format!("{value:?}")), "{e}");
+            let shown = if SECRET_KEYS.contains(key) {
+                "<redacted>".to_owned()
+            } else {
+                format!("{value:?}")
+            };
+            assert!(e.to_string().contains(&shown), "{e}");
         }
         let too_long = "ab".repeat(65);
         let e = ConfigBuilder::new()

@@ -13,7 +13,7 @@ use setowire_core::ratelimit::{Rate, SourceGrouping};
 use setowire_core::swarm::config::EngineConfig;
 
 use super::identity_file::{self, KeyFileError};
-use super::{IdentitySource, NodeConfig};
+use super::{IdentitySource, NodeConfig, PublicAddr, SECRET_KEYS};
 use crate::admin::AdminConfig;
 use crate::discovery::dht::DiscoveryOptions;
 use crate::http::{BandwidthConfig, BootstrapConfig, HttpConfig, PipingConfig};
@@ -70,6 +70,10 @@ impl NodeConfig {
             discovery: self.discovery_options(),
             http: self.http_config(),
             admin: self.admin_config(),
+            metrics_listen: self.metrics_listen,
+            public_addr_auto: self.public_addr == PublicAddr::Auto,
+            shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
+            reload: None,
             state: state_dir.map(|dir| self.state_options(dir)),
         })
     }
@@ -124,7 +128,7 @@ impl NodeConfig {
             },
             rate_limit_ips: self.rate_limit_ips,
             ipv6_prefix: self.ipv6_prefix_len,
-            public_addr: self.public_addr,
+            public_addr: self.public_addr.fixed(),
             ..EngineConfig::default()
         }
     }
@@ -163,10 +167,7 @@ impl NodeConfig {
             max_connections_per_ip: self.http_max_connections_per_ip,
             header_timeout: Duration::from_secs(self.http_header_timeout_secs),
             idle_timeout: Duration::from_secs(self.http_idle_timeout_secs),
-            rate_per_ip: Rate {
-                per_second: self.http_rate_per_ip as f32,
-                burst: self.http_burst_per_ip as f32,
-            },
+            rate_per_ip: self.http_rate(),
             rate_limit_ips: self.rate_limit_ips,
             grouping: SourceGrouping::new(self.ipv6_prefix_len),
             discard_max: self.http_discard_max_bytes,
@@ -197,18 +198,25 @@ impl NodeConfig {
         })
     }
 
+    /// The public listener's request rate per source IP.
+    pub fn http_rate(&self) -> Rate {
+        Rate {
+            per_second: self.http_rate_per_ip as f32,
+            burst: self.http_burst_per_ip as f32,
+        }
+    }
+
     /// The admin listener, with the configuration it reports (secrets redacted); `None` when
     /// `admin_listen` is off.
     pub fn admin_config(&self) -> Option<AdminConfig> {
         let listen = self.admin_listen?;
         let mut values = serde_json::Map::new();
         for (key, value) in self.to_values() {
-            let value = match key {
-                "admin_token" | "seed" => {
-                    let set = value.as_str().is_some_and(|s| !s.is_empty());
-                    Value::String(if set { "<redacted>" } else { "" }.into())
-                }
-                _ => serde_json::to_value(&value).unwrap_or(Value::Null),
+            let value = if SECRET_KEYS.contains(&key) {
+                let set = value.as_str().is_some_and(|s| !s.is_empty());
+                Value::String(if set { "<redacted>" } else { "" }.into())
+            } else {
+                serde_json::to_value(&value).unwrap_or(Value::Null)
             };
             values.insert(key.to_owned(), value);
         }

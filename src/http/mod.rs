@@ -26,7 +26,7 @@ pub mod piping;
 pub mod server;
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, Request, State};
@@ -132,6 +132,22 @@ pub struct ControlPlane {
     served: Served,
     piping: Arc<piping::Rendezvous>,
     local_addr: SocketAddr,
+    state: Weak<AppState>,
+}
+
+/// Changes the per-IP request rate of a running control plane (on SIGHUP); a no-op once it
+/// has stopped.
+#[derive(Clone)]
+pub struct HttpRateControl(Weak<AppState>);
+
+impl HttpRateControl {
+    /// From now on, each source IP gets `rate`; sources start again from a full burst.
+    pub fn set(&self, rate: Rate) {
+        if let Some(state) = self.0.upgrade() {
+            let mut limiter = state.limiter.lock().unwrap_or_else(|p| p.into_inner());
+            limiter.set_rate(rate);
+        }
+    }
 }
 
 impl ControlPlane {
@@ -181,6 +197,7 @@ impl ControlPlane {
         };
         let listener = listener::CappedListener::new(listener, limits, Arc::clone(&metrics));
         let weak = Arc::downgrade(&state);
+        let state_ref = weak.clone();
         metrics.set_bootstrap_peers(Box::new(move || {
             weak.upgrade()
                 .map_or(0, |state| state.bootstrap.len(Instant::now()))
@@ -198,7 +215,12 @@ impl ControlPlane {
             served,
             piping,
             local_addr,
+            state: state_ref,
         })
+    }
+
+    pub fn rate_control(&self) -> HttpRateControl {
+        HttpRateControl(self.state.clone())
     }
 
     /// The bound address (with the port picked when `listen` had port 0).

@@ -1,16 +1,17 @@
 //! The control plane's TCP listeners, each on a runtime of its own and each optional: the
-//! public one (HTTP bootstrap and piping) and the admin one (metrics, API, status page).
+//! public one (HTTP bootstrap and piping), the admin one (metrics, API, status page) and
+//! the metrics one (`/metrics` alone).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
 use super::RuntimeError;
-use crate::admin::{AdminConfig, AdminServer, NodeInfo};
+use crate::admin::{AdminConfig, AdminServer, MetricsServer, NodeInfo};
 use crate::control;
 use crate::discovery::dht::SharedDht;
 use crate::http::bootstrap::Registry;
-use crate::http::{ControlPlane, HttpConfig, NodeSelf, SessionLookup};
+use crate::http::{ControlPlane, HttpConfig, HttpRateControl, NodeSelf, SessionLookup};
 use crate::node::handle::NodeHandle;
 use crate::supervisor::Supervisor;
 use crate::telemetry::NodeMetrics;
@@ -39,14 +40,16 @@ fn session_lookup(node: &Arc<NodeHandle>) -> SessionLookup {
 pub struct Listeners {
     http: Option<ControlPlane>,
     admin: Option<AdminServer>,
+    metrics: Option<MetricsServer>,
 }
 
 impl Listeners {
     /// Starts the listeners that are configured (the public one with the registry its
-    /// announcements go to); either failing to bind fails the start.
+    /// announcements go to); any failing to bind fails the start.
     pub fn start(
         http: Option<(HttpConfig, Arc<Registry>)>,
         admin: Option<AdminConfig>,
+        metrics: Option<SocketAddr>,
         parts: ListenerParts<'_>,
         supervisor: &Supervisor,
     ) -> Result<Listeners, RuntimeError> {
@@ -87,7 +90,14 @@ impl Listeners {
                 )
             })
             .transpose()?;
-        Ok(Listeners { http, admin })
+        let metrics = metrics
+            .map(|listen| MetricsServer::start(listen, parts.metrics, supervisor))
+            .transpose()?;
+        Ok(Listeners {
+            http,
+            admin,
+            metrics,
+        })
     }
 
     pub fn http_addr(&self) -> Option<SocketAddr> {
@@ -98,6 +108,15 @@ impl Listeners {
         self.admin.as_ref().map(AdminServer::local_addr)
     }
 
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(MetricsServer::local_addr)
+    }
+
+    /// Changes the public listener's per-IP request rate; `None` when it is off.
+    pub fn http_rate_control(&self) -> Option<HttpRateControl> {
+        self.http.as_ref().map(ControlPlane::rate_control)
+    }
+
     /// Stops the public listener; its transfers get until `deadline`.
     pub fn stop_http(&mut self, deadline: Instant) {
         if let Some(http) = self.http.take() {
@@ -105,9 +124,13 @@ impl Listeners {
         }
     }
 
-    /// Stops the admin listener (and the public one, if still running) by `deadline`.
+    /// Stops the admin and metrics listeners (and the public one, if still running) by
+    /// `deadline`.
     pub fn stop(mut self, deadline: Instant) {
         self.stop_http(deadline);
+        if let Some(metrics) = self.metrics.take() {
+            metrics.stop(deadline);
+        }
         if let Some(admin) = self.admin.take() {
             admin.stop(deadline);
         }

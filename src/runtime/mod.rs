@@ -10,12 +10,13 @@ pub(crate) mod bootstrap;
 #[cfg(debug_assertions)]
 mod fault;
 mod listeners;
+mod public_addr;
+pub mod reload;
 mod shards;
 mod sockets;
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::{self, Receiver};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -79,6 +80,14 @@ pub struct NodeOptions {
     pub admin: Option<AdminConfig>,
     /// Persistence in a state directory; `None`: nothing is kept across restarts.
     pub state: Option<StateOptions>,
+    /// The listener serving `/metrics` alone; `None`: off.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Without a configured `engine.public_addr`, learn it from the bootstrap nodes (STUN).
+    pub public_addr_auto: bool,
+    /// How long a stop signal leaves the node serving (not ready) before it drains.
+    pub shutdown_grace: Duration,
+    /// What SIGHUP re-reads and where it applies it; `None`: SIGHUP is logged and ignored.
+    pub reload: Option<reload::Reload>,
 }
 
 /// Why the node could not start, or stopped on a failure.
@@ -124,14 +133,16 @@ pub enum RuntimeError {
 /// thread failed.
 pub fn run(mut options: NodeOptions) -> Result<(), RuntimeError> {
     let supervisor = Supervisor::new();
-    stop_on_signals(supervisor.stop_flag())?;
+    let sighup = stop_on_signals(&supervisor)?;
     let epoch = Instant::now();
     let (sockets, local) = sockets::bind(options.udp_listen, options.shards.max(1))?;
     let (backends, backend) = sockets::open_backends(sockets, options.io_backend)?;
-    // Bound to one address, the node is reachable there unless configured otherwise.
-    if options.engine.public_addr.is_none() && !local.ip().is_unspecified() {
-        options.engine.public_addr = Some(local);
-    }
+    options.engine.public_addr = public_addr::settle(
+        options.engine.public_addr,
+        options.public_addr_auto,
+        local,
+        &options.dial,
+    );
     let shared = shared_state(&backends, &options.engine);
     let id40 = options.identity.id_hex();
     let state_metrics = Arc::new(StateMetrics::default());
@@ -184,7 +195,16 @@ pub fn run(mut options: NodeOptions) -> Result<(), RuntimeError> {
         dht: services.dht(),
     };
     let http = options.http.take().zip(live.registry.clone());
-    let listeners = Listeners::start(http, options.admin.take(), listener_parts, &supervisor)
+    let listeners = Listeners::start(
+        http,
+        options.admin.take(),
+        options.metrics_listen,
+        listener_parts,
+        &supervisor,
+    )
+    .inspect_err(|_| supervisor.stop())?;
+    reload::spawn(sighup, options.reload.take(), listeners.http_rate_control())
+        .and_then(|()| spawn_drain(&supervisor, options.shutdown_grace))
         .inspect_err(|_| supervisor.stop())?;
     tracing::info!(
         id = %id40,
@@ -193,6 +213,7 @@ pub fn run(mut options: NodeOptions) -> Result<(), RuntimeError> {
         io_backend = %backend,
         http = %describe(listeners.http_addr()),
         admin = %describe(listeners.admin_addr()),
+        metrics = %describe(listeners.metrics_addr()),
         "node started"
     );
     let keeper = (!options.bootstrap.is_empty())
@@ -251,34 +272,51 @@ pub fn run(mut options: NodeOptions) -> Result<(), RuntimeError> {
     }
 }
 
-/// A first SIGTERM/SIGINT stops gracefully; a second one while stopping exits at once.
-fn stop_on_signals(stop: &Arc<AtomicBool>) -> Result<(), RuntimeError> {
+/// A first SIGTERM/SIGINT starts the drain (see [`spawn_drain`]); a second one exits at
+/// once. SIGHUP, which service managers and operators send to ask for a reload and which
+/// would end the process by default, is registered here too; [`reload::spawn`] acts on it.
+/// Registered first thing, so that a signal during the start is not lost.
+fn stop_on_signals(
+    supervisor: &Supervisor,
+) -> Result<signal_hook::iterator::Signals, RuntimeError> {
+    let drain = supervisor.drain_flag();
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        signal_hook::flag::register_conditional_shutdown(signal, 1, Arc::clone(stop))
-            .and_then(|_| signal_hook::flag::register(signal, Arc::clone(stop)))
+        signal_hook::flag::register_conditional_shutdown(signal, 1, Arc::clone(drain))
+            .and_then(|_| signal_hook::flag::register(signal, Arc::clone(drain)))
             .map_err(RuntimeError::Signals)?;
     }
-    log_sighup()
+    reload::register()
 }
 
-/// SIGHUP, which service managers and operators send to ask for a reload, would end the
-/// process by default. The configuration is read at start only, so it is logged and
-/// otherwise ignored (a thread waits for it; a signal handler must not log).
-fn log_sighup() -> Result<(), RuntimeError> {
-    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP])
-        .map_err(RuntimeError::Signals)?;
-    std::thread::Builder::new()
-        .name("sighup".into())
-        .spawn(move || {
-            for _ in signals.forever() {
-                tracing::warn!(
-                    "SIGHUP ignored: the configuration is read at start only; restart the node \
-                     to change it"
-                );
+/// Waits in a thread of its own for a stop signal (a signal handler can only set a flag):
+/// the node is not ready from then on, and is stopped once `grace` has passed. The thread
+/// ends early when the node stops another way.
+fn spawn_drain(supervisor: &Supervisor, grace: Duration) -> Result<(), RuntimeError> {
+    let supervisor = supervisor.clone();
+    let stop_after_grace = move || {
+        while !supervisor.is_draining() {
+            if supervisor.is_stopping() {
+                return;
             }
+            std::thread::sleep(STOP_POLL);
+        }
+        if !grace.is_zero() {
+            tracing::info!(?grace, "stop signal: not ready; draining after the grace");
+            let end = Instant::now() + grace;
+            while Instant::now() < end && !supervisor.is_stopping() {
+                std::thread::sleep(STOP_POLL);
+            }
+        }
+        supervisor.stop();
+    };
+    std::thread::Builder::new()
+        .name("drain".into())
+        .spawn(stop_after_grace)
+        .map(drop)
+        .map_err(|source| RuntimeError::Spawn {
+            thread: "drain".into(),
+            source,
         })
-        .map_err(RuntimeError::Signals)?;
-    Ok(())
 }
 
 /// The state the shards share: the peer directory, the value store, and an inbox per shard

@@ -1,5 +1,6 @@
 //! Whether the node is ready for traffic, as `/readyz` answers: every shard running and
-//! publishing, no supervised thread failed, and the node not stopping. A stalled shard (see
+//! publishing, no supervised thread failed, and the node neither stopping nor draining (a
+//! stop signal came and the node serves out its shutdown grace). A stalled shard (see
 //! [`STALL_AFTER`]) makes the node unready until its loop publishes again; the node goes on
 //! running, for the shard may recover and the other shards still serve their peers.
 
@@ -27,7 +28,7 @@ pub fn check(metrics: &NodeMetrics, supervisor: &Supervisor, now: Instant) -> Re
     if let Some(failure) = supervisor.failure() {
         return Err(NotReady::Failed(failure.clone()));
     }
-    if supervisor.is_stopping() {
+    if supervisor.is_stopping() || supervisor.is_draining() {
         return Err(NotReady::Stopping);
     }
     let (mut down, mut stalled) = (Vec::new(), Vec::new());
@@ -140,6 +141,19 @@ mod tests {
         let metrics = publishing_node(1);
         let supervisor = Supervisor::new();
         supervisor.stop();
+        assert_eq!(
+            check(&metrics, &supervisor, Instant::now()),
+            Err(NotReady::Stopping)
+        );
+    }
+
+    #[test]
+    fn a_draining_node_is_not_ready() {
+        let metrics = publishing_node(1);
+        let supervisor = Supervisor::new();
+        supervisor
+            .drain_flag()
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         assert_eq!(
             check(&metrics, &supervisor, Instant::now()),
             Err(NotReady::Stopping)

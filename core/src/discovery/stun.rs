@@ -158,6 +158,65 @@ pub fn answer(
     Ok(Some(w.len))
 }
 
+/// A Binding request with `transaction` as its id and no attributes: what a client sends to
+/// learn its reflexive address (the node asks its bootstrap nodes for `public_addr = "auto"`).
+pub fn binding_request(transaction: &[u8; 12]) -> [u8; HEADER_LEN] {
+    let mut out = [0u8; HEADER_LEN];
+    out[0..2].copy_from_slice(&BINDING_REQUEST.to_be_bytes());
+    out[4..8].copy_from_slice(&MAGIC_COOKIE.to_be_bytes());
+    out[8..].copy_from_slice(transaction);
+    out
+}
+
+/// The XOR-MAPPED-ADDRESS of a Binding success response to the request with id
+/// `transaction`; `None` for anything else (another transaction, an error, no address).
+pub fn mapped_address(response: &[u8], transaction: &[u8; 12]) -> Option<SocketAddr> {
+    if response.len() < HEADER_LEN
+        || be16(&response[0..2]) != BINDING_SUCCESS
+        || be32(&response[4..8]) != MAGIC_COOKIE
+        || response[8..HEADER_LEN] != transaction[..]
+        || HEADER_LEN + usize::from(be16(&response[2..4])) != response.len()
+    {
+        return None;
+    }
+    let mut pos = HEADER_LEN;
+    while pos + 4 <= response.len() {
+        let attr = be16(&response[pos..pos + 2]);
+        let len = usize::from(be16(&response[pos + 2..pos + 4]));
+        let value = response.get(pos + 4..pos + 4 + len)?;
+        if attr == ATTR_XOR_MAPPED_ADDRESS {
+            return xor_mapped(value, transaction);
+        }
+        pos += 4 + len.next_multiple_of(4);
+    }
+    None
+}
+
+fn xor_mapped(value: &[u8], transaction: &[u8; 12]) -> Option<SocketAddr> {
+    let mut pad = [0u8; 16];
+    pad[..4].copy_from_slice(&MAGIC_COOKIE.to_be_bytes());
+    pad[4..].copy_from_slice(transaction);
+    let port = be16(value.get(2..4)?) ^ (MAGIC_COOKIE >> 16) as u16;
+    let ip = match (value.get(1)?, value.len()) {
+        (0x01, 8) => {
+            let mut octets = [0u8; 4];
+            for (i, b) in octets.iter_mut().enumerate() {
+                *b = value[4 + i] ^ pad[i];
+            }
+            IpAddr::from(octets)
+        }
+        (0x02, 20) => {
+            let mut octets = [0u8; 16];
+            for (i, b) in octets.iter_mut().enumerate() {
+                *b = value[4 + i] ^ pad[i];
+            }
+            IpAddr::from(octets)
+        }
+        _ => return None,
+    };
+    Some(SocketAddr::new(ip, port))
+}
+
 struct Writer<'a> {
     out: &'a mut [u8; MAX_RESPONSE],
     len: usize,
@@ -209,6 +268,29 @@ fn crc32(data: &[u8]) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_client_reads_the_address_the_server_answers() {
+        let transaction = [7u8; 12];
+        let request = binding_request(&transaction);
+        for src in ["203.0.113.9:40000", "[2001:db8::5]:1"] {
+            let src: SocketAddr = src.parse().unwrap();
+            let mut out = [0u8; MAX_RESPONSE];
+            let n = answer(&request, src, &mut out).unwrap().unwrap();
+            assert_eq!(mapped_address(&out[..n], &transaction), Some(src));
+            assert_eq!(
+                mapped_address(&out[..n], &[8u8; 12]),
+                None,
+                "other transaction"
+            );
+            assert_eq!(
+                mapped_address(&out[..n - 1], &transaction),
+                None,
+                "truncated"
+            );
+        }
+        assert_eq!(mapped_address(&request, &transaction), None, "a request");
+    }
 
     fn request(attrs: &[(u16, &[u8])], fingerprint: bool) -> Vec<u8> {
         let mut m = vec![0x00, 0x01, 0, 0, 0x21, 0x12, 0xA4, 0x42];

@@ -139,6 +139,14 @@ impl IpLimiter {
         allowed
     }
 
+    /// Limits every source to `rate` from now on. The buckets are refilled to the new burst:
+    /// a bucket holds tokens of the old rate, which do not carry over.
+    pub fn set_rate(&mut self, rate: Rate) {
+        self.rate = rate;
+        self.buckets.clear();
+        self.overflow = TokenBucket::full(rate, 0);
+    }
+
     /// Forgets sources whose bucket has refilled: they behave like new ones.
     pub fn sweep(&mut self, now: Instant) {
         let now = self.clock.nanos(now);
@@ -208,6 +216,20 @@ mod tests {
             .filter(|n| l.allow(ip(201 + (n % 50) as u8), t0))
             .count();
         assert!(overflow_allowed <= 20, "{overflow_allowed}");
+    }
+
+    #[test]
+    fn a_new_rate_applies_to_known_and_new_sources() {
+        let t0 = Instant::now();
+        let mut l = IpLimiter::new(RATE, 4, t0);
+        let ip = |n: u8| IpAddr::from([127, 0, 0, n]);
+        assert!(l.allow(ip(1), t0));
+        l.set_rate(Rate {
+            per_second: 1.0,
+            burst: 2.0,
+        });
+        assert_eq!((0..10).filter(|_| l.allow(ip(1), t0)).count(), 2);
+        assert_eq!((0..10).filter(|_| l.allow(ip(2), t0)).count(), 2);
     }
 
     #[test]
