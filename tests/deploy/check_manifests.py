@@ -10,13 +10,15 @@ Usage: check_manifests.py DEPLOY_K8S_DIR. Prints the ConfigMap's node.toml as JS
 import json
 import pathlib
 import sys
+import tomllib
 
 import kubernetes_validate
 import yaml
 
 KUBERNETES = "1.37.0"
-# The node's drain (GOAWAY to every peer, a last snapshot) takes about 2 s.
-MIN_GRACE_SECONDS = 10
+# The node's drain (GOAWAY to every peer, a last snapshot) takes about 2 s after its
+# shutdown_grace_secs.
+DRAIN_SECONDS = 2
 
 
 def main():
@@ -84,9 +86,14 @@ def fit_together(by_kind):
             if endpoint["port"] not in port_names:
                 problems.append(f"ServiceMonitor {name}: no selected Service has port {endpoint['port']}")
 
+    (config,) = by_kind["ConfigMap"].values()
+    node_grace = tomllib.loads(config["data"]["node.toml"]).get("shutdown_grace_secs", 0)
     grace = pod["spec"].get("terminationGracePeriodSeconds", 30)
-    if grace < MIN_GRACE_SECONDS:
-        problems.append(f"terminationGracePeriodSeconds {grace} is shorter than the drain needs")
+    if grace <= node_grace + DRAIN_SECONDS:
+        problems.append(
+            f"terminationGracePeriodSeconds {grace} does not cover shutdown_grace_secs "
+            f"{node_grace} and the {DRAIN_SECONDS} s drain"
+        )
     for probe in ("livenessProbe", "readinessProbe"):
         command = container.get(probe, {}).get("exec", {}).get("command", [])
         if command[:2] != ["setowire-node", "health"]:
