@@ -4,8 +4,8 @@
 //! * The client is `/usr/bin/docker` (Debian's docker.io; another client found first on
 //!   `PATH` may not match the daemon), or `SETOWIRE_TEST_DOCKER`.
 //! * Every command runs under coreutils' `timeout`, so a hung daemon fails the test.
-//! * [`Network`] and [`Container`] carry a `setowire-test-pid` label and are removed on
-//!   drop; what a killed test binary left behind is swept the first time another one starts.
+//! * [`Network`] and [`Container`] are named `swc-<pid>-...` and removed on drop; what a
+//!   killed test binary left behind is swept, by name, the first time another one starts.
 //! * The node's image is `setowire-node:latest` (or `SETOWIRE_TEST_IMAGE`), built by
 //!   `deploy/docker/build-offline.sh`, which scripts/test.sh runs before the tests: a missing
 //!   image fails the tests, it never skips them. The py-setowire peer image is built here, on
@@ -29,8 +29,6 @@ use super::venv;
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
 /// Bound on building the peer image (apt-get of python3 into the base, the first time).
 const BUILD_TIMEOUT: Duration = Duration::from_secs(10 * 60);
-/// The label that marks what a test made, with the test process's pid.
-const LABEL: &str = "setowire-test-pid";
 /// The peer image's tag: py-setowire's version and the driver it runs are in its layers.
 const PYPEER_IMAGE: &str = "setowire-test-pypeer:0.1.0";
 
@@ -88,30 +86,31 @@ pub fn unique_name(what: &str) -> String {
     )
 }
 
-fn label_arg() -> String {
-    format!("{LABEL}={}", std::process::id())
+/// The pid in a name made by [`unique_name`] (compose prefixes it to its own names too).
+fn owner_pid(name: &str) -> Option<&str> {
+    name.strip_prefix("swc-")?.split('-').next()
 }
 
-/// Removes the containers and networks of test processes that no longer run.
+/// Removes the containers, networks and volumes of test processes that no longer run.
 fn sweep_stale() {
-    let format = format!("{{{{.ID}}}} {{{{.Label \"{LABEL}\"}}}}");
     let stale = |listing: Result<String, String>| -> Vec<String> {
         listing
             .unwrap_or_default()
             .lines()
-            .filter_map(|line| {
-                let (id, pid) = line.split_once(' ')?;
-                let alive = Path::new("/proc").join(pid.trim()).exists();
-                (!alive).then(|| id.to_owned())
+            .filter(|name| {
+                owner_pid(name).is_some_and(|pid| !Path::new("/proc").join(pid).exists())
             })
+            .map(str::to_owned)
             .collect()
     };
-    let filter = format!("label={LABEL}");
-    for id in stale(docker(&["ps", "-a", "--filter", &filter, "--format", &format])) {
-        let _ = docker(&["rm", "-f", "-v", &id]);
+    for name in stale(docker(&["ps", "-a", "--format", "{{.Names}}"])) {
+        let _ = docker(&["rm", "-f", "-v", &name]);
     }
-    for id in stale(docker(&["network", "ls", "--filter", &filter, "--format", &format])) {
-        let _ = docker(&["network", "rm", &id]);
+    for name in stale(docker(&["network", "ls", "--format", "{{.Name}}"])) {
+        let _ = docker(&["network", "rm", &name]);
+    }
+    for name in stale(docker(&["volume", "ls", "--format", "{{.Name}}"])) {
+        let _ = docker(&["volume", "rm", &name]);
     }
 }
 
@@ -125,7 +124,7 @@ impl Network {
     #[track_caller]
     pub fn create() -> Network {
         let name = unique_name("net");
-        docker_ok(&["network", "create", "--label", &label_arg(), &name]);
+        docker_ok(&["network", "create", &name]);
         Network { name }
     }
 }
@@ -151,8 +150,7 @@ impl Container {
             name: unique_name(what),
         };
         let mut args = vec!["run", "-d", "--name", &container.name];
-        let label = label_arg();
-        args.extend(["--label", &label, "--network", &net.name]);
+        args.extend(["--network", &net.name]);
         args.extend(run_args);
         args.push(image);
         args.extend(cmd);
@@ -340,7 +338,7 @@ impl ContainerPeer {
         };
         let mut cmd = Command::new(client());
         cmd.args(["run", "-i", "--rm", "--name", &container.name])
-            .args(["--label", &label_arg(), "--network", &net.name])
+            .args(["--network", &net.name])
             .arg(image);
         let peer = ControlPeer::from_process(LineProcess::spawn_command(label, cmd));
         ContainerPeer { peer, container }
@@ -358,4 +356,113 @@ impl std::ops::DerefMut for ContainerPeer {
     fn deref_mut(&mut self) -> &mut ControlPeer {
         &mut self.peer
     }
+}
+
+/// Debian's docker-compose (v1.29), or `SETOWIRE_TEST_COMPOSE`.
+pub fn compose_client() -> PathBuf {
+    std::env::var_os("SETOWIRE_TEST_COMPOSE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/bin/docker-compose"))
+}
+
+/// A compose project of the test's own (`-p swc-<pid>-<n>-compose`) on one compose file
+/// with the given environment; `down -v` on drop removes its containers, network and
+/// volumes.
+pub struct ComposeProject {
+    pub name: String,
+    file: PathBuf,
+    env: Vec<(String, String)>,
+    /// Whether a command that creates containers ran (only then is there anything to take
+    /// down).
+    created: std::cell::Cell<bool>,
+}
+
+impl ComposeProject {
+    pub fn new(file: &Path, env: &[(&str, &str)]) -> ComposeProject {
+        ComposeProject {
+            name: unique_name("compose"),
+            file: file.to_owned(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            created: std::cell::Cell::new(false),
+        }
+    }
+
+    /// `docker-compose -p NAME -f FILE ARGS` under `timeout`: stdout, or what went wrong.
+    pub fn run(&self, args: &[&str]) -> Result<String, String> {
+        if matches!(args.first(), Some(&("up" | "run" | "create"))) {
+            self.created.set(true);
+        }
+        let out = Command::new("timeout")
+            .args(["--kill-after=5", &format!("{}", COMMAND_TIMEOUT.as_secs())])
+            .arg(compose_client())
+            .args(["--ansi", "never", "-p", &self.name, "-f"])
+            .arg(&self.file)
+            .args(args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .env("DOCKER_BUILDKIT", "1")
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("cannot run {}: {e}", compose_client().display()))?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(format!(
+                "docker-compose {} failed ({}):\n{}{}",
+                args.join(" "),
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+    }
+
+    #[track_caller]
+    pub fn run_ok(&self, args: &[&str]) -> String {
+        self.run(args).unwrap_or_else(|e| panic!("{e}"))
+    }
+}
+
+impl Drop for ComposeProject {
+    fn drop(&mut self) {
+        if !self.created.get() {
+            return;
+        }
+        if thread::panicking() {
+            if let Ok(logs) = self.run(&["logs", "--no-color"]) {
+                eprintln!("--- logs of compose project {} ---\n{logs}", self.name);
+            }
+        }
+        if let Err(e) = self.run(&["down", "-v", "--remove-orphans", "--timeout", "10"]) {
+            eprintln!("{e}");
+        }
+    }
+}
+
+/// A YAML document as JSON, parsed by PyYAML with the system's Python (Debian's
+/// docker-compose depends on python3-yaml).
+#[track_caller]
+pub fn yaml_to_json(yaml: &str) -> serde_json::Value {
+    let code = "import json, sys, yaml; json.dump(yaml.safe_load(sys.stdin), sys.stdout)";
+    let mut child = Command::new("/usr/bin/python3")
+        .args(["-I", "-c", code])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run /usr/bin/python3: {e}"));
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("piped stdin");
+        stdin.write_all(yaml.as_bytes()).expect("write the YAML to python3");
+    }
+    let out = child.wait_with_output().expect("python3 output");
+    assert!(
+        out.status.success(),
+        "YAML does not parse (python3-yaml installed?): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("python3 printed JSON")
 }
