@@ -105,8 +105,7 @@ fn probe(addr: SocketAddr) -> Result<(), HealthError> {
         .set_read_timeout(Some(STEP_TIMEOUT))
         .and_then(|()| stream.set_write_timeout(Some(STEP_TIMEOUT)))
         .map_err(io_err)?;
-    let request =
-        format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let request = format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).map_err(io_err)?;
     let mut answer = Vec::new();
     let mut limited = (&mut stream).take(MAX_ANSWER);
@@ -167,9 +166,13 @@ mod tests {
 
     #[test]
     fn only_a_200_status_line_is_healthy() {
-        assert!(is_ok_status(&status_line(b"HTTP/1.1 200 OK\r\ncontent-length: 2")));
+        assert!(is_ok_status(&status_line(
+            b"HTTP/1.1 200 OK\r\ncontent-length: 2"
+        )));
         assert!(is_ok_status(&status_line(b"HTTP/1.0 200 OK\r\n")));
-        assert!(!is_ok_status(&status_line(b"HTTP/1.1 503 Service Unavailable\r\n")));
+        assert!(!is_ok_status(&status_line(
+            b"HTTP/1.1 503 Service Unavailable\r\n"
+        )));
         assert!(!is_ok_status(&status_line(b"HTTP/1.1 2000 OK\r\n")));
         assert!(!is_ok_status(&status_line(b"SSH-2.0-OpenSSH\r\n")));
         assert!(!is_ok_status(&status_line(b"")));

@@ -9,7 +9,10 @@ use setowire_node::telemetry::logging;
 mod health;
 
 fn main() -> ExitCode {
-    if std::env::args_os().nth(1).is_some_and(|a| a == health::SUBCOMMAND) {
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == health::SUBCOMMAND)
+    {
         return health::main(std::env::args_os().collect());
     }
     let (config, control_stdio) = match cli::parse_cli(std::env::args_os(), cli::process_env()) {

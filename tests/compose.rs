@@ -160,8 +160,7 @@ fn grafana_provisioning_fits_the_compose_file_and_the_dashboard() {
     assert_eq!(source["isDefault"], true);
 
     // The dashboard picks its data source by type through its `datasource` variable.
-    let dashboards_provider =
-        yaml_to_json(&read(&provisioning.join("dashboards/setowire.yml")));
+    let dashboards_provider = yaml_to_json(&read(&provisioning.join("dashboards/setowire.yml")));
     assert_eq!(dashboards_provider["apiVersion"], 1);
     let provider = &dashboards_provider["providers"][0];
     assert_eq!(provider["type"], "file");
@@ -225,9 +224,8 @@ fn prometheus_scrapes_the_node_in_compose() {
     assert!(addr.ip().is_loopback(), "{addr}");
 
     let started = Instant::now();
-    let request = format!(
-        "GET /api/v1/targets HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    );
+    let request =
+        format!("GET /api/v1/targets HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
     let mut last = String::new();
     loop {
         if let Ok((200, body)) = prometheus::http_exchange(addr.port(), request.as_bytes()) {

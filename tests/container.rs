@@ -48,7 +48,11 @@ fn peer_of(net: &Network, label: &str, node_ip: &str) -> (ContainerPeer, String)
         is_event(e, "connection") && e["addr"] == node_addr.as_str()
     });
     let node_id8 = ev["peer"].as_str().unwrap_or_default().to_owned();
-    assert_eq!(node_id8.len(), 16, "connection event without a peer id: {ev}");
+    assert_eq!(
+        node_id8.len(),
+        16,
+        "connection event without a peer id: {ev}"
+    );
     (peer, node_id8)
 }
 
@@ -89,7 +93,9 @@ fn broadcast_reaches(a: &mut ControlPeer, b: &mut ControlPeer, seed: u64) {
     let payload = pattern_bytes(seed, 300);
     a.broadcast(&payload);
     let want = hex::encode(&payload);
-    b.wait_event(TIMEOUT, |e| is_event(e, "data") && e["hex"] == want.as_str());
+    b.wait_event(TIMEOUT, |e| {
+        is_event(e, "data") && e["hex"] == want.as_str()
+    });
 }
 
 #[test]

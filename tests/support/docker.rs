@@ -145,7 +145,13 @@ pub struct Container {
 impl Container {
     /// `docker run -d` on `net` with extra `run_args`, `image` and `cmd`.
     #[track_caller]
-    pub fn start(net: &Network, what: &str, run_args: &[&str], image: &str, cmd: &[&str]) -> Container {
+    pub fn start(
+        net: &Network,
+        what: &str,
+        run_args: &[&str],
+        image: &str,
+        cmd: &[&str],
+    ) -> Container {
         let container = Container {
             name: unique_name(what),
         };
@@ -456,7 +462,9 @@ pub fn yaml_to_json(yaml: &str) -> serde_json::Value {
     {
         use std::io::Write;
         let mut stdin = child.stdin.take().expect("piped stdin");
-        stdin.write_all(yaml.as_bytes()).expect("write the YAML to python3");
+        stdin
+            .write_all(yaml.as_bytes())
+            .expect("write the YAML to python3");
     }
     let out = child.wait_with_output().expect("python3 output");
     assert!(
