@@ -29,13 +29,13 @@ fi
 
 command -v debootstrap >/dev/null || { echo "debian-base.sh: debootstrap is not installed (apt-get install debootstrap)" >&2; exit 1; }
 root=$(mktemp -d /var/tmp/setowire-debootstrap.XXXXXX)
-trap 'rm -rf "$root"' EXIT
-echo "debian-base.sh: debootstrap $DEBIAN_SUITE from $DEBIAN_MIRROR (a few minutes, once)" >&2
-debootstrap --variant=minbase "$DEBIAN_SUITE" "$root" "$DEBIAN_MIRROR" >"$root.log" 2>&1 || {
-  tail -n 30 "$root.log" >&2
+log=$(mktemp /var/tmp/setowire-debootstrap-log.XXXXXX)
+trap 'rm -rf "$root" "$log"' EXIT
+echo "debian-base.sh: debootstrap $DEBIAN_SUITE from $DEBIAN_MIRROR (about a minute, once)" >&2
+debootstrap --variant=minbase "$DEBIAN_SUITE" "$root" "$DEBIAN_MIRROR" >"$log" 2>&1 || {
+  tail -n 30 "$log" >&2
   exit 1
 }
-rm -f "$root.log"
 # apt's package lists and the downloaded .debs are not part of a base image.
 rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
 tar --numeric-owner -C "$root" -c . |
