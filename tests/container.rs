@@ -10,10 +10,13 @@
 mod prometheus;
 mod support;
 
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use support::docker::{docker_ok, node_image, Container, ContainerPeer, Network};
 use support::peer::ControlPeer;
+use support::process::LineProcess;
+use support::venv;
 use support::{is_event, pattern_bytes, TIMEOUT};
 
 /// The node's UDP port in the image (the built-in default).
@@ -54,6 +57,14 @@ fn peer_of(net: &Network, label: &str, node_ip: &str) -> (ContainerPeer, String)
         "connection event without a peer id: {ev}"
     );
     (peer, node_id8)
+}
+
+/// The py-setowire driver on the host itself (the host's network, so that it can reach a
+/// port published on 127.0.0.1).
+fn host_peer_command() -> Command {
+    let mut cmd = Command::new(venv::python());
+    cmd.arg("-I").arg("-u").arg(venv::driver_script());
+    cmd
 }
 
 /// `GET path` on the host side of a port the container publishes: (status, body).
@@ -124,6 +135,14 @@ fn serves_py_peers_on_its_defaults_and_drains_on_docker_stop() {
     assert_eq!(node_seen_by_a, node_seen_by_b);
     broadcast_reaches(&mut a, &mut b, 1);
     broadcast_reaches(&mut b, &mut a, 2);
+    // A peer on the host reaches the node through the published UDP port (on loopback).
+    let udp = node.published("49737/udp");
+    assert!(udp.ip().is_loopback(), "published on {udp}");
+    let mut host_peer =
+        ControlPeer::from_process(LineProcess::spawn_command("py-host", host_peer_command()));
+    host_peer.dial(&udp.to_string());
+    host_peer.wait_connection(&node_seen_by_a);
+    broadcast_reaches(&mut a, &mut host_peer, 3);
 
     let stop_started = Instant::now();
     docker_ok(&["stop", "-t", STOP_GRACE_SECS, &node.name]);
@@ -134,7 +153,7 @@ fn serves_py_peers_on_its_defaults_and_drains_on_docker_stop() {
         stop_took < DRAIN + Duration::from_secs(3),
         "docker stop took {stop_took:?}: not drained within {DRAIN:?}"
     );
-    for peer in [&mut a, &mut b] {
+    for peer in [&mut *a, &mut *b, &mut host_peer] {
         peer.wait_disconnect(&node_seen_by_a);
         let seen_after = stop_started.elapsed();
         assert!(
@@ -194,5 +213,5 @@ fn io_uring_refused_by_seccomp_falls_back_to_mmsg() {
     let node_ip = node.ip();
     let (mut a, _) = peer_of(&net, "py-a", &node_ip);
     let (mut b, _) = peer_of(&net, "py-b", &node_ip);
-    broadcast_reaches(&mut a, &mut b, 3);
+    broadcast_reaches(&mut a, &mut b, 4);
 }
