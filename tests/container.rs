@@ -215,3 +215,30 @@ fn io_uring_refused_by_seccomp_falls_back_to_mmsg() {
     let (mut b, _) = peer_of(&net, "py-b", &node_ip);
     broadcast_reaches(&mut a, &mut b, 4);
 }
+
+#[test]
+fn the_image_is_small_unprivileged_and_declares_its_ports_volume_and_checks() {
+    let image = node_image();
+    let inspect = |format: &str| docker_ok(&["image", "inspect", "--format", format, &image]);
+    let size: u64 = inspect("{{.Size}}").parse().expect("image size");
+    eprintln!("image size: {size} bytes");
+    assert!(size <= 60 * 1000 * 1000, "{size} bytes");
+    assert_eq!(inspect("{{.Config.User}}"), "10001:10001");
+    let ports = inspect("{{range $p, $_ := .Config.ExposedPorts}}{{$p}} {{end}}");
+    let mut ports: Vec<&str> = ports.split_whitespace().collect();
+    ports.sort_unstable();
+    assert_eq!(ports, ["49737/udp", "8737/tcp", "9737/tcp"]);
+    assert_eq!(
+        inspect("{{range $v, $_ := .Config.Volumes}}{{$v}}{{end}}"),
+        "/var/lib/setowire-node"
+    );
+    assert_eq!(inspect("{{.Config.StopSignal}}"), "SIGTERM");
+    assert_eq!(
+        inspect("{{json .Config.Healthcheck.Test}}"),
+        r#"["CMD","/usr/local/bin/setowire-node","health"]"#
+    );
+    assert!(
+        inspect("{{json .Config.Env}}").contains("SETOWIRE_STATE_DIR=/var/lib/setowire-node"),
+        "no state_dir in the image's environment"
+    );
+}
