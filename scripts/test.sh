@@ -10,6 +10,9 @@ cargo fmt --all -- --check
 # The modules of the node and core crates use each other without cycles, at every level.
 python3 scripts/module-deps.py
 cargo clippy --workspace --all-targets -- -D warnings
+# The container tests (tests/container.rs, tests/compose.rs) run the image this builds,
+# offline: a Debian base from debootstrap (kept between runs) and the release binary.
+./deploy/docker/build-offline.sh --quiet
 cargo test --workspace --lib --bins --tests
 # Each criterion benchmark once, as a smoke test (criterion refuses libtest's flags).
 cargo test --workspace --benches

@@ -8,8 +8,13 @@ use setowire_node::config::{reload, service_links};
 use setowire_node::runtime::{self, reload::Reload};
 use setowire_node::telemetry::logging;
 
+mod health;
+
 fn main() -> ExitCode {
     let args: Vec<OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == health::SUBCOMMAND) {
+        return health::main(args);
+    }
     let env = cli::process_env();
     let (config, control_stdio) = match cli::parse_cli(args.iter().cloned(), env.clone()) {
         Ok(CliAction::Run {

@@ -33,6 +33,7 @@ macro_rules! on_both_backends {
 }
 
 pub mod dht;
+pub mod docker;
 pub mod nat_lab;
 pub mod net;
 pub mod peer;
