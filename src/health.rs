@@ -1,5 +1,6 @@
 //! `setowire-node health`: asks a running node's own `GET /healthz` and exits 0 when it
-//! answers 200, 1 otherwise.
+//! answers 200, 1 otherwise. `setowire-node health --ready` asks `GET /readyz` instead (503
+//! while a shard is stalled or once the node drains): a readiness probe.
 //!
 //! It is the image's `HEALTHCHECK`: a minimal image has no curl, and the probe must find the
 //! admin listener exactly where the node put it, so it reads the same configuration the node
@@ -18,6 +19,8 @@ use setowire_node::config::ConfigError;
 
 /// The subcommand's name, the first argument after the program name.
 pub const SUBCOMMAND: &str = "health";
+/// The flag, right after the subcommand, that asks for readiness rather than liveness.
+const READY_FLAG: &str = "--ready";
 
 /// Bound on connecting, and on each write and read: a node too busy to answer /healthz
 /// within this is reported unhealthy rather than left to Docker's own timeout.
@@ -37,23 +40,34 @@ enum HealthError {
     AdminOff,
     #[error("admin_listen {0} has port 0: the probe cannot know the port the node picked")]
     AnyPort(SocketAddr),
-    #[error("GET http://{addr}/healthz: {source}")]
-    Io { addr: SocketAddr, source: io::Error },
-    #[error("GET http://{addr}/healthz answered {status:?}")]
-    Status { addr: SocketAddr, status: String },
+    #[error("GET http://{addr}{path}: {source}")]
+    Io {
+        addr: SocketAddr,
+        path: &'static str,
+        source: io::Error,
+    },
+    #[error("GET http://{addr}{path} answered {status:?}")]
+    Status {
+        addr: SocketAddr,
+        path: &'static str,
+        status: String,
+    },
 }
 
-/// Runs the probe for `args`: the program name, `health`, then the node's flags.
+/// Runs the probe for `args`: the program name, `health`, `--ready` or not, then the node's
+/// flags.
 pub fn main(args: Vec<OsString>) -> ExitCode {
+    let ready = args.get(2).is_some_and(|a| a == READY_FLAG);
+    let path = if ready { "/readyz" } else { "/healthz" };
     let node_args = args
         .iter()
         .take(1)
-        .chain(args.iter().skip(2))
+        .chain(args.iter().skip(if ready { 3 } else { 2 }))
         .cloned()
         .collect::<Vec<_>>();
-    match probe_configured(node_args) {
+    match probe_configured(node_args, path) {
         Ok(addr) => {
-            println!("healthy: GET http://{addr}/healthz answered 200");
+            println!("healthy: GET http://{addr}{path} answered 200");
             ExitCode::SUCCESS
         }
         // `--help` and `--version` are "errors" of the command line that exit 0.
@@ -68,7 +82,7 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
     }
 }
 
-fn probe_configured(args: Vec<OsString>) -> Result<SocketAddr, HealthError> {
+fn probe_configured(args: Vec<OsString>, path: &'static str) -> Result<SocketAddr, HealthError> {
     let config = match cli::parse_cli(args, cli::process_env())? {
         CliAction::Run {
             config,
@@ -77,7 +91,7 @@ fn probe_configured(args: Vec<OsString>) -> Result<SocketAddr, HealthError> {
         CliAction::Run { .. } | CliAction::PrintConfig(_) => return Err(HealthError::NotAProbe),
     };
     let addr = probe_addr(config.admin_listen)?;
-    probe(addr)?;
+    probe(addr, path)?;
     Ok(addr)
 }
 
@@ -97,15 +111,15 @@ fn probe_addr(admin_listen: Option<SocketAddr>) -> Result<SocketAddr, HealthErro
     Ok(addr)
 }
 
-/// One `GET /healthz` over HTTP/1.1, every step bounded by [`STEP_TIMEOUT`].
-fn probe(addr: SocketAddr) -> Result<(), HealthError> {
-    let io_err = |source| HealthError::Io { addr, source };
+/// One `GET path` over HTTP/1.1, every step bounded by [`STEP_TIMEOUT`].
+fn probe(addr: SocketAddr, path: &'static str) -> Result<(), HealthError> {
+    let io_err = |source| HealthError::Io { addr, path, source };
     let mut stream = TcpStream::connect_timeout(&addr, STEP_TIMEOUT).map_err(io_err)?;
     stream
         .set_read_timeout(Some(STEP_TIMEOUT))
         .and_then(|()| stream.set_write_timeout(Some(STEP_TIMEOUT)))
         .map_err(io_err)?;
-    let request = format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).map_err(io_err)?;
     let mut answer = Vec::new();
     let mut limited = (&mut stream).take(MAX_ANSWER);
@@ -122,7 +136,7 @@ fn probe(addr: SocketAddr) -> Result<(), HealthError> {
     if is_ok_status(&status) {
         Ok(())
     } else {
-        Err(HealthError::Status { addr, status })
+        Err(HealthError::Status { addr, path, status })
     }
 }
 

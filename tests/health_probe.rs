@@ -55,6 +55,27 @@ fn healthy_while_the_node_runs_unhealthy_after() {
 }
 
 #[test]
+fn ready_until_the_node_drains_while_still_alive() {
+    let net = TestNet::new();
+    let mut node = spawn_node(&net, &["--shutdown-grace-secs", "3"]);
+    let admin = format!("127.0.0.1:{}", node.ready_port("admin_port"));
+    let out = health(&net, &["--ready", "--admin-listen", &admin]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("/readyz answered 200"), "{}", text(&out));
+
+    // SIGTERM: during the grace the node still serves (alive) but is no longer ready.
+    // SAFETY: kill(2) on the node's pid, a process this test spawned and still owns.
+    let rc = unsafe { libc::kill(node.proc.pid() as libc::pid_t, libc::SIGTERM) };
+    assert_eq!(rc, 0);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let ready = health(&net, &["--ready", "--admin-listen", &admin]);
+    assert_eq!(ready.status.code(), Some(1), "{}", text(&ready));
+    assert!(text(&ready).contains("503"), "{}", text(&ready));
+    let alive = health(&net, &["--admin-listen", &admin]);
+    assert_eq!(alive.status.code(), Some(0), "{}", text(&alive));
+}
+
+#[test]
 fn unhealthy_when_it_cannot_ask_the_node() {
     let net = TestNet::new();
     let out = health(&net, &["--admin-listen", "off"]);

@@ -26,9 +26,9 @@ Every config key can be set in a TOML file (--config), in the environment as SET
 which beats the file, which beats the built-in defaults (config/node.toml; see \
 --print-config).
 
-`setowire-node health [FLAGS]` reads the same configuration and asks the running node's \
-GET /healthz on its admin listener: exit 0 when it answers 200, else 1 (a container health \
-check).
+`setowire-node health [--ready] [FLAGS]` reads the same configuration and asks the running \
+node's GET /healthz (with --ready, GET /readyz) on its admin listener: exit 0 when it answers \
+200, else 1 (a container health check, a Kubernetes probe).
 
 Exit status: 0 on a clean stop, 1 on a runtime failure, 2 on an invalid configuration or \
 command line.";
