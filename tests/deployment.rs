@@ -35,7 +35,8 @@ fn text(bytes: &[u8]) -> String {
 
 fn copy(from: &Path, to: &Path) {
     fs::create_dir_all(to.parent().expect("a parent")).expect("parent directory");
-    fs::copy(from, to).unwrap_or_else(|e| panic!("copy {} to {}: {e}", from.display(), to.display()));
+    fs::copy(from, to)
+        .unwrap_or_else(|e| panic!("copy {} to {}: {e}", from.display(), to.display()));
 }
 
 /// A root as the Debian package lays it out, on this host's systemd units (the targets the
@@ -46,7 +47,10 @@ fn systemd_root() -> PathBuf {
     for entry in fs::read_dir(units).expect("the host's systemd units") {
         let entry = entry.expect("a unit");
         if entry.file_type().is_ok_and(|t| t.is_file()) {
-            copy(&entry.path(), &root.join("lib/systemd/system").join(entry.file_name()));
+            copy(
+                &entry.path(),
+                &root.join("lib/systemd/system").join(entry.file_name()),
+            );
         }
     }
     copy(Path::new("/bin/kill"), &root.join("bin/kill"));
@@ -58,7 +62,10 @@ fn systemd_root() -> PathBuf {
         &repo("deploy/systemd/setowire-node.service"),
         &root.join("lib/systemd/system/setowire-node.service"),
     );
-    copy(&repo("config/node.toml"), &root.join("etc/setowire-node/node.toml"));
+    copy(
+        &repo("config/node.toml"),
+        &root.join("etc/setowire-node/node.toml"),
+    );
     root
 }
 
@@ -70,7 +77,11 @@ fn verify(root: &Path) {
         .arg(format!("--root={}", root.display()))
         .arg("/lib/systemd/system/setowire-node.service"));
     let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
-    assert!(out.status.success() && said.trim().is_empty(), "{}: {said}", out.status);
+    assert!(
+        out.status.success() && said.trim().is_empty(),
+        "{}: {said}",
+        out.status
+    );
 }
 
 #[test]
@@ -91,7 +102,10 @@ fn the_systemd_unit_verifies_and_is_locked_down() {
     let report = format!("{}{}", text(&out.stdout), text(&out.stderr));
     let score: f64 = report
         .lines()
-        .find_map(|l| l.split("Overall exposure level for setowire-node.service:").nth(1))
+        .find_map(|l| {
+            l.split("Overall exposure level for setowire-node.service:")
+                .nth(1)
+        })
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("no exposure level in:\n{report}"));
@@ -107,7 +121,9 @@ fn the_kubernetes_manifests_validate_and_fit_together() {
         .arg(repo("deploy/k8s")));
     assert!(out.status.success(), "{}", text(&out.stderr));
     let carried: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
-    let node_toml = carried["node_toml"].as_str().expect("the ConfigMap's node.toml");
+    let node_toml = carried["node_toml"]
+        .as_str()
+        .expect("the ConfigMap's node.toml");
 
     // The node accepts the configuration the ConfigMap carries.
     let dir = scratch("k8s-config");

@@ -61,7 +61,11 @@ fn ready_until_the_node_drains_while_still_alive() {
     let admin = format!("127.0.0.1:{}", node.ready_port("admin_port"));
     let out = health(&net, &["--ready", "--admin-listen", &admin]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert!(text(&out).contains("/readyz answered 200"), "{}", text(&out));
+    assert!(
+        text(&out).contains("/readyz answered 200"),
+        "{}",
+        text(&out)
+    );
 
     // SIGTERM: during the grace the node still serves (alive) but is no longer ready.
     // SAFETY: kill(2) on the node's pid, a process this test spawned and still owns.

@@ -155,8 +155,21 @@ impl Container {
         image: &str,
         cmd: &[&str],
     ) -> Container {
+        Container::start_as(net, &unique_name(what), run_args, image, cmd)
+    }
+
+    /// Like [`Container::start`], named `name` (made by [`unique_name`]): for containers that
+    /// must know each other's names before they run.
+    #[track_caller]
+    pub fn start_as(
+        net: &Network,
+        name: &str,
+        run_args: &[&str],
+        image: &str,
+        cmd: &[&str],
+    ) -> Container {
         let container = Container {
-            name: unique_name(what),
+            name: name.to_owned(),
         };
         let mut args = vec!["run", "-d", "--name", &container.name];
         args.extend(["--network", &net.name]);

@@ -87,7 +87,10 @@ fn provision() -> Result<PathBuf, String> {
         .args(["-m", "pip", "install", "--no-input"])
         .args(&pins);
     run_logged(install, &log_path, INSTALL_TIMEOUT).map_err(|e| {
-        format!("`pip install {}` failed: {e}\n(is PyPI reachable?)", pins.join(" "))
+        format!(
+            "`pip install {}` failed: {e}\n(is PyPI reachable?)",
+            pins.join(" ")
+        )
     })?;
 
     check(&python).map_err(|e| format!("the fresh venv does not work: {e}"))?;
