@@ -13,6 +13,9 @@ cargo clippy --workspace --all-targets -- -D warnings
 # The container tests (tests/container.rs, tests/compose.rs) run the image this builds,
 # offline: a Debian base from debootstrap (kept between runs) and the release binary.
 ./deploy/docker/build-offline.sh --quiet
+# The Debian package tests/deployment.rs installs in a Debian container (the same release
+# binary, so this takes seconds; cargo-deb is installed from crates.io when missing).
+./deploy/debian/build-deb.sh >/dev/null
 cargo test --workspace --lib --bins --tests
 # Each criterion benchmark once, as a smoke test (criterion refuses libtest's flags).
 cargo test --workspace --benches

@@ -1,14 +1,20 @@
 //! The deployment files under deploy/: the systemd unit passes `systemd-analyze verify` and
-//! keeps a low exposure score, the Kubernetes manifests pass the Kubernetes schemas offline
-//! and fit together, and the configuration they carry is one the node accepts.
+//! keeps a low exposure score, the Debian package installs with `dpkg -i` in a Debian
+//! container and its node runs there, the Kubernetes manifests pass the Kubernetes schemas
+//! offline and fit together, and the configuration they carry is one the node accepts.
 
 mod support;
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::Duration;
 
+use support::docker::{base_image, docker_within};
 use support::venv;
+
+/// Installing the package and starting its node in a container.
+const INSTALL_WITHIN: Duration = Duration::from_secs(120);
 
 /// `systemd-analyze security`'s score, 0 (locked down) to 10 (exposed); 1.5 when measured.
 const MAX_EXPOSURE: f64 = 2.0;
@@ -139,4 +145,59 @@ fn the_kubernetes_manifests_validate_and_fit_together() {
     let out = run(&mut cmd);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("setowire-node-2.setowire-node-peers:49737"));
+}
+
+/// The package deploy/debian/build-deb.sh made (scripts/test.sh runs it before the tests).
+fn debian_package() -> PathBuf {
+    let dir = repo("target/debian");
+    let mut packages: Vec<PathBuf> = fs::read_dir(&dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "deb"))
+        .collect();
+    packages.sort_by_key(|p| fs::metadata(p).and_then(|m| m.modified()).ok());
+    packages.pop().unwrap_or_else(|| {
+        panic!(
+            "no package in {}: build it with deploy/debian/build-deb.sh (scripts/test.sh does)",
+            dir.display()
+        )
+    })
+}
+
+#[test]
+fn the_debian_package_installs_and_its_node_runs() {
+    let package = debian_package();
+    let name = package
+        .file_name()
+        .and_then(|n| n.to_str())
+        .expect("a name");
+    let dir = package.parent().expect("a directory").display().to_string();
+    // As the unit starts it, then the probe a unit's watchdog or an operator would use.
+    let script = format!(
+        "set -e
+        dpkg -i /packages/{name}
+        dpkg-query -W -f='${{Conffiles}}' setowire-node | grep -q /etc/setowire-node/node.toml
+        test -f /lib/systemd/system/setowire-node.service
+        mkdir -p /var/lib/setowire-node
+        setowire-node --config /etc/setowire-node/node.toml --state-dir /var/lib/setowire-node &
+        for i in $(seq 1 100); do
+          setowire-node health --config /etc/setowire-node/node.toml && break
+          sleep 0.1
+        done
+        test -f /var/lib/setowire-node/identity.key
+        kill -TERM $!
+        wait $!
+        echo installed-and-ran"
+    );
+    let volume = format!("{dir}:/packages:ro");
+    let image = base_image();
+    let out = docker_within(
+        &["run", "--rm", "-v", &volume, &image, "sh", "-c", &script],
+        INSTALL_WITHIN,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(out.contains("healthy: GET"), "{out}");
+    assert!(out.trim_end().ends_with("installed-and-ran"), "{out}");
 }
