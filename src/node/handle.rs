@@ -118,10 +118,6 @@ impl NodeHandle {
         self.cluster.directory.has_addr(addr)
     }
 
-    pub fn peer_count(&self) -> usize {
-        self.cluster.directory.len()
-    }
-
     /// Broadcasts `payload` from every shard; how many peers it went to.
     pub fn broadcast_counted(
         &self,

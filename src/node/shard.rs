@@ -102,6 +102,11 @@ impl Shard {
             self.forward_events();
             self.publish(now, iterations);
         }
+        tracing::info!(
+            shard = self.id,
+            peers = self.engine.peer_count(),
+            "stopping: GOAWAY to the shard's peers"
+        );
         self.engine.disconnect_all();
         apply_effects(&mut self.engine, &self.shared, self.id);
         self.transmit();

@@ -425,10 +425,8 @@ fn shut_down(
         Some(_) => FAILURE_DRAIN,
         None => DRAIN,
     };
-    tracing::info!(
-        peers = node.peer_count(),
-        "shutting down: GOAWAY to every peer"
-    );
+    // Each shard logs how many peers it told: a signal may have stopped them already.
+    tracing::info!("shutting down: GOAWAY to every peer");
     supervisor.stop();
     let deadline = Instant::now() + drain;
     node.wake_all();
