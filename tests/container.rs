@@ -14,10 +14,10 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use support::docker::{docker_ok, node_image, Container, ContainerPeer, Network};
-use support::peer::ControlPeer;
+use support::peer::{broadcast_reaches, ControlPeer};
 use support::process::LineProcess;
 use support::venv;
-use support::{is_event, pattern_bytes, TIMEOUT};
+use support::{is_event, TIMEOUT};
 
 /// The node's UDP port in the image (the built-in default).
 const UDP_PORT: u16 = 49737;
@@ -96,17 +96,6 @@ fn plain_logs(node: &Container) -> String {
         }
     }
     out
-}
-
-/// `a` broadcasts, `b` receives it (from the node's flood or from `a` directly after the
-/// node introduced them: py-setowire delivers a payload once).
-fn broadcast_reaches(a: &mut ControlPeer, b: &mut ControlPeer, seed: u64) {
-    let payload = pattern_bytes(seed, 300);
-    a.broadcast(&payload);
-    let want = hex::encode(&payload);
-    b.wait_event(TIMEOUT, |e| {
-        is_event(e, "data") && e["hex"] == want.as_str()
-    });
 }
 
 #[test]

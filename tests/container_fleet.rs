@@ -13,7 +13,8 @@ mod support;
 use std::time::{Duration, Instant};
 
 use support::docker::{docker_ok, node_image, unique_name, Container, ContainerPeer, Network};
-use support::{is_event, pattern_bytes, TIMEOUT};
+use support::peer::broadcast_reaches;
+use support::{is_event, TIMEOUT};
 
 const UDP_PORT: u16 = 49737;
 const HEALTHY_WITHIN: Duration = Duration::from_secs(30);
@@ -68,16 +69,6 @@ fn wait_direct(a: &mut ContainerPeer, b: &ContainerPeer, within: Duration) -> Du
     started.elapsed()
 }
 
-/// `from` broadcasts; `to` receives it.
-fn reaches(from: &mut ContainerPeer, to: &mut ContainerPeer, seed: u64) {
-    let payload = pattern_bytes(seed, 300);
-    from.broadcast(&payload);
-    let want = hex::encode(&payload);
-    to.wait_event(TIMEOUT, |e| {
-        is_event(e, "data") && e["hex"] == want.as_str()
-    });
-}
-
 #[test]
 fn a_fleet_of_containers_acts_as_one() {
     let net = Network::create();
@@ -109,12 +100,12 @@ fn a_fleet_of_containers_acts_as_one() {
         "fleet | peers of node 1 and node 3 met directly {:?} after the second joined",
         joined.elapsed().min(met)
     );
-    reaches(&mut p1, &mut p3, 1);
+    broadcast_reaches(&mut p1, &mut p3, 1);
 
     // Node 1 killed: the peers keep talking, and a newcomer on node 2 meets the peer of node 3.
     docker_ok(&["kill", &nodes[0].name]);
-    reaches(&mut p3, &mut p1, 2);
-    reaches(&mut p1, &mut p3, 3);
+    broadcast_reaches(&mut p3, &mut p1, 2);
+    broadcast_reaches(&mut p1, &mut p3, 3);
     let mut p2 = peer_of(&net, "py-2", &nodes[1]);
     let met = wait_direct(&mut p2, &p3, MEET_WITHIN);
     println!("fleet | after node 1 was killed, a peer of node 2 met the peer of node 3 in {met:?}");

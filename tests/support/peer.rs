@@ -214,6 +214,18 @@ impl DerefMut for ControlPeer {
     }
 }
 
+/// `a` broadcasts, `b` receives it: from a node's flood or from `a` directly after they were
+/// introduced (a peer delivers a payload once, whichever way it came first).
+#[track_caller]
+pub fn broadcast_reaches(a: &mut ControlPeer, b: &mut ControlPeer, seed: u64) {
+    let payload = super::pattern_bytes(seed, 300);
+    a.broadcast(&payload);
+    let want = hex::encode(&payload);
+    b.proc.wait_event(TIMEOUT, |e| {
+        is_event(e, "data") && e["hex"] == want.as_str()
+    });
+}
+
 /// `a` dials `b`; waits until both report the connection. Returns
 /// (`a`'s connection event, `b`'s connection event).
 #[track_caller]
