@@ -251,6 +251,24 @@ read_ticks() {
     TICKS=$((f[11] + f[12])) # fields 14 (utime) and 15 (stime)
 }
 
+# read_cores: CORES = "busy total" clock ticks of CPU 0 and of CPU 1 since boot, from
+# /proc/stat (busy: all but idle and iowait; steal counts as busy, the cores were not ours
+# then), to tell how much of the two cores other work took during a run. No fork.
+read_cores() {
+    CORES=""
+    local name rest
+    while read -r name rest; do
+        case $name in
+        cpu0 | cpu1)
+            local -a f
+            read -ra f <<<"$rest"
+            local total=$((f[0] + f[1] + f[2] + f[3] + f[4] + f[5] + f[6] + f[7]))
+            CORES+="$((total - f[3] - f[4])) $total "
+            ;;
+        esac
+    done </proc/stat
+}
+
 # children_ms: CHILD_MS = user + system CPU time of this shell's finished children (the
 # `times` builtin, run in this shell: a subshell would report its own children), in ms, to
 # tell how busy the generator was.
@@ -298,6 +316,8 @@ run_rounds() {
             [[ $scenario == dht ]] && where=(--dht-target "$addr")
             children_ms
             local gen0=$CHILD_MS
+            read_cores
+            local -a cores0=($CORES)
             read_ticks "${PID[$t]}"
             local ticks0=$TICKS wall0=$EPOCHREALTIME
             if ! timeout 120 "${GEN_PREFIX[@]}" "$SIM" "$scenario" "${where[@]}" "$@" --quiet --json "$json" \
@@ -306,13 +326,20 @@ run_rounds() {
                 rm -f "$json"
             fi
             local wall_sim=$EPOCHREALTIME
+            read_cores
+            local -a cores1=($CORES)
             sleep "$SETTLE"
             read_ticks "${PID[$t]}"
             local ticks1=$TICKS wall1=$EPOCHREALTIME
             children_ms
             if [[ -f $json && -n $ticks0 && -n $ticks1 ]]; then
-                printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$phase" "$t" "$r" \
-                    "$ticks0" "$ticks1" "$wall0" "$wall1" "$((CHILD_MS - gen0))" "$wall_sim" >>"$OUT/cpu.tsv"
+                local c d cores=""
+                for c in 0 1 2 3; do
+                    d=$((${cores1[c]:-0} - ${cores0[c]:-0}))
+                    cores+=$'\t'$d
+                done
+                printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s%s\n' "$phase" "$t" "$r" \
+                    "$ticks0" "$ticks1" "$wall0" "$wall1" "$((CHILD_MS - gen0))" "$wall_sim" "$cores" >>"$OUT/cpu.tsv"
             fi
         done
     done
@@ -379,14 +406,21 @@ for path in sorted(glob.glob(os.path.join(out, "json", "*.json"))):
 cpu = {}
 # (scenario, target, round) -> setowire-sim's CPU seconds ÷ its wall seconds
 gen_busy = {}
+# (scenario, target, round) -> (CPU 0 busy share, CPU 1 busy share)
+core_busy = {}
 cpu_path = os.path.join(out, "cpu.tsv")
 if os.path.exists(cpu_path):
     for line in open(cpu_path):
-        scenario, target, rnd, t0, t1, w0, w1, gen_ms, w_sim = line.rstrip("\n").split("\t")
+        scenario, target, rnd, t0, t1, w0, w1, gen_ms, w_sim, b0, n0, b1, n1 = line.rstrip("\n").split("\t")
         w0, w1, w_sim = (float(w.replace(",", ".")) for w in (w0, w1, w_sim))
-        cpu[(scenario, target, int(rnd))] = (int(t0), int(t1), w0, w1)
+        key = (scenario, target, int(rnd))
+        cpu[key] = (int(t0), int(t1), w0, w1)
         if w_sim > w0:
-            gen_busy[(scenario, target, int(rnd))] = int(gen_ms) / 1000 / (w_sim - w0)
+            gen_busy[key] = int(gen_ms) / 1000 / (w_sim - w0)
+        # Each core's busy share over the run, everything on it counted (the target, the
+        # generator, and other work).
+        if int(n0) > 0 and int(n1) > 0:
+            core_busy[key] = (int(b0) / int(n0), int(b1) / int(n1))
 
 def reports(scenario, target):
     return list(runs.get((scenario, target), {}).values())
@@ -605,15 +639,23 @@ if any(sc == "ping-sat" for sc, _ in runs):
         r = med("ping-sat", t, "rate")
         gens = [v for (sc, tt, _), v in gen_busy.items() if sc == "ping-sat" and tt == t]
         cap = per_cpu_s("ping-sat", t)
+        both = [v for (sc, tt, _), v in core_busy.items() if sc == "ping-sat" and tt == t]
+        core0 = statistics.median(b[0] for b in both) if both else None
+        core1 = statistics.median(b[1] for b in both) if both else None
         rows.append([label(t), fmt(r), spread("ping-sat", t), fmt(med("ping-sat", t, "p50"), 3),
                      fmt(med("ping-sat", t, "p99"), 3),
                      fmt(med("ping-sat", t, "loss_ratio") * 100 if r is not None else None, 3),
-                     fmt(us_per_op("ping-sat", t), 2), fmt(cores("ping-sat", t), 2),
-                     fmt(statistics.median(gens) if gens else None, 2),
+                     fmt(us_per_op("ping-sat", t), 2),
+                     f"{fmt(cores('ping-sat', t), 2)} / {fmt(core0, 2)}",
+                     f"{fmt(statistics.median(gens) if gens else None, 2)} / {fmt(core1, 2)}",
                      ratio(r, echo_rate), ratio(cap, echo_cap), cpu_note("ping-sat", t)])
     table(["target", "replies/s", "min..max", "p50 ms", "p99 ms", "loss %", "target CPU µs/reply",
-           "target core busy", "generator core busy", "÷ echo-mmsg (replies/s)",
+           "core 0: target / all", "core 1: generator / all", "÷ echo-mmsg (replies/s)",
            "÷ echo-mmsg (replies per CPU-second)", "note"], rows)
+    print("core N: X / Y is the share of that core the target (or the generator) used over the run, "
+          "then the share anything used (from /proc/stat; steal counted as used): Y − X is what "
+          "other work took. A node answers a peer's PINGs that arrive together in one BATCH "
+          "datagram (the echo sends a datagram per PONG): replies are PONGs, whatever carried them.\n")
 
 print("Idle CPU of each target between its own runs (CPU-ms per wall second): " +
       ", ".join(f"{t} {fmt(idle[t] * 1000 if idle.get(t) is not None else None, 1)}" for t in targets) + ".\n")
