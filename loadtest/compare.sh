@@ -404,7 +404,8 @@ for path in sorted(glob.glob(os.path.join(out, "json", "*.json"))):
 
 # (scenario, target, round) -> (ticks before, ticks after, wall before, wall after)
 cpu = {}
-# (scenario, target, round) -> setowire-sim's CPU seconds ÷ its wall seconds
+# (scenario, target, round) -> setowire-sim's CPU seconds, and them ÷ its wall seconds
+gen_cpu = {}
 gen_busy = {}
 # (scenario, target, round) -> (CPU 0 busy share, CPU 1 busy share)
 core_busy = {}
@@ -415,8 +416,9 @@ if os.path.exists(cpu_path):
         w0, w1, w_sim = (float(w.replace(",", ".")) for w in (w0, w1, w_sim))
         key = (scenario, target, int(rnd))
         cpu[key] = (int(t0), int(t1), w0, w1)
+        gen_cpu[key] = int(gen_ms) / 1000
         if w_sim > w0:
-            gen_busy[key] = int(gen_ms) / 1000 / (w_sim - w0)
+            gen_busy[key] = gen_cpu[key] / (w_sim - w0)
         # Each core's busy share over the run, everything on it counted (the target, the
         # generator, and other work).
         if int(n0) > 0 and int(n1) > 0:
@@ -638,6 +640,10 @@ if any(sc == "ping-sat" for sc, _ in runs):
     for t in sat_targets:
         r = med("ping-sat", t, "rate")
         gens = [v for (sc, tt, _), v in gen_busy.items() if sc == "ping-sat" and tt == t]
+        gen_us = [gen_cpu[(sc, tt, rnd)] * 1e6 / sum(x["rate"] for x in rep.get("timeline", []))
+                  for (sc, tt), reps in runs.items() if sc == "ping-sat" and tt == t
+                  for rnd, rep in reps.items()
+                  if (sc, tt, rnd) in gen_cpu and sum(x["rate"] for x in rep.get("timeline", [])) > 0]
         cap = per_cpu_s("ping-sat", t)
         both = [v for (sc, tt, _), v in core_busy.items() if sc == "ping-sat" and tt == t]
         core0 = statistics.median(b[0] for b in both) if both else None
@@ -645,12 +651,12 @@ if any(sc == "ping-sat" for sc, _ in runs):
         rows.append([label(t), fmt(r), spread("ping-sat", t), fmt(med("ping-sat", t, "p50"), 3),
                      fmt(med("ping-sat", t, "p99"), 3),
                      fmt(med("ping-sat", t, "loss_ratio") * 100 if r is not None else None, 3),
-                     fmt(us_per_op("ping-sat", t), 2),
+                     fmt(us_per_op("ping-sat", t), 2), fmt(statistics.median(gen_us) if gen_us else None, 2),
                      f"{fmt(cores('ping-sat', t), 2)} / {fmt(core0, 2)}",
                      f"{fmt(statistics.median(gens) if gens else None, 2)} / {fmt(core1, 2)}",
                      ratio(r, echo_rate), ratio(cap, echo_cap), cpu_note("ping-sat", t)])
     table(["target", "replies/s", "min..max", "p50 ms", "p99 ms", "loss %", "target CPU µs/reply",
-           "core 0: target / all", "core 1: generator / all", "÷ echo-mmsg (replies/s)",
+           "generator CPU µs/reply", "core 0: target / all", "core 1: generator / all", "÷ echo-mmsg (replies/s)",
            "÷ echo-mmsg (replies per CPU-second)", "note"], rows)
     print("core N: X / Y is the share of that core the target (or the generator) used over the run, "
           "then the share anything used (from /proc/stat; steal counted as used): Y − X is what "
