@@ -101,7 +101,7 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<Recorder>> {
                     got += 1;
                     counts.received += 1;
                     let pongs = if datagram.source() == Some(target) && !datagram.is_truncated() {
-                        pongs_in(&datagram.data)
+                        pongs_in(datagram.data)
                     } else {
                         0
                     };
@@ -195,7 +195,7 @@ impl Sender<'_> {
                 for _ in 0..n {
                     self.segments.extend_from_slice(&buf[..len]);
                 }
-                match socket.send(&self.segments) {
+                match socket.send(self.segments) {
                     Ok(_) => self.counts.sent += u64::from(n),
                     Err(_) => self.counts.send_dropped += u64::from(n),
                 }
