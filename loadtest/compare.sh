@@ -22,6 +22,12 @@
 #              (1e9 / ns of one Diffie-Hellman, `cargo bench --bench crypto`, measured here:
 #              its fastest sample, as the bench is timed by the wall clock on a shared machine)
 #   dht        JSON DHT operations/s: node ÷ py-setowire's SimpleDHT
+#   ping-sat   at saturation, pinned: the target on core 0 (`taskset -a -p`, all its threads,
+#              from this phase on; it runs last so no other phase sees the pinning) and
+#              setowire-sim on core 1, in its saturating mode (`ping --raw --saturate`: 512
+#              peers, a socket each, 4 PINGs in flight each, one thread). echo-mmsg and the
+#              1-shard nodes (io_uring, mmsg): replies/s, the target's CPU µs per reply, how
+#              busy each core was, and node ÷ echo-mmsg for both. Needs 2 CPUs or more.
 # Two measures for each: the rate setowire-sim sees (capped by the generator, which shares
 # the CPUs with the target), and the target's own CPU time per operation: utime+stime of the
 # target process (all its threads; /proc/PID/stat fields 14+15) read just before and just
@@ -31,7 +37,8 @@
 # and in target/compare/summary.md; every report under target/compare/json/, the CPU readings
 # in target/compare/cpu.tsv, every target's output under target/compare/logs/.
 #
-# Environment: ROUNDS (5), SECONDS_PER_RUN (2: ping and dht), HANDSHAKE_SECONDS (3),
+# Environment: ROUNDS (5), SECONDS_PER_RUN (2: ping, dht and ping-sat), HANDSHAKE_SECONDS (3),
+# PHASES (which of "ping handshake dht ping-sat" to run; all by default),
 # WARMUP (0.5), SKIP_BENCH=1 (no X25519 bound), PYTHON (python3 that makes the venv),
 # NODE_EVENTS=1 (run the nodes with --control stdio as before: a JSON event line on stdout per
 # connect and disconnect, into target/compare/logs/NODE.out).
@@ -48,6 +55,7 @@ HANDSHAKE_SECONDS=${HANDSHAKE_SECONDS:-3}
 WARMUP=${WARMUP:-0.5}
 PYTHON=${PYTHON:-python3}
 NODE_EVENTS=${NODE_EVENTS:-0}
+PHASES=${PHASES:-ping handshake dht ping-sat}
 # After setowire-sim exits, how long the target gets to finish what is still queued (the
 # peers' GOAWAYs) before its CPU time is read again.
 SETTLE=0.05
@@ -182,7 +190,8 @@ for ev in events(sys.argv[1]):
         print(ev["port"])
         sys.exit()
 for ev in events(sys.argv[2]):
-    fields = ev.get("fields") or {}
+    # tracing's JSON puts the fields under "fields", or beside the timestamp when flattened.
+    fields = ev.get("fields") or ev
     if fields.get("message") == "node started" and fields.get("udp"):
         print(fields["udp"].rsplit(":", 1)[1])
         sys.exit()
@@ -242,10 +251,52 @@ read_ticks() {
     TICKS=$((f[11] + f[12])) # fields 14 (utime) and 15 (stime)
 }
 
-# run_rounds SCENARIO "TARGET..." SIM-ARGS...: every round, every target once, rotating.
-# A failed run is logged and left out of the medians.
+# read_cores: CORES = "busy total" clock ticks of CPU 0 and of CPU 1 since boot, from
+# /proc/stat (busy: all but idle and iowait; steal counts as busy, the cores were not ours
+# then), to tell how much of the two cores other work took during a run. No fork.
+read_cores() {
+    CORES=""
+    local name rest
+    while read -r name rest; do
+        case $name in
+        cpu0 | cpu1)
+            local -a f
+            read -ra f <<<"$rest"
+            local total=$((f[0] + f[1] + f[2] + f[3] + f[4] + f[5] + f[6] + f[7]))
+            CORES+="$((total - f[3] - f[4])) $total "
+            ;;
+        esac
+    done </proc/stat
+}
+
+# children_ms: CHILD_MS = user + system CPU time of this shell's finished children (the
+# `times` builtin, run in this shell: a subshell would report its own children), in ms, to
+# tell how busy the generator was.
+children_ms() {
+    times >"$OUT/.times"
+    local cu cs
+    { read -r _ _; read -r cu cs; } <"$OUT/.times"
+    CHILD_MS=$(($(to_ms "$cu") + $(to_ms "$cs")))
+}
+# to_ms 1m2.345s: 62345 (the decimal mark may be a comma).
+to_ms() {
+    local t=${1%s} min sec
+    min=${t%%m*}
+    sec=${t#*m}
+    sec=${sec/,/.}
+    local whole=${sec%.*} frac=${sec#*.}000
+    echo $((10#$min * 60000 + 10#$whole * 1000 + 10#${frac:0:3}))
+}
+
+# Set by the ping-sat phase: what setowire-sim runs under (its core).
+GEN_PREFIX=()
+
+# run_rounds PHASE "TARGET..." SIM-ARGS...: every round, every target once, rotating. The
+# setowire-sim scenario is PHASE up to its first "-" (ping-sat runs ping). A failed run is
+# logged and left out of the medians.
 run_rounds() {
-    local scenario=$1
+    local phase=$1 scenario=${1%%-*}
+    [[ " $PHASES " == *" $phase "* ]] || return 0
     local -a targets=()
     local t
     for t in $2; do [[ ${STATUS[$t]:-} == up ]] && targets+=("$t"); done
@@ -253,29 +304,42 @@ run_rounds() {
     local n=${#targets[@]} r i
     ((n > 0)) || return 0
     for ((r = 1; r <= ROUNDS; r++)); do
-        say "$scenario round $r/$ROUNDS"
+        say "$phase round $r/$ROUNDS"
         for ((i = 0; i < n; i++)); do
             t=${targets[$(((i + r - 1) % n))]}
             if ! up "$t"; then
                 say "  $t is no longer running, skipped"
                 continue
             fi
-            local addr=127.0.0.1:${PORT[$t]} json="$OUT/json/$scenario-$t-r$r.json"
+            local addr=127.0.0.1:${PORT[$t]} json="$OUT/json/$phase-$t-r$r.json"
             local -a where=(--target "$addr")
             [[ $scenario == dht ]] && where=(--dht-target "$addr")
+            children_ms
+            local gen0=$CHILD_MS
+            read_cores
+            local -a cores0=($CORES)
             read_ticks "${PID[$t]}"
             local ticks0=$TICKS wall0=$EPOCHREALTIME
-            if ! timeout 120 "$SIM" "$scenario" "${where[@]}" "$@" --quiet --json "$json" \
-                >"$OUT/logs/sim-$scenario-$t-r$r.log" 2>&1 3>&-; then
-                say "  $t: setowire-sim failed: $(tail -n 1 "$OUT/logs/sim-$scenario-$t-r$r.log")"
+            if ! timeout 120 "${GEN_PREFIX[@]}" "$SIM" "$scenario" "${where[@]}" "$@" --quiet --json "$json" \
+                >"$OUT/logs/sim-$phase-$t-r$r.log" 2>&1 3>&-; then
+                say "  $t: setowire-sim failed: $(tail -n 1 "$OUT/logs/sim-$phase-$t-r$r.log")"
                 rm -f "$json"
             fi
+            local wall_sim=$EPOCHREALTIME
+            read_cores
+            local -a cores1=($CORES)
             sleep "$SETTLE"
             read_ticks "${PID[$t]}"
             local ticks1=$TICKS wall1=$EPOCHREALTIME
+            children_ms
             if [[ -f $json && -n $ticks0 && -n $ticks1 ]]; then
-                printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$scenario" "$t" "$r" \
-                    "$ticks0" "$ticks1" "$wall0" "$wall1" >>"$OUT/cpu.tsv"
+                local c d cores=""
+                for c in 0 1 2 3; do
+                    d=$((${cores1[c]:-0} - ${cores0[c]:-0}))
+                    cores+=$'\t'$d
+                done
+                printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s%s\n' "$phase" "$t" "$r" \
+                    "$ticks0" "$ticks1" "$wall0" "$wall1" "$((CHILD_MS - gen0))" "$wall_sim" "$cores" >>"$OUT/cpu.tsv"
             fi
         done
     done
@@ -297,6 +361,22 @@ run_rounds handshake "$ONE_SHARD_NODES node-mmsg-1-fanout0 py-setowire" \
     --peers 256 --duration "$HANDSHAKE_SECONDS" --warmup "$WARMUP"
 run_rounds dht "$ONE_SHARD_NODES py-dht" \
     --peers 64 --in-flight 4 --duration "$SECONDS_PER_RUN" --warmup "$WARMUP"
+# Last: the pinning stays on the targets until they exit.
+if [[ " $PHASES " == *" ping-sat "* ]]; then
+    if ((NCPU >= 2)); then
+        for t in $ONE_SHARD_NODES echo-mmsg; do
+            if up "$t" && ! taskset -a -p -c 0 "${PID[$t]}" >/dev/null; then
+                say "$t: cannot pin to core 0"
+            fi
+        done
+        GEN_PREFIX=(taskset -c 1)
+        run_rounds ping-sat "$ONE_SHARD_NODES echo-mmsg" \
+            --raw --saturate --peers 512 --in-flight 4 --duration "$SECONDS_PER_RUN" --warmup "$WARMUP"
+        GEN_PREFIX=()
+    else
+        say "ping-sat needs 2 CPUs (the target on one, the generator on the other): skipped"
+    fi
+fi
 
 # ---- summary -----------------------------------------------------------------------------
 {
@@ -317,18 +397,32 @@ for line in open(os.path.join(out, "targets.tsv")):
 
 runs = {}  # (scenario, target) -> {round: report}
 for path in sorted(glob.glob(os.path.join(out, "json", "*.json"))):
-    m = re.match(r"(ping|handshake|dht)-(.+)-r(\d+)\.json$", os.path.basename(path))
+    m = re.match(r"(ping-sat|ping|handshake|dht)-(.+)-r(\d+)\.json$", os.path.basename(path))
     if m:
         with open(path) as f:
             runs.setdefault((m.group(1), m.group(2)), {})[int(m.group(3))] = json.load(f)
 
 # (scenario, target, round) -> (ticks before, ticks after, wall before, wall after)
 cpu = {}
+# (scenario, target, round) -> setowire-sim's CPU seconds, and them ÷ its wall seconds
+gen_cpu = {}
+gen_busy = {}
+# (scenario, target, round) -> (CPU 0 busy share, CPU 1 busy share)
+core_busy = {}
 cpu_path = os.path.join(out, "cpu.tsv")
 if os.path.exists(cpu_path):
     for line in open(cpu_path):
-        scenario, target, rnd, t0, t1, w0, w1 = line.rstrip("\n").split("\t")
-        cpu[(scenario, target, int(rnd))] = (int(t0), int(t1), float(w0.replace(",", ".")), float(w1.replace(",", ".")))
+        scenario, target, rnd, t0, t1, w0, w1, gen_ms, w_sim, b0, n0, b1, n1 = line.rstrip("\n").split("\t")
+        w0, w1, w_sim = (float(w.replace(",", ".")) for w in (w0, w1, w_sim))
+        key = (scenario, target, int(rnd))
+        cpu[key] = (int(t0), int(t1), w0, w1)
+        gen_cpu[key] = int(gen_ms) / 1000
+        if w_sim > w0:
+            gen_busy[key] = gen_cpu[key] / (w_sim - w0)
+        # Each core's busy share over the run, everything on it counted (the target, the
+        # generator, and other work).
+        if int(n0) > 0 and int(n1) > 0:
+            core_busy[key] = (int(b0) / int(n0), int(b1) / int(n1))
 
 def reports(scenario, target):
     return list(runs.get((scenario, target), {}).values())
@@ -529,6 +623,45 @@ table(["target", "ops/s", "min..max", "p50 ms", "p99 ms", "loss %", "errors", "�
 print("### CPU basis: operations per CPU-second of the target\n")
 cpu_table("dht", [(t, label(t)) for t in one_shard] + [("py-dht", "py-setowire SimpleDHT")],
           [("÷ SimpleDHT", per_cpu_s("dht", "py-dht"))])
+
+# ---- ping at saturation ----
+if any(sc == "ping-sat" for sc, _ in runs):
+    print(f"## ping --raw --saturate, pinned (512 peers x 4 in flight, {secs} s per run)\n")
+    print("The target on core 0 (every thread), setowire-sim on core 1 in its saturating mode: one "
+          "thread, a socket per peer on its own 127.1.x.y address, epoll, recvmmsg, and each "
+          "peer's PINGs in one segmented send (UDP_SEGMENT; the target receives them as separate "
+          "datagrams). The target is saturated when its core is busy near 1.00 while the "
+          "generator's is not; target CPU per reply is its utime+stime over the whole run "
+          "÷ every reply of the run, as above. Other work on the machine takes from both cores.\n")
+    sat_targets = [t for t in one_shard + ["echo-mmsg"] if t in targets]
+    echo_rate = med("ping-sat", "echo-mmsg", "rate")
+    echo_cap = per_cpu_s("ping-sat", "echo-mmsg")
+    rows = []
+    for t in sat_targets:
+        r = med("ping-sat", t, "rate")
+        gens = [v for (sc, tt, _), v in gen_busy.items() if sc == "ping-sat" and tt == t]
+        gen_us = [gen_cpu[(sc, tt, rnd)] * 1e6 / sum(x["rate"] for x in rep.get("timeline", []))
+                  for (sc, tt), reps in runs.items() if sc == "ping-sat" and tt == t
+                  for rnd, rep in reps.items()
+                  if (sc, tt, rnd) in gen_cpu and sum(x["rate"] for x in rep.get("timeline", [])) > 0]
+        cap = per_cpu_s("ping-sat", t)
+        both = [v for (sc, tt, _), v in core_busy.items() if sc == "ping-sat" and tt == t]
+        core0 = statistics.median(b[0] for b in both) if both else None
+        core1 = statistics.median(b[1] for b in both) if both else None
+        rows.append([label(t), fmt(r), spread("ping-sat", t), fmt(med("ping-sat", t, "p50"), 3),
+                     fmt(med("ping-sat", t, "p99"), 3),
+                     fmt(med("ping-sat", t, "loss_ratio") * 100 if r is not None else None, 3),
+                     fmt(us_per_op("ping-sat", t), 2), fmt(statistics.median(gen_us) if gen_us else None, 2),
+                     f"{fmt(cores('ping-sat', t), 2)} / {fmt(core0, 2)}",
+                     f"{fmt(statistics.median(gens) if gens else None, 2)} / {fmt(core1, 2)}",
+                     ratio(r, echo_rate), ratio(cap, echo_cap), cpu_note("ping-sat", t)])
+    table(["target", "replies/s", "min..max", "p50 ms", "p99 ms", "loss %", "target CPU µs/reply",
+           "generator CPU µs/reply", "core 0: target / all", "core 1: generator / all", "÷ echo-mmsg (replies/s)",
+           "÷ echo-mmsg (replies per CPU-second)", "note"], rows)
+    print("core N: X / Y is the share of that core the target (or the generator) used over the run, "
+          "then the share anything used (from /proc/stat; steal counted as used): Y − X is what "
+          "other work took. A node answers a peer's PINGs that arrive together in one BATCH "
+          "datagram (the echo sends a datagram per PONG): replies are PONGs, whatever carried them.\n")
 
 print("Idle CPU of each target between its own runs (CPU-ms per wall second): " +
       ", ".join(f"{t} {fmt(idle[t] * 1000 if idle.get(t) is not None else None, 1)}" for t in targets) + ".\n")

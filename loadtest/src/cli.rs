@@ -114,6 +114,13 @@ pub struct Options {
     #[arg(long)]
     pub raw: bool,
 
+    /// `ping --raw`, closed loop, one thread: the generator that saturates a batched
+    /// responder. Every virtual peer gets a socket of its own on its own 127.1.x.y address,
+    /// all watched by one epoll set and each read with `recvmmsg` and written with
+    /// `sendmmsg` (e.g. `--peers 512 --in-flight 4`). Loopback targets only.
+    #[arg(long)]
+    pub saturate: bool,
+
     /// An operation with no answer after this many milliseconds counts as lost.
     #[arg(long, default_value_t = 1000)]
     pub timeout_ms: u64,
@@ -181,6 +188,9 @@ impl Options {
                 anyhow::bail!("--rate must be a positive number");
             }
         }
+        if self.saturate {
+            check_saturate(&self, target)?;
+        }
         let seconds = |flag: &str, v: f64| -> anyhow::Result<Duration> {
             Duration::try_from_secs_f64(v)
                 .ok()
@@ -205,6 +215,30 @@ impl Options {
             options: self,
         })
     }
+}
+
+/// `--saturate` is one shape of load: bare PINGs, closed loop, one thread, one socket per
+/// peer on a 127/8 address (so an IPv4 loopback target).
+fn check_saturate(opts: &Options, target: SocketAddr) -> anyhow::Result<()> {
+    if opts.scenario != Scenario::Ping || !opts.raw {
+        anyhow::bail!("--saturate is for `ping --raw`");
+    }
+    if opts.rate.is_some() {
+        anyhow::bail!("--saturate is closed loop: leave out --rate");
+    }
+    if opts.threads != 1 {
+        anyhow::bail!("--saturate runs on one thread: leave out --threads");
+    }
+    if opts.peers > crate::fleet::MAX_SOCKETS {
+        anyhow::bail!(
+            "--saturate: at most {} peers (a socket each)",
+            crate::fleet::MAX_SOCKETS
+        );
+    }
+    if !(target.is_ipv4() && target.ip().is_loopback()) {
+        anyhow::bail!("--saturate sends from 127.1.x.y addresses: give an IPv4 loopback --target");
+    }
+    Ok(())
 }
 
 /// Loopback only: where a load test may send without asking.
@@ -264,5 +298,16 @@ mod tests {
         assert!(parse(&["ping", "--peers", "0"]).is_err());
         assert!(parse(&["ping", "--rate", "-5"]).is_err());
         assert!(parse(&["ping", "--threads", "0"]).is_err());
+        parse(&["ping", "--raw", "--saturate", "--peers", "512"]).unwrap();
+        for bad in [
+            &["ping", "--saturate"][..],
+            &["handshake", "--raw", "--saturate"],
+            &["ping", "--raw", "--saturate", "--rate", "100"],
+            &["ping", "--raw", "--saturate", "--threads", "2"],
+            &["ping", "--raw", "--saturate", "--peers", "20000"],
+            &["ping", "--raw", "--saturate", "--target", "[::1]:5000"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
     }
 }

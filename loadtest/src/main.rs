@@ -2,6 +2,7 @@
 
 mod cli;
 mod deadlines;
+mod fleet;
 mod net;
 mod plot;
 mod progress;

@@ -109,7 +109,7 @@ fn set_int_option(socket: &Socket, level: i32, name: i32, value: i32) -> io::Res
     }
 }
 
-fn udp_socket(bind: SocketAddr) -> io::Result<UdpSocket> {
+pub(crate) fn udp_socket(bind: SocketAddr) -> io::Result<UdpSocket> {
     let socket = Socket::new(Domain::for_address(bind), Type::DGRAM, Some(Protocol::UDP))?;
     socket.set_nonblocking(true)?;
     // A deep buffer rides out the bursts of thousands of peers. Root may go past the

@@ -192,6 +192,12 @@ fn every_scenario_runs_against_a_node() {
     );
     assert_eq!(note(&ping, "peers_connected"), 40, "{ping}");
     run_clean("ping", &udp, &[short.as_slice(), &["--raw"]].concat());
+    let saturating = run_clean(
+        "ping",
+        &udp,
+        &[short.as_slice(), &["--raw", "--saturate"]].concat(),
+    );
+    assert_eq!(note(&saturating, "sockets"), 40, "{saturating}");
     // A peer's address is used again only after it rested past the node's two silent ping
     // intervals, so the run is long enough for a second round.
     run_clean(
@@ -239,6 +245,87 @@ fn every_scenario_runs_against_a_node() {
     let (code, report, stderr) = sim(&["idle", &udp, "--peers", PEERS, "--duration", "1"]);
     assert_eq!(code, Some(0), "{stderr}");
     assert_eq!(note(&report.unwrap(), "peers_connected"), 40);
+}
+
+/// The batched echo floor on 127.0.0.1, killed when dropped.
+struct Echo {
+    child: Child,
+    _stdin: ChildStdin,
+    port: u16,
+}
+
+impl Echo {
+    fn start() -> Echo {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_echo-mmsg"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start echo-mmsg");
+        let stdin = child.stdin.take().expect("piped stdin");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("piped stdout"))
+            .read_line(&mut line)
+            .expect("ready line");
+        let ready: Value = serde_json::from_str(&line).expect("JSON ready line");
+        Echo {
+            port: ready["port"].as_u64().expect("port") as u16,
+            child,
+            _stdin: stdin,
+        }
+    }
+}
+
+impl Drop for Echo {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn the_saturating_ping_gets_every_answer_of_the_echo_floor() {
+    let echo = Echo::start();
+    let target = format!("--target=127.0.0.1:{}", echo.port);
+    let args = [
+        "--raw",
+        "--saturate",
+        "--peers",
+        "300",
+        "--in-flight",
+        "4",
+        "--duration",
+        "1",
+        "--warmup",
+        "0.3",
+    ];
+    let report = run_clean("ping", &target, &args);
+    assert_eq!(note(&report, "sockets"), 300, "{report}");
+    assert_eq!(note(&report, "strays"), 0, "{report}");
+    assert_eq!(note(&report, "send_dropped"), 0, "{report}");
+    // Every PING sent was answered (none lost), each by its own datagram from the echo.
+    assert_eq!(
+        note(&report, "datagrams_received"),
+        note(&report, "datagrams_sent"),
+        "{report}"
+    );
+    // Each wake-up served many peers at once: the point of one epoll set.
+    assert!(
+        note(&report, "ready_sockets") > note(&report, "epoll_waits"),
+        "{report}"
+    );
+
+    // It is one shape of load: the others are refused up front.
+    for bad in [
+        &["--saturate"][..],
+        &["--raw", "--saturate", "--rate", "10"],
+    ] {
+        let mut all = vec!["ping", target.as_str()];
+        all.extend_from_slice(bad);
+        let (code, report, stderr) = sim(&all);
+        assert_eq!(code, Some(2), "{stderr}");
+        assert!(report.is_none());
+        assert!(stderr.contains("--saturate"), "{stderr}");
+    }
 }
 
 #[test]

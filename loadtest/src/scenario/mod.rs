@@ -8,6 +8,7 @@ mod idle;
 mod mixed;
 mod ping;
 mod relay;
+mod saturate;
 mod store;
 
 use std::net::SocketAddr;

@@ -12,6 +12,9 @@ use crate::run::Ctx;
 use crate::swarm::{Swarm, Workload};
 
 pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<Recorder>> {
+    if ctx.opts.options.saturate {
+        return super::saturate::run(ctx);
+    }
     let setup = if ctx.opts.options.raw {
         Setup::Raw
     } else {
